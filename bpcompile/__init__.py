@@ -1,0 +1,21 @@
+"""bpcompile: a symbolic-to-code compiler for backpropagation.
+
+    import bpcompile as bpc
+    net = bpc.compile_file("xor.bp", backend="numpy")
+    p = net.init(seed=0)
+    loss, grads = net.value_and_grad(p, x=X, t=T)
+"""
+
+__version__ = "0.1.0"
+
+from .api import compile, compile_file  # noqa: E402
+from .errors import (  # noqa: E402
+    BPError, BPNameError, BPNumericError, BPShapeError, BPSyntaxError, BPTypeError,
+)
+from .gradcheck import GradcheckResult, gradcheck  # noqa: E402
+from .runtime import CompiledNet  # noqa: E402
+
+__all__ = [
+    "compile", "compile_file", "gradcheck", "GradcheckResult", "CompiledNet",
+    "BPError", "BPSyntaxError", "BPNameError", "BPShapeError", "BPTypeError", "BPNumericError",
+]

@@ -1,0 +1,61 @@
+"""The public entry points: compile a `.bp` program for a backend and dtype."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .compiler import build
+from .errors import BPError, BPTypeError
+from .runtime import CompiledNet
+
+DTYPES = {"float32": np.dtype(np.float32), "float64": np.dtype(np.float64)}
+
+
+def _numpy_executor(compiled, dtype):
+    from .backends.numpy_runtime import NumpyExecutor
+
+    return NumpyExecutor(compiled, dtype)
+
+
+def _llvm_executor(compiled, dtype):
+    from .backends.llvm_runtime import LLVMExecutor
+
+    return LLVMExecutor(compiled, dtype)
+
+
+BACKENDS = {"numpy": _numpy_executor, "llvm": _llvm_executor}
+
+
+def _dtype(dtype: object) -> np.dtype:
+    try:
+        resolved = np.dtype(dtype)
+    except TypeError:
+        resolved = None
+    if resolved is None or resolved.name not in DTYPES:
+        raise BPTypeError(f"dtype must be float32 or float64, not {dtype!r}")
+    return resolved
+
+
+def compile(source: str, backend: str = "numpy", dtype: object = "float64",
+            filename: str = "<string>") -> CompiledNet:
+    """Compile `.bp` source text. Raises a BPError subclass, located in the text, if bad."""
+    if backend not in BACKENDS:
+        raise BPTypeError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+    resolved = _dtype(dtype)
+    if not isinstance(source, str):
+        raise BPTypeError(f"source must be text, not {type(source).__name__}")
+    compiled = build(source, filename)
+    return CompiledNet(compiled, backend, resolved, BACKENDS[backend](compiled, resolved))
+
+
+def compile_file(path: str | Path, backend: str = "numpy",
+                 dtype: object = "float64") -> CompiledNet:
+    """Compile the `.bp` file at `path`; messages name it."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise BPError(f"cannot read {path}: {error}") from None
+    return compile(text, backend=backend, dtype=dtype, filename=path.name)

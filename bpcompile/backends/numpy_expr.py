@@ -1,0 +1,203 @@
+"""SymPy expressions printed as NumPy code a person would write: `d_y * y * (1 - y)`,
+`np.where(z > 0, d_h, 0)`, spaces around operators and no redundant parentheses.
+
+The printer returns code with its precedence so callers can nest expressions (an operand may
+itself be inlined code, like `x @ W1`). Operands print in the order of their inputs, so
+`x @ W1 + b1` keeps the order of the `.bp` source and an adjoint comes first in a product.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import sympy
+
+from ..symbolic import Elu, LeakyRelu, Relu, Sigmoid, Softplus
+
+# Python's precedence levels, loosest first.
+COMPARE, ADD, MUL, UNARY, POWER, ATOM = range(6)
+
+
+@dataclass(frozen=True)
+class Code:
+    text: str
+    precedence: int
+
+    def at(self, level: int) -> str:
+        """The text, parenthesized if it binds looser than `level`."""
+        return self.text if self.precedence >= level else f"({self.text})"
+
+
+def number(value: sympy.Expr) -> Code:
+    """A literal: integers as integers, everything else as the nearest float."""
+    if value.is_Integer:
+        text = str(int(value))
+    else:
+        text = repr(float(value))
+        if text in ("inf", "-inf", "nan"):
+            text = {"inf": "np.inf", "-inf": "-np.inf", "nan": "np.nan"}[text]
+    return Code(text, UNARY if text.startswith("-") else ATOM)
+
+
+class NumpyPrinter:
+    """Prints one expression; `names` gives the code of each free symbol."""
+
+    def __init__(self, names: Mapping[sympy.Symbol, Code], dtype: str = "DTYPE"):
+        self.names = names
+        self.dtype = dtype
+        self.helpers: set[str] = set()  # helper functions the printed code calls
+
+    def print(self, expr: sympy.Basic) -> Code:
+        if expr.is_Symbol:
+            return self.names[expr]
+        if expr.is_Number or (isinstance(expr, sympy.Expr) and not expr.free_symbols):
+            return number(sympy.N(expr, 17) if not expr.is_Number else expr)
+        for kind, method in _DISPATCH:
+            if isinstance(expr, kind):
+                return method(self, expr)
+        raise NotImplementedError(f"no NumPy spelling for {type(expr).__name__}: {expr}")
+
+    # ------------------------------------------------------------------ helpers
+
+    def call(self, function: str, *args: sympy.Basic) -> Code:
+        return Code(f"{function}({', '.join(self.print(a).text for a in args)})", ATOM)
+
+    def _order(self, expr: sympy.Basic) -> tuple:
+        """Sort key: by the first operand read, so source order survives."""
+        names = list(self.names)
+        read = [names.index(s) for s in expr.free_symbols if s in self.names]
+        return (min(read) if read else len(names), sympy.default_sort_key(expr))
+
+    # ------------------------------------------------------------------- arithmetic
+
+    def add(self, expr: sympy.Add) -> Code:
+        terms = sorted(expr.args, key=lambda t: (t.could_extract_minus_sign(), self._order(t)))
+        text = self.print(terms[0]).at(ADD)
+        for term in terms[1:]:
+            if term.could_extract_minus_sign():
+                text += f" - {self.print(-term).at(MUL)}"
+            else:
+                text += f" + {self.print(term).at(ADD)}"
+        return Code(text, ADD)
+
+    def mul(self, expr: sympy.Mul) -> Code:
+        if expr.could_extract_minus_sign():
+            inner = self.print(-expr)
+            return Code(f"-{inner.at(UNARY)}", UNARY)
+        coefficient, rest = expr.as_coeff_Mul()
+        numerator, denominator = [], []
+        for factor in sympy.Mul.make_args(rest):
+            if factor.is_Pow and factor.exp.is_Number and factor.exp < 0:
+                denominator.append(factor.base ** -factor.exp)
+            else:
+                numerator.append(factor)
+        if coefficient.is_Rational and coefficient.q != 1 and coefficient.p in (1, -1):
+            # x / 2 reads better than 0.5 * x
+            denominator.insert(0, sympy.Integer(coefficient.q))
+            coefficient = sympy.Integer(coefficient.p)
+        if coefficient != 1:
+            numerator.insert(0, coefficient)
+        numerator.sort(key=lambda f: (not f.is_Number, self._order(f)))
+        text = " * ".join(self.print(f).at(MUL) for f in numerator) if numerator else "1"
+        if denominator:
+            parts = [self.print(f) for f in sorted(denominator, key=self._order)]
+            if len(parts) == 1:
+                text += f" / {parts[0].at(POWER)}"
+            else:
+                text += " / (" + " * ".join(p.at(MUL) for p in parts) + ")"
+        return Code(text, MUL)
+
+    def pow(self, expr: sympy.Pow) -> Code:
+        base, exponent = expr.args
+        if exponent == sympy.Rational(1, 2):
+            return self.call("np.sqrt", base)
+        if exponent.is_Number and exponent < 0:
+            return Code(f"1 / {self.print(base ** -exponent).at(POWER)}", MUL)
+        return Code(f"{self.print(base).at(ATOM)} ** {self.print(exponent).at(UNARY)}", POWER)
+
+    # ------------------------------------------------------------------- functions
+
+    def relational(self, expr: sympy.core.relational.Relational) -> Code:
+        left, right = (self.print(a).at(ADD) for a in expr.args)
+        return Code(f"{left} {expr.rel_op} {right}", COMPARE)
+
+    def piecewise(self, expr: sympy.Piecewise) -> Code:
+        (value, condition), *rest = expr.args
+        if not rest or condition == sympy.true:
+            return self.print(value)
+        otherwise = sympy.Piecewise(*rest) if len(rest) > 1 or rest[0].cond != sympy.true \
+            else rest[0].expr
+        if value == 1 and otherwise == 0:  # an indicator: the comparison as 0/1 values
+            return Code(f"({self.print(condition).text}).astype({self.dtype})", ATOM)
+        if all(not v.free_symbols for v in (value, otherwise)):
+            # np.where of two Python numbers would make float64 whatever the dtype
+            code = self.call("np.where", condition, value, otherwise)
+            return Code(f"{code.text}.astype({self.dtype})", ATOM)
+        return Code(f"np.where({self.print(condition).text}, {self.print(value).text}, "
+                    f"{self.print(otherwise).text})", ATOM)
+
+
+def _spelled(function: str) -> Callable[[NumpyPrinter, sympy.Basic], Code]:
+    return lambda printer, expr: printer.call(function, *expr.args)
+
+
+def _helper(name: str) -> Callable[[NumpyPrinter, sympy.Basic], Code]:
+    def method(printer: NumpyPrinter, expr: sympy.Basic) -> Code:
+        printer.helpers.add(name)
+        return printer.call(name, *expr.args)
+    return method
+
+
+def _nested(function: str) -> Callable[[NumpyPrinter, sympy.Basic], Code]:
+    """np.maximum(a, np.maximum(b, c)) for Max(a, b, c)."""
+    def method(printer: NumpyPrinter, expr: sympy.Basic) -> Code:
+        args = sorted(expr.args, key=printer._order)
+        code = printer.print(args[-1])
+        for arg in reversed(args[:-1]):
+            code = Code(f"{function}({printer.print(arg).text}, {code.text})", ATOM)
+        return code
+    return method
+
+
+def _relu(printer: NumpyPrinter, expr: sympy.Basic) -> Code:
+    return Code(f"np.maximum({printer.print(expr.args[0]).text}, 0)", ATOM)
+
+
+def _softplus(printer: NumpyPrinter, expr: sympy.Basic) -> Code:
+    # log(1 + exp(x)) without overflow for any x
+    return Code(f"np.logaddexp(0, {printer.print(expr.args[0]).text})", ATOM)
+
+
+def _leaky_relu(printer: NumpyPrinter, expr: sympy.Basic) -> Code:
+    x, alpha = expr.args
+    return printer.print(sympy.Piecewise((x, x > 0), (alpha * x, True)))
+
+
+def _heaviside(printer: NumpyPrinter, expr: sympy.Basic) -> Code:
+    # the derivative of max/min: 1/2 at ties, as central differences and PyTorch see it
+    return Code(f"np.heaviside({printer.print(expr.args[0]).text}, 0.5)", ATOM)
+
+
+_DISPATCH: tuple[tuple[type, Callable[[NumpyPrinter, sympy.Basic], Code]], ...] = (
+    (sympy.Add, NumpyPrinter.add),
+    (sympy.Mul, NumpyPrinter.mul),
+    (sympy.Pow, NumpyPrinter.pow),
+    (sympy.Piecewise, NumpyPrinter.piecewise),
+    (sympy.core.relational.Relational, NumpyPrinter.relational),
+    (sympy.exp, _spelled("np.exp")),
+    (sympy.log, _spelled("np.log")),
+    (sympy.sin, _spelled("np.sin")),
+    (sympy.cos, _spelled("np.cos")),
+    (sympy.tanh, _spelled("np.tanh")),
+    (sympy.Abs, _spelled("np.abs")),
+    (sympy.sign, _spelled("np.sign")),
+    (sympy.Max, _nested("np.maximum")),
+    (sympy.Min, _nested("np.minimum")),
+    (sympy.Heaviside, _heaviside),
+    (Sigmoid, _helper("sigmoid")),
+    (Softplus, _softplus),
+    (Relu, _relu),
+    (LeakyRelu, _leaky_relu),
+    (Elu, _helper("elu")),
+)

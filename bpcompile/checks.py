@@ -1,0 +1,127 @@
+"""Checks on the arrays a call is given, before any of them reaches compiled code.
+
+Data (inputs and targets) of any real dtype or layout is converted to the network's dtype;
+params are converted too, except for `step`, which updates them in place and so needs them
+exactly right. Symbolic sizes are bound from the arrays, one size per symbol per call.
+Every failure is a BPError naming the array and both shapes; nothing has been computed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from .errors import BPNameError, BPShapeError, BPTypeError
+from .shapes import Shape, format_shape
+
+
+def _names(kind: str, given: Mapping, expected: Mapping | list, call: str) -> None:
+    if not isinstance(given, Mapping):
+        raise BPTypeError(f"{call}: {kind} must be a dict of arrays, not {type(given).__name__}")
+    missing = [n for n in expected if n not in given]
+    if missing:
+        raise BPNameError(f"{call}: missing {kind} {', '.join(map(repr, missing))}")
+    unknown = [n for n in given if n not in expected]
+    if unknown:
+        known = ", ".join(map(repr, expected)) or "none"
+        raise BPNameError(
+            f"{call}: unknown {kind} {', '.join(map(repr, unknown))} (expected {known})"
+        )
+
+
+def as_real_array(value: object, name: str, dtype: np.dtype, call: str) -> np.ndarray:
+    """`value` as a C-contiguous array of `dtype`; only real numbers (bools, ints, floats)."""
+    try:
+        array = np.asarray(value)
+    except (ValueError, TypeError) as error:  # ragged lists and the like: NumPy says why
+        raise BPTypeError(f"{call}: {name} is not an array of numbers ({error})") from None
+    if array.dtype.kind not in "biuf":
+        raise BPTypeError(
+            f"{call}: {name} must hold real numbers, but its dtype is {array.dtype}"
+        )
+    return np.ascontiguousarray(array, dtype=dtype)
+
+
+def bind_shape(name: str, actual: tuple[int, ...], declared: Shape,
+               bindings: dict[str, tuple[int, str]], call: str) -> None:
+    """Check `actual` against `declared`, binding symbols (size, array that bound it)."""
+    if len(actual) != len(declared):
+        raise BPShapeError(
+            f"{call}: {name} has shape {actual} but the network declares {name}"
+            f"{format_shape(declared)} (rank {len(declared)}, not {len(actual)})"
+        )
+    for axis, (size, dim) in enumerate(zip(actual, declared)):
+        if size == 0:
+            raise BPShapeError(
+                f"{call}: {name} has shape {actual}, with no elements along axis {axis}"
+            )
+        if isinstance(dim, int):
+            if size != dim:
+                raise BPShapeError(
+                    f"{call}: {name} has shape {actual} but the network declares {name}"
+                    f"{format_shape(declared)} (axis {axis} is {size}, not {dim})"
+                )
+        elif dim in bindings and bindings[dim][0] != size:
+            bound, source = bindings[dim]
+            raise BPShapeError(
+                f"{call}: {name} has shape {actual}, so {dim} = {size}, but {source} "
+                f"already set {dim} = {bound}"
+            )
+        else:
+            bindings[dim] = (size, name)
+
+
+def check_data(data: Mapping, declared: dict[str, Shape], dtype: np.dtype,
+               call: str) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+    """Converted data arrays, and the size bound to each symbol."""
+    _names("array", data, declared, call)
+    arrays: dict[str, np.ndarray] = {}
+    bindings: dict[str, tuple[int, str]] = {}
+    for name, shape in declared.items():
+        array = as_real_array(data[name], name, dtype, call)
+        bind_shape(name, array.shape, shape, bindings, call)
+        arrays[name] = array
+    return arrays, {symbol: size for symbol, (size, _) in bindings.items()}
+
+
+def check_params(p: Mapping, shapes: dict[str, tuple[int, ...]], dtype: np.dtype,
+                 call: str) -> dict[str, np.ndarray]:
+    """Params converted to `dtype` (for calls that only read them)."""
+    _names("param", p, shapes, call)
+    result = {}
+    for name, shape in shapes.items():
+        array = as_real_array(p[name], f"param {name}", dtype, call)
+        if array.shape != shape:
+            raise BPShapeError(
+                f"{call}: param {name} has shape {array.shape}, not {shape}"
+            )
+        result[name] = array
+    return result
+
+
+def check_in_place(arrays: Mapping, shapes: dict[str, tuple[int, ...]], dtype: np.dtype,
+                   kind: str, call: str) -> dict[str, np.ndarray]:
+    """Arrays `step` will update in place: exactly the dtype, shape and layout, writeable,
+    and no two the same array."""
+    _names(kind, arrays, shapes, call)
+    seen: dict[int, str] = {}
+    for name, shape in shapes.items():
+        array = arrays[name]
+        where = f"{call}: {kind} {name}"
+        if not isinstance(array, np.ndarray):
+            raise BPTypeError(f"{where} must be a NumPy array (step updates it in place), "
+                              f"not {type(array).__name__}")
+        if array.dtype != dtype:
+            raise BPTypeError(f"{where} is {array.dtype}, but this network is {dtype}; "
+                              f"step updates it in place, so it must be {dtype}")
+        if array.shape != shape:
+            raise BPShapeError(f"{where} has shape {array.shape}, not {shape}")
+        if not array.flags.c_contiguous:
+            raise BPTypeError(f"{where} is not C-contiguous; step updates it in place")
+        if not array.flags.writeable:
+            raise BPTypeError(f"{where} is read-only; step updates it in place")
+        if id(array) in seen:
+            raise BPTypeError(f"{where} is the same array as {seen[id(array)]}")
+        seen[id(array)] = name
+    return dict(arrays)

@@ -1,0 +1,36 @@
+"""The front end both backends share: text -> AST -> Graph -> optimized training graph."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from . import passes
+from .autodiff import differentiate
+from .ir import Graph
+from .lower import lower
+from .network import Network
+from .optim import add_updates
+from .parser import parse
+
+
+@dataclass(frozen=True)
+class Compiled:
+    """A network and its optimized graph: outputs, loss, gradients and optimizer updates."""
+
+    network: Network
+    graph: Graph
+
+
+def build(text: str, filename: str = "<string>") -> Compiled:
+    """Parse, lower, optimize and differentiate a `.bp` program; BPError if it is bad."""
+    network = lower(parse(text, filename))
+    passes.debug("lower", network.graph)
+    graph = passes.run(passes.FORWARD, network.graph)
+    if graph.loss is not None:
+        graph = differentiate(graph)
+        passes.debug("differentiate", graph)
+        shapes = {name: info.shape for name, info in network.params.items()}
+        graph = add_updates(graph, network.optimizer, shapes)
+        passes.debug("optimizer", graph)
+        graph = passes.run(passes.BACKWARD, graph)
+    return Compiled(network, graph)

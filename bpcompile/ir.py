@@ -1,0 +1,251 @@
+"""The tensor IR: a small enum of ops and frozen nodes in a graph that is already in
+topological order (a node only refers to nodes before it).
+
+Elementwise work is a single op, ELEMENTWISE, whose node carries a SymPy expression over the
+symbols `a0, a1, ...` standing for its inputs (broadcast to the node's shape); everything else
+is structural and small. The builder hash-conses nodes, so building the same computation twice
+gives the same node: common subexpressions are shared as the graph is built.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from enum import Enum, auto
+
+import sympy
+
+from .shapes import Shape, format_shape
+
+
+class Op(Enum):
+    INPUT = auto()          # data given at call time: inputs and targets (name)
+    PARAM = auto()          # a trained tensor (name)
+    STATE = auto()          # optimizer state: momentum buffers, Adam moments, the step count
+    ELEMENTWISE = auto()    # expr over a0..an, inputs broadcast to shape
+    MATMUL = auto()         # NumPy matmul of 1-D and 2-D operands
+    TRANSPOSE = auto()      # 2-D transpose
+    RESHAPE = auto()        # same elements, new shape (only unit dims added or removed)
+    SUM = auto()            # sum over axes
+    MAX = auto()            # max over axes
+    ARGMAX_ONEHOT = auto()  # 1 at the first arg-max along axes, 0 elsewhere (max's gradient)
+    SOFTMAX = auto()        # along axes[0]
+    LOG_SOFTMAX = auto()    # along axes[0], max-shifted
+    LOGSUMEXP = auto()      # over axes, max-shifted
+    SOFTMAX_XENT = auto()   # mean over rows of -sum(t * log_softmax(logits), axis=-1)
+
+
+LEAVES = frozenset({Op.INPUT, Op.PARAM, Op.STATE})
+
+
+def operand(index: int) -> sympy.Symbol:
+    """The symbol for an elementwise node's `index`-th input."""
+    return sympy.Symbol(f"a{index}", real=True)
+
+
+@dataclass(frozen=True)
+class Node:
+    op: Op
+    inputs: tuple[int, ...]
+    shape: Shape
+    expr: sympy.Expr | None = None     # ELEMENTWISE only
+    axes: tuple[int, ...] = ()         # reductions, softmax family
+    keepdims: bool = False
+    name: str | None = None            # a leaf's name, or the `.bp` name this value was given
+    lines: tuple[int, ...] = field(default=(), compare=False)  # `.bp` lines it comes from
+
+    def key(self) -> tuple:
+        """What makes two nodes the same computation (names and lines do not)."""
+        leaf_name = self.name if self.op in LEAVES else None
+        return (self.op, self.inputs, self.shape, self.expr, self.axes, self.keepdims, leaf_name)
+
+
+@dataclass(frozen=True)
+class Graph:
+    """Nodes in topological order, and the roles some of them play.
+
+    `updates` maps a param or state name to the node computing its value after one step.
+    """
+
+    nodes: tuple[Node, ...]
+    inputs: dict[str, int] = field(default_factory=dict)
+    params: dict[str, int] = field(default_factory=dict)
+    state: dict[str, int] = field(default_factory=dict)
+    outputs: dict[str, int] = field(default_factory=dict)
+    loss: int | None = None
+    grads: dict[str, int] = field(default_factory=dict)
+    updates: dict[str, int] = field(default_factory=dict)
+
+    def roots(self) -> list[int]:
+        ids = [*self.outputs.values(), *self.grads.values(), *self.updates.values()]
+        if self.loss is not None:
+            ids.append(self.loss)
+        return ids
+
+    def users(self) -> dict[int, list[int]]:
+        """For each node, the nodes that read it (a node reading twice counts twice)."""
+        result: dict[int, list[int]] = {i: [] for i in range(len(self.nodes))}
+        for i, node in enumerate(self.nodes):
+            for j in node.inputs:
+                result[j].append(i)
+        return result
+
+    def live(self, roots: Iterable[int]) -> list[int]:
+        """The ids `roots` depend on, in topological order."""
+        seen: set[int] = set()
+        stack = list(roots)
+        while stack:
+            i = stack.pop()
+            if i not in seen:
+                seen.add(i)
+                stack.extend(self.nodes[i].inputs)
+        return sorted(seen)
+
+    def with_roles(self, remap: Mapping[int, int], nodes: tuple[Node, ...]) -> Graph:
+        """This graph's roles moved through `remap` onto `nodes`."""
+        move = lambda ids: {k: remap[v] for k, v in ids.items()}  # noqa: E731
+        return Graph(
+            nodes=nodes,
+            inputs=move(self.inputs), params=move(self.params), state=move(self.state),
+            outputs=move(self.outputs),
+            loss=None if self.loss is None else remap[self.loss],
+            grads=move(self.grads), updates=move(self.updates),
+        )
+
+    def pretty(self) -> str:
+        """One line per node, for debugging (`BPCOMPILE_DEBUG=1` prints each stage)."""
+        roles: dict[int, list[str]] = {}
+        for kind in ("inputs", "params", "state", "outputs", "grads", "updates"):
+            for name, i in getattr(self, kind).items():
+                roles.setdefault(i, []).append(f"{kind[:-1] if kind != 'state' else kind}:{name}")
+        if self.loss is not None:
+            roles.setdefault(self.loss, []).append("loss")
+        lines = []
+        for i, n in enumerate(self.nodes):
+            detail = str(n.expr) if n.expr is not None else ""
+            if n.axes:
+                detail += f" axes={n.axes}" + (" keepdims" if n.keepdims else "")
+            ins = ", ".join(f"%{j}" for j in n.inputs)
+            tag = f"  [{', '.join(roles[i])}]" if i in roles else ""
+            label = f" {n.name}" if n.name else ""
+            lines.append(
+                f"%{i} = {n.op.name.lower()}({ins}) {detail} : {format_shape(n.shape)}{label}{tag}"
+            )
+        return "\n".join(lines)
+
+
+class GraphBuilder:
+    """Appends nodes, returning the existing id when the same computation is added again."""
+
+    def __init__(self) -> None:
+        self.nodes: list[Node] = []
+        self._ids: dict[tuple, int] = {}
+
+    def add(self, node: Node) -> int:
+        key = node.key()
+        existing = self._ids.get(key)
+        if existing is not None:
+            self.note(existing, node.name, node.lines)
+            return existing
+        assert all(0 <= i < len(self.nodes) for i in node.inputs), "inputs must exist"
+        self.nodes.append(node)
+        self._ids[key] = len(self.nodes) - 1
+        return len(self.nodes) - 1
+
+    def note(self, i: int, name: str | None, lines: tuple[int, ...]) -> None:
+        """Record that node `i` is also known as `name` and also comes from `lines`."""
+        old = self.nodes[i]
+        lines = tuple(sorted(set(old.lines) | set(lines)))
+        name = old.name or name
+        if lines != old.lines or name != old.name:
+            self.nodes[i] = replace(old, lines=lines, name=name)
+
+    @classmethod
+    def extending(cls, graph: Graph) -> GraphBuilder:
+        """A builder that starts with `graph`'s nodes, to add more after them."""
+        builder = cls()
+        builder.nodes = list(graph.nodes)
+        builder._ids = {node.key(): i for i, node in enumerate(graph.nodes)}
+        return builder
+
+    def elementwise(
+        self, expr: sympy.Expr, inputs: Iterable[int], shape: Shape,
+        name: str | None = None, lines: tuple[int, ...] = (),
+    ) -> int:
+        """An ELEMENTWISE node in canonical form (see `canonical`); `a0` alone, of the right
+        shape, is its input itself."""
+        expr, order = canonical(expr, inputs)
+        if expr == operand(0) and self.nodes[order[0]].shape == shape:
+            self.note(order[0], name, lines)
+            return order[0]
+        return self.add(Node(Op.ELEMENTWISE, order, shape, expr=expr, name=name, lines=lines))
+
+    def graph(self, template: Graph, remap: Mapping[int, int]) -> Graph:
+        return template.with_roles(remap, tuple(self.nodes))
+
+
+def canonical(expr: sympy.Expr, inputs: Iterable[int]) -> tuple[sympy.Expr, tuple[int, ...]]:
+    """`expr` over `inputs` with unread inputs dropped, an input read twice given one
+    symbol, and symbols numbered a0, a1, ... in order: equal computations look equal."""
+    used = expr.free_symbols
+    order: list[int] = []
+    renaming: dict[sympy.Symbol, sympy.Symbol] = {}
+    for k, i in enumerate(inputs):
+        symbol = operand(k)
+        if symbol not in used:
+            continue
+        if i not in order:
+            order.append(i)
+        renaming[symbol] = _temp(order.index(i))
+    expr = expr.xreplace(renaming)
+    return expr.xreplace({_temp(k): operand(k) for k in range(len(order))}), tuple(order)
+
+
+def _temp(k: int) -> sympy.Symbol:
+    """Distinct stand-ins for renaming a0, a1, ... without clashes midway."""
+    return sympy.Symbol(f"tmp:{k}", real=True)
+
+
+Visit = Callable[[GraphBuilder, Node, tuple[int, ...]], int]
+
+
+def rebuild(graph: Graph, visit: Visit | None = None, roots: Iterable[int] | None = None) -> Graph:
+    """Copy the live part of `graph` through a fresh builder.
+
+    `visit(builder, node, new_inputs)` returns the new id for `node` (default: the node with
+    its inputs remapped). Hash-consing in the builder merges what the visit makes equal, and
+    only nodes reachable from `roots` (default: the graph's roles) are kept: so `rebuild` is
+    also CSE and dead-code elimination.
+    """
+    builder = GraphBuilder()
+    remap: dict[int, int] = {}
+    keep = graph.live(graph.roots() if roots is None else roots)
+    keep = sorted(set(keep) | set(graph.inputs.values()) | set(graph.params.values())
+                  | set(graph.state.values()))
+    for i in keep:
+        node = graph.nodes[i]
+        new_inputs = tuple(remap[j] for j in node.inputs)
+        if visit is None:
+            remap[i] = copy_node(builder, node, new_inputs)
+        else:
+            remap[i] = visit(builder, node, new_inputs)
+    return builder.graph(graph, remap)
+
+
+def copy_node(builder: GraphBuilder, node: Node, inputs: tuple[int, ...]) -> int:
+    """`node` with new inputs, re-canonicalized if elementwise."""
+    if node.op is Op.ELEMENTWISE:
+        assert node.expr is not None
+        return builder.elementwise(node.expr, inputs, node.shape, node.name, node.lines)
+    return builder.add(replace(node, inputs=inputs))
+
+
+def inline(
+    expr: sympy.Expr, inputs: tuple[int, ...], k: int,
+    inner: sympy.Expr, inner_inputs: tuple[int, ...],
+) -> tuple[sympy.Expr, tuple[int, ...]]:
+    """`expr` with its `k`-th operand replaced by the elementwise expression `inner` (over
+    `inner_inputs`), in canonical form."""
+    shift = len(inputs)
+    moved = inner.xreplace({operand(m): operand(shift + m) for m in range(len(inner_inputs))})
+    return canonical(expr.xreplace({operand(k): moved}), inputs + inner_inputs)

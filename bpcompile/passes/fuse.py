@@ -1,0 +1,95 @@
+"""Fuse elementwise chains: an ELEMENTWISE node read by exactly one other ELEMENTWISE node of
+the same shape is substituted into it, so the pair becomes one SymPy expression (one loop in
+LLVM, one line of NumPy). Constants are always substituted. With `respect_names`, values the
+`.bp` file named (and their adjoints, `d_h`) stay values, so generated code keeps the
+statements the user wrote.
+
+A merge is refused when it would make the backward pass evaluate more transcendentals than
+the two nodes did apart: in `sigmoid(a) * tanh(b)` keeping `sigmoid(a)` and `tanh(b)` as
+values lets the backward read them instead of computing exp and tanh again.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from ..ir import Graph, Node, Op, inline, rebuild
+from ..symbolic import backward_transcendentals
+
+
+def uses(graph: Graph) -> Counter[int]:
+    """How often each node is read, by other nodes or as one of the graph's results."""
+    counts: Counter[int] = Counter(graph.roots())
+    for node in graph.nodes:
+        counts.update(node.inputs)
+    return counts
+
+
+def depends_on_params(graph: Graph) -> set[int]:
+    """Nodes whose value changes with some param: only their inputs need gradients."""
+    result = set(graph.params.values())
+    for i, node in enumerate(graph.nodes):
+        if any(j in result for j in node.inputs):
+            result.add(i)
+    return result
+
+
+def fuse(graph: Graph, differentiate: bool = True, respect_names: bool = True) -> Graph:
+    """Merge elementwise producers into consumers. With `differentiate`, refuse merges that
+    cost the backward pass transcendentals (the graph will be differentiated later)."""
+    graph = rebuild(graph)  # CSE first, so use counts are exact
+    counts = uses(graph)
+    varying = depends_on_params(graph) if differentiate else set()
+    merged: dict[int, Node] = {}
+
+    for i, node in enumerate(graph.nodes):
+        if node.op is not Op.ELEMENTWISE:
+            continue
+        expr, inputs = node.expr, node.inputs
+        k = 0
+        while k < len(inputs):
+            j = inputs[k]
+            producer = merged.get(j, graph.nodes[j])
+            if _can_merge(producer, node, counts[j], respect_names):
+                new_expr, new_inputs = inline(expr, inputs, k, producer.expr, producer.inputs)
+                if not varying or _cheap_enough(
+                    (expr, inputs), (producer.expr, producer.inputs), (new_expr, new_inputs),
+                    varying,
+                ):
+                    expr, inputs = new_expr, new_inputs
+                    k = 0  # operands were renumbered
+                    continue
+            k += 1
+        lines = tuple(sorted(set(node.lines).union(
+            *(graph.nodes[j].lines for j in node.inputs if j not in inputs))))
+        merged[i] = Node(Op.ELEMENTWISE, inputs, node.shape, expr=expr, name=node.name,
+                         lines=lines)
+
+    replaced = Graph(
+        nodes=tuple(merged.get(i, n) for i, n in enumerate(graph.nodes)),
+        inputs=graph.inputs, params=graph.params, state=graph.state, outputs=graph.outputs,
+        loss=graph.loss, grads=graph.grads, updates=graph.updates,
+    )
+    return rebuild(replaced)
+
+
+def _can_merge(producer: Node, consumer: Node, readers: int, respect_names: bool) -> bool:
+    if producer.op is not Op.ELEMENTWISE:
+        return False
+    if not producer.inputs:  # a constant: free to copy anywhere
+        return True
+    if respect_names and producer.name is not None:
+        return False
+    return readers == 1 and producer.shape == consumer.shape
+
+
+def _cheap_enough(consumer, producer, merged, varying: set[int]) -> bool:
+    """Does the merged node's backward evaluate no more transcendentals than the two apart?"""
+
+    def price(part) -> int:
+        expr, inputs = part
+        wanted = tuple(k for k, j in enumerate(inputs) if j in varying)
+        return backward_transcendentals(expr, wanted)
+
+    producer_needed = price(producer) if any(j in varying for j in producer[1]) else 0
+    return price(merged) <= price(consumer) + producer_needed

@@ -1,0 +1,95 @@
+"""Stability rewrites: compute what the math defines in a form that cannot overflow.
+
+Two kinds, both tables. Structural: `log` of a SOFTMAX node reads a LOG_SOFTMAX node
+instead, `log` of a SUM of `exp` reads a LOGSUMEXP node (both max-shifted). Elementwise:
+the SymPy rules of `symbolic.STABILITY_RULES` (`log(sigmoid(z)) = -softplus(-z)`, ...), tried
+on each node with its elementwise producers substituted in, since `p = sigmoid(z)` and
+`log(1 - p)` are usually separate statements.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import sympy
+
+from ..ir import Graph, GraphBuilder, Node, Op, copy_node, inline, operand, rebuild
+from ..symbolic import stabilize
+
+INLINE_DEPTH = 3  # how many producers deep to look for a rule's pattern
+
+
+def _log_softmax(builder: GraphBuilder, producer: Node) -> int | None:
+    if producer.op is not Op.SOFTMAX:
+        return None
+    return builder.add(Node(Op.LOG_SOFTMAX, producer.inputs, producer.shape,
+                            axes=producer.axes, lines=producer.lines))
+
+
+def _logsumexp(builder: GraphBuilder, producer: Node) -> int | None:
+    if producer.op is not Op.SUM:
+        return None
+    exponent = builder.nodes[producer.inputs[0]]
+    if exponent.op is not Op.ELEMENTWISE or exponent.expr != sympy.exp(operand(0)):
+        return None
+    x = exponent.inputs[0]
+    if builder.nodes[x].shape != exponent.shape:  # exp of a broadcast value: leave it
+        return None
+    return builder.add(Node(Op.LOGSUMEXP, (x,), producer.shape, axes=producer.axes,
+                            keepdims=producer.keepdims, lines=producer.lines))
+
+
+# log(producer) -> a stable node computing the same, keyed by what the producer is.
+LOG_OF: tuple[Callable[[GraphBuilder, Node], int | None], ...] = (_log_softmax, _logsumexp)
+
+
+def _structural(builder: GraphBuilder, expr: sympy.Expr,
+                inputs: tuple[int, ...]) -> tuple[sympy.Expr, tuple[int, ...]]:
+    for k, j in enumerate(inputs):
+        log_of_input = sympy.log(operand(k))
+        if not expr.has(log_of_input):
+            continue
+        for rule in LOG_OF:
+            stable = rule(builder, builder.nodes[j])
+            if stable is not None:
+                symbol = operand(len(inputs))
+                expr, inputs = expr.xreplace({log_of_input: symbol}), inputs + (stable,)
+                break
+    return expr, inputs
+
+
+def _inlined(builder: GraphBuilder, expr: sympy.Expr, inputs: tuple[int, ...], k: int,
+             depth: int) -> tuple[sympy.Expr, tuple[int, ...]]:
+    """`expr` with input k's elementwise producer substituted, `depth` producers deep."""
+    producer = builder.nodes[inputs[k]]
+    if producer.op is not Op.ELEMENTWISE or depth == 0:
+        return expr, inputs
+    inner, inner_inputs = producer.expr, producer.inputs
+    for m in range(len(inner_inputs)):
+        inner, inner_inputs = _inlined(builder, inner, inner_inputs, m, depth - 1)
+    return inline(expr, inputs, k, inner, inner_inputs)
+
+
+def _elementwise(builder: GraphBuilder, node: Node, inputs: tuple[int, ...]) -> int:
+    expr, inputs = _structural(builder, node.expr, inputs)
+    expr, _ = stabilize(expr)
+    for j in tuple(inputs):
+        if j not in inputs:  # already substituted along with another producer
+            continue
+        candidate, candidate_inputs = _inlined(builder, expr, inputs, inputs.index(j),
+                                               INLINE_DEPTH)
+        stable, fired = stabilize(candidate)
+        if fired:  # the producer's expression completed a pattern: keep it substituted
+            expr, inputs = stable, candidate_inputs
+    return builder.elementwise(expr, inputs, node.shape, node.name, node.lines)
+
+
+def stabilize_graph(graph: Graph) -> Graph:
+    """Rewrite unstable patterns; producers no longer read disappear with dead code."""
+
+    def visit(builder: GraphBuilder, node: Node, inputs: tuple[int, ...]) -> int:
+        if node.op is Op.ELEMENTWISE:
+            return _elementwise(builder, node, inputs)
+        return copy_node(builder, node, inputs)
+
+    return rebuild(graph, visit)

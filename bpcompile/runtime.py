@@ -1,0 +1,112 @@
+"""CompiledNet: what `bpcompile.compile` returns. It checks every array a call is given,
+then hands the call to its backend's executor; it also draws initial params and state, which
+do not depend on the backend."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Protocol
+
+import numpy as np
+
+from . import checks, initializers
+from .compiler import Compiled
+from .errors import BPNameError
+from .optim import state_names
+from .shapes import Shape
+
+Arrays = dict[str, np.ndarray]
+
+
+class Executor(Protocol):
+    """A backend's compiled entry points; arrays arrive checked and converted."""
+
+    code: str
+
+    def forward(self, p: Arrays, data: Arrays, sizes: dict[str, int]) -> Arrays: ...
+
+    def loss(self, p: Arrays, data: Arrays, sizes: dict[str, int]) -> float: ...
+
+    def value_and_grad(self, p: Arrays, data: Arrays,
+                       sizes: dict[str, int]) -> tuple[float, Arrays]: ...
+
+    def step(self, p: Arrays, s: Arrays, data: Arrays, sizes: dict[str, int]) -> float: ...
+
+
+class CompiledNet:
+    """A compiled `.bp` network: init, forward, loss, value_and_grad, step, code."""
+
+    def __init__(self, compiled: Compiled, backend: str, dtype: np.dtype, executor: Executor):
+        self.compiled = compiled
+        self.network = compiled.network
+        self.backend = backend
+        self.dtype = dtype
+        self._executor = executor
+        net = self.network
+        self.name = net.name
+        self.source = net.source.text
+        self.params: dict[str, tuple[int, ...]] = {n: i.shape for n, i in net.params.items()}
+        self.inputs: dict[str, Shape] = dict(net.inputs)
+        self.targets: dict[str, Shape] = dict(net.targets)
+        self.outputs: tuple[str, ...] = tuple(net.outputs)
+        self.state: dict[str, tuple[int, ...]] = {
+            name: () if name == "step" else self.params[name.rsplit(".", 1)[0]]
+            for name in state_names(net.optimizer, list(net.params))
+        }
+
+    def __repr__(self) -> str:
+        return (f"<CompiledNet {self.name} backend={self.backend} dtype={self.dtype.name} "
+                f"params={list(self.params)}>")
+
+    @property
+    def has_loss(self) -> bool:
+        return self.compiled.graph.loss is not None
+
+    # ---------------------------------------------------------------- entry points
+
+    def init(self, seed: int = 0) -> Arrays:
+        """Fresh params: C-contiguous arrays of the net's dtype, drawn in declaration order."""
+        rng = np.random.default_rng(seed)
+        return {
+            name: np.ascontiguousarray(initializers.draw(info.init, info.shape, rng),
+                                       dtype=self.dtype)
+            for name, info in self.network.params.items()
+        }
+
+    def init_state(self, p: Mapping | None = None) -> Arrays:
+        """Zeroed optimizer state (momentum buffers, Adam moments and step count)."""
+        return {name: np.zeros(shape, dtype=self.dtype) for name, shape in self.state.items()}
+
+    def forward(self, p: Mapping, **data: object) -> Arrays:
+        params = checks.check_params(p, self.params, self.dtype, "forward")
+        arrays, sizes = checks.check_data(data, self.inputs, self.dtype, "forward")
+        return self._executor.forward(params, arrays, sizes)
+
+    def loss(self, p: Mapping, **data: object) -> float:
+        self._need_loss("loss")
+        params = checks.check_params(p, self.params, self.dtype, "loss")
+        arrays, sizes = checks.check_data(data, self.network.data, self.dtype, "loss")
+        return self._executor.loss(params, arrays, sizes)
+
+    def value_and_grad(self, p: Mapping, **data: object) -> tuple[float, Arrays]:
+        self._need_loss("value_and_grad")
+        params = checks.check_params(p, self.params, self.dtype, "value_and_grad")
+        arrays, sizes = checks.check_data(data, self.network.data, self.dtype,
+                                          "value_and_grad")
+        return self._executor.value_and_grad(params, arrays, sizes)
+
+    def step(self, p: Mapping, s: Mapping, **data: object) -> float:
+        """One training step in place on `p` and `s`; the loss before the update."""
+        self._need_loss("step")
+        params = checks.check_in_place(p, self.params, self.dtype, "param", "step")
+        state = checks.check_in_place(s, self.state, self.dtype, "state", "step")
+        arrays, sizes = checks.check_data(data, self.network.data, self.dtype, "step")
+        return self._executor.step(params, state, arrays, sizes)
+
+    def code(self) -> str:
+        """The generated source: a Python module (numpy) or LLVM IR (llvm)."""
+        return self._executor.code
+
+    def _need_loss(self, call: str) -> None:
+        if not self.has_loss:
+            raise BPNameError(f"{call}: network {self.name} has no loss statement")
