@@ -95,22 +95,22 @@ def draw(init: Init, shape: tuple[int, ...], rng: np.random.Generator) -> np.nda
 
 
 def source(init: Init, shape: tuple[int, ...]) -> str:
-    """`draw` as a NumPy expression, reading a generator named `rng`."""
+    """`draw`, cast to DTYPE, as a NumPy expression reading a generator named `rng`."""
     kind = init.kind
     size = repr(tuple(shape))
     if kind == "zeros":
-        return f"np.zeros({size})"
+        return f"np.zeros({size}, dtype=DTYPE)"
     if kind == "ones":
-        return f"np.ones({size})"
+        return f"np.ones({size}, dtype=DTYPE)"
     if kind == "constant":
-        return f"np.full({size}, {init.args[0]!r})"
+        return f"np.full({size}, {init.args[0]!r}, dtype=DTYPE)"
     if kind == "normal":
-        return f"rng.normal(0.0, {init.args[0]!r}, size={size})"
+        return f"rng.normal(0.0, {init.args[0]!r}, size={size}).astype(DTYPE)"
     if kind == "uniform":
-        return f"rng.uniform({init.args[0]!r}, {init.args[1]!r}, size={size})"
+        return f"rng.uniform({init.args[0]!r}, {init.args[1]!r}, size={size}).astype(DTYPE)"
     if kind == "xavier":
         bound = _xavier_bound(shape)
-        return f"rng.uniform({-bound!r}, {bound!r}, size={size})"
+        return f"rng.uniform({-bound!r}, {bound!r}, size={size}).astype(DTYPE)"
     if kind == "he":
-        return f"rng.normal(0.0, {_he_std(shape)!r}, size={size})"
+        return f"rng.normal(0.0, {_he_std(shape)!r}, size={size}).astype(DTYPE)"
     raise AssertionError(kind)

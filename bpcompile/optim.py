@@ -42,6 +42,11 @@ CHECKS: dict[str, tuple[str, Callable[[float], bool]]] = {
 CLIP_EPS = sympy.Rational(1, 10**6)
 
 
+def exact(value: float) -> sympy.Rational:
+    """An option as the decimal it was written as, so 1 - 0.9 prints as 0.1."""
+    return sympy.Rational(repr(float(value)))
+
+
 def default_optimizer() -> OptimizerConfig:
     options = dict(OPTIONS["sgd"], lr=0.01)
     return OptimizerConfig("sgd", options, 0, "sgd(lr=0.01) (the default)")
@@ -116,7 +121,7 @@ def _clip(builder: GraphBuilder, grads: dict[str, int], max_norm: float,
     total = sympy.sqrt(sympy.Add(*(operand(k) for k in range(len(squares)))))
     norm = builder.elementwise(total, squares, (), name="grad_norm", lines=lines)
     coef = builder.elementwise(
-        sympy.Min(1, sympy.Float(max_norm) / (operand(0) + CLIP_EPS)), (norm,), (),
+        sympy.Min(1, exact(max_norm) / (operand(0) + CLIP_EPS)), (norm,), (),
         name="clip_coef", lines=lines,
     )
     return {
@@ -129,7 +134,7 @@ def _clip(builder: GraphBuilder, grads: dict[str, int], max_norm: float,
 def _sgd(builder: GraphBuilder, graph: Graph, config: OptimizerConfig, grads: dict[str, int],
          state: dict[str, int], lines: tuple[int, ...]) -> dict[str, int]:
     o = config.options
-    lr, momentum, decay = (sympy.Float(o[k]) for k in ("lr", "momentum", "weight_decay"))
+    lr, momentum, decay = (exact(o[k]) for k in ("lr", "momentum", "weight_decay"))
     p, g, buf = operand(0), operand(1), operand(2)
     updates: dict[str, int] = {}
     for name, param in graph.params.items():
@@ -152,7 +157,7 @@ def _adam(builder: GraphBuilder, graph: Graph, config: OptimizerConfig, grads: d
           state: dict[str, int], lines: tuple[int, ...]) -> dict[str, int]:
     o = config.options
     lr, beta1, beta2, eps, decay = (
-        sympy.Float(o[k]) for k in ("lr", "beta1", "beta2", "eps", "weight_decay")
+        exact(o[k]) for k in ("lr", "beta1", "beta2", "eps", "weight_decay")
     )
     step = builder.elementwise(operand(0) + 1, (state["step"],), (), lines=lines)
     updates: dict[str, int] = {"step": step}
@@ -162,7 +167,7 @@ def _adam(builder: GraphBuilder, graph: Graph, config: OptimizerConfig, grads: d
     correction = builder.elementwise(sympy.sqrt(1 - beta2 ** operand(0)), (step,), (),
                                      name="bias_correction2", lines=lines)
     old, grad = operand(0), operand(1)
-    p, m, v, size, corr = (operand(k) for k in range(5))
+    p, size, m, v, corr = (operand(k) for k in range(5))
     # Weight decay in Adam is decoupled, as in AdamW: the param shrinks before the step.
     start = p * (1 - lr * decay) if o["weight_decay"] else p
     for name, param in graph.params.items():
@@ -174,6 +179,6 @@ def _adam(builder: GraphBuilder, graph: Graph, config: OptimizerConfig, grads: d
         updates[f"{name}.m"], updates[f"{name}.v"] = new_m, new_v
         updates[name] = builder.elementwise(
             start - size * m / (sympy.sqrt(v) / corr + eps),
-            (param, new_m, new_v, step_size, correction), shape, lines=lines,
+            (param, step_size, new_m, new_v, correction), shape, lines=lines,
         )
     return updates

@@ -29,6 +29,7 @@ ADJOINT = sympy.Symbol("adjoint", real=True)
 
 
 class Sigmoid(sympy.Function):
+    _name = "sigmoid"  # how math displays spell it
     """The logistic function 1 / (1 + exp(-x))."""
 
     nargs = 1
@@ -49,6 +50,7 @@ class Sigmoid(sympy.Function):
 
 
 class Softplus(sympy.Function):
+    _name = "softplus"  # how math displays spell it
     """log(1 + exp(x)), always computed in a form that cannot overflow."""
 
     nargs = 1
@@ -61,6 +63,7 @@ class Softplus(sympy.Function):
 
 
 class Relu(sympy.Function):
+    _name = "relu"  # how math displays spell it
     """max(x, 0); its derivative at 0 is 0, as in PyTorch."""
 
     nargs = 1
@@ -73,6 +76,7 @@ class Relu(sympy.Function):
 
 
 class LeakyRelu(sympy.Function):
+    _name = "leaky_relu"  # how math displays spell it
     """x where x > 0, else alpha * x."""
 
     nargs = 2
@@ -88,6 +92,7 @@ class LeakyRelu(sympy.Function):
 
 
 class Elu(sympy.Function):
+    _name = "elu"  # how math displays spell it
     """x where x > 0, else alpha * (exp(x) - 1)."""
 
     nargs = 2
@@ -101,6 +106,17 @@ class Elu(sympy.Function):
 
     def _eval_is_real(self) -> bool | None:
         return self.args[0].is_real
+
+
+def _lowercase_names() -> None:
+    """Print our functions as the `.bp` language spells them: sigmoid(z), not Sigmoid(z)."""
+    for function in (Sigmoid, Softplus, Relu, LeakyRelu, Elu):
+        function._sympystr = lambda self, printer: (
+            f"{self._name}({', '.join(printer._print(a) for a in self.args)})"
+        )
+
+
+_lowercase_names()
 
 
 def _gelu(x: sympy.Expr) -> sympy.Expr:
@@ -231,11 +247,26 @@ def _recover_from_out(forward: sympy.Expr) -> list[dict[sympy.Expr, sympy.Expr]]
     return found
 
 
+# Functions with f(u) > 0 exactly where u > 0: their derivative's test `u > 0` can read the
+# output instead, so the backward pass does not need the input kept.
+SIGN_PRESERVING = (Relu, LeakyRelu, Elu, sympy.tanh)
+
+
+def _sign_from_out(forward: sympy.Expr) -> dict[sympy.Basic, sympy.Basic]:
+    if isinstance(forward, SIGN_PRESERVING) and all(a.is_positive for a in forward.args[1:]):
+        u = forward.args[0]
+        return {sympy.StrictGreaterThan(u, 0): sympy.StrictGreaterThan(OUT, 0)}
+    return {}
+
+
 @lru_cache(maxsize=4096)
 def partial(forward: sympy.Expr, index: int) -> sympy.Expr:
     """The cheapest form of d forward / d a<index>, free to read OUT (the forward's value)."""
     derivative = sympy.diff(forward, operand(index))
     candidates = [derivative, derivative.subs(forward, OUT)]
+    sign = _sign_from_out(forward)
+    if sign:
+        candidates += [c.xreplace(sign).subs(forward, OUT) for c in candidates]
     for substitution in _recover_from_out(forward):
         candidates.append(derivative.xreplace(substitution))
     # Algebraic clean-ups, tried only on small expressions: expand can blow up large ones.

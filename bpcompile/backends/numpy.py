@@ -80,6 +80,7 @@ class FunctionWriter:
         self.bound: dict[int, str] = {}  # node id -> variable already holding it
         self.lines: list[str] = []
         self.sizes: set[str] = set()  # symbolic sizes the body reads
+        self.line_of: dict[int, int] = {}  # node id -> index in `lines` of its statement
 
     # -------------------------------------------------------------------- nodes
 
@@ -113,7 +114,8 @@ class FunctionWriter:
         return sorted(seen)
 
     def assign(self, i: int, node: Node, code: Code) -> None:
-        name = self.preset.get(i) or self.names.fresh(node.name or "t")
+        name = self.preset.get(i) or self.names.fresh(node.name or "tmp")
+        self.line_of[i] = len(self.lines)
         self.statement(f"{name} = {code.text}", node.lines)
         self.bound[i] = name
 
@@ -278,8 +280,7 @@ class ModuleWriter:
         g = self.graph
         w = FunctionWriter(self)
         body = self.body(w, inputs, list(g.outputs.values()))
-        items = ", ".join(f'"{n}": {w.bound[i]}' for n, i in g.outputs.items())
-        body.append(f"return {{{items}}}")
+        body += _dict_lines("return ", {n: w.bound[i] for n, i in g.outputs.items()})
         return self.function("forward", ["p", *(self.var[n] for n in inputs)],
                              "The network's outputs for inputs " + _listing(inputs) + ".", body)
 
@@ -297,8 +298,8 @@ class ModuleWriter:
         g = self.graph
         w = FunctionWriter(self, {g.loss: "loss"})
         body = self.body(w, data, [g.loss, *g.grads.values()])
-        grads = ", ".join(f'"{n}": {w.bound[i]}' for n, i in g.grads.items())
-        body.append(f"return float({w.bound[g.loss]}), {{{grads}}}")
+        grads = {n: w.bound[i] for n, i in g.grads.items()}
+        body += _dict_lines(f"return float({w.bound[g.loss]}), ", grads)
         return self.function(
             "value_and_grad", ["p", *(self.var[n] for n in data)],
             "The loss and its gradient with respect to every param.", body,
@@ -363,22 +364,23 @@ class ModuleWriter:
 
     def _in_place(self, node: Node, target: str, leaf: int, w: FunctionWriter) -> str:
         """`W -= lr * d_W` where the update is the old value minus something, else `W[...] =`."""
-        if leaf in node.inputs:
+        if leaf in node.inputs and node.expr is not None:
             own = operand(node.inputs.index(leaf))
-            decrement = sympy.expand(own - node.expr) if node.expr is not None else None
-            if decrement is not None and own not in decrement.free_symbols:
-                rest = node.expr.xreplace({own: 0})
-                shrink = Node(node.op, node.inputs, node.shape, expr=-rest)
-                code = w.code(shrink, [Code(w.bound[j], ATOM) for j in node.inputs])
-                return f"{target} -= {code.text}"
+            change = node.expr - own
+            if own not in sympy.expand(change).free_symbols:
+                sign, amount = ("-=", -change) if change.could_extract_minus_sign() \
+                    else ("+=", change)
+                delta = Node(node.op, node.inputs, node.shape, expr=amount)
+                code = w.code(delta, [Code(w.bound[j], ATOM) for j in node.inputs])
+                return f"{target} {sign} {code.text}"
         code = w.code(node, [Code(w.bound[j], ATOM) for j in node.inputs])
         return f"{target}[...] = {code.text}"
 
     def init(self) -> str:
         lines = ["rng = np.random.default_rng(seed)", "return {"]
         for name, info in self.network.params.items():
-            lines.append(f'    "{name}": {init_source(info.init, info.shape)}'
-                         f'.astype(DTYPE),  # {info.init.describe()}')
+            lines.append(f'    "{name}": {init_source(info.init, info.shape)},'
+                         f'  # {info.init.describe()}')
         lines.append("}")
         doc = ("Fresh params, drawn in declaration order from np.random.default_rng(seed) "
                "in float64, then cast to DTYPE.")
@@ -416,7 +418,7 @@ class ModuleWriter:
             "import numpy as np",
             "",
             f"DTYPE = np.{self.dtype}",
-            f"PARAMS = {{{', '.join(f'{n!r}: {info.shape!r}' for n, info in net.params.items())}}}",
+            *_dict_lines("PARAMS = ", {n: repr(i.shape) for n, i in net.params.items()}),
             f"INPUTS = {_shapes_literal(net.inputs)}",
             f"TARGETS = {_shapes_literal(net.targets)}",
             f"OUTPUTS = {tuple(net.outputs)!r}",
@@ -428,6 +430,15 @@ class ModuleWriter:
         helpers = [HELPERS[h] for h in helper_closure(self.helpers)]
         parts = ["\n".join(header), *helpers, *functions]
         return "\n\n\n".join(parts) + "\n"
+
+
+def _dict_lines(prefix: str, items: dict[str, str], width: int = 92) -> list[str]:
+    """`prefix{"a": x, "b": y}` on one line if it fits, else one item per line."""
+    pairs = [f'"{name}": {value}' for name, value in items.items()]
+    one_line = f"{prefix}{{{', '.join(pairs)}}}"
+    if len(one_line) <= width:
+        return [one_line]
+    return [f"{prefix}{{", *(f"    {pair}," for pair in pairs), "}"]
 
 
 def _shapes_literal(shapes: dict[str, Shape]) -> str:

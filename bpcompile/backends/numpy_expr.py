@@ -41,16 +41,23 @@ def number(value: sympy.Expr) -> Code:
 
 
 class NumpyPrinter:
-    """Prints one expression; `names` gives the code of each free symbol."""
+    """Prints one expression; `names` gives the code of each free symbol.
 
-    def __init__(self, names: Mapping[sympy.Symbol, Code], dtype: str = "DTYPE"):
+    With `math=True` it writes the same expression for people rather than NumPy: `exp(x)`,
+    `where(x > 0, d_h, 0)`, a comparison as a 0/1 value without a dtype conversion.
+    """
+
+    def __init__(self, names: Mapping[sympy.Symbol, Code], dtype: str = "DTYPE",
+                 math: bool = False):
         self.names = names
         self.dtype = dtype
+        self.math = math
+        self.np = "" if math else "np."
         self.helpers: set[str] = set()  # helper functions the printed code calls
 
     def print(self, expr: sympy.Basic) -> Code:
         if expr.is_Symbol:
-            return self.names[expr]
+            return self.names.get(expr) or Code(str(expr), ATOM)
         if expr.is_Number or (isinstance(expr, sympy.Expr) and not expr.free_symbols):
             return number(sympy.N(expr, 17) if not expr.is_Number else expr)
         for kind, method in _DISPATCH:
@@ -111,7 +118,7 @@ class NumpyPrinter:
     def pow(self, expr: sympy.Pow) -> Code:
         base, exponent = expr.args
         if exponent == sympy.Rational(1, 2):
-            return self.call("np.sqrt", base)
+            return self.call(f"{self.np}sqrt", base)
         if exponent.is_Number and exponent < 0:
             return Code(f"1 / {self.print(base ** -exponent).at(POWER)}", MUL)
         return Code(f"{self.print(base).at(ATOM)} ** {self.print(exponent).at(UNARY)}", POWER)
@@ -129,20 +136,22 @@ class NumpyPrinter:
         otherwise = sympy.Piecewise(*rest) if len(rest) > 1 or rest[0].cond != sympy.true \
             else rest[0].expr
         if value == 1 and otherwise == 0:  # an indicator: the comparison as 0/1 values
-            return Code(f"({self.print(condition).text}).astype({self.dtype})", ATOM)
-        if all(not v.free_symbols for v in (value, otherwise)):
+            text = f"({self.print(condition).text})"
+            return Code(text if self.math else f"{text}.astype({self.dtype})", ATOM)
+        code = self.call(f"{self.np}where", condition, value, otherwise)
+        if not self.math and all(not v.free_symbols for v in (value, otherwise)):
             # np.where of two Python numbers would make float64 whatever the dtype
-            code = self.call("np.where", condition, value, otherwise)
             return Code(f"{code.text}.astype({self.dtype})", ATOM)
-        return Code(f"np.where({self.print(condition).text}, {self.print(value).text}, "
-                    f"{self.print(otherwise).text})", ATOM)
+        return code
 
 
 def _spelled(function: str) -> Callable[[NumpyPrinter, sympy.Basic], Code]:
-    return lambda printer, expr: printer.call(function, *expr.args)
+    """A NumPy function of the same arguments: exp -> np.exp."""
+    return lambda printer, expr: printer.call(printer.np + function, *expr.args)
 
 
 def _helper(name: str) -> Callable[[NumpyPrinter, sympy.Basic], Code]:
+    """A function the generated module defines (see numpy_helpers)."""
     def method(printer: NumpyPrinter, expr: sympy.Basic) -> Code:
         printer.helpers.add(name)
         return printer.call(name, *expr.args)
@@ -155,28 +164,34 @@ def _nested(function: str) -> Callable[[NumpyPrinter, sympy.Basic], Code]:
         args = sorted(expr.args, key=printer._order)
         code = printer.print(args[-1])
         for arg in reversed(args[:-1]):
-            code = Code(f"{function}({printer.print(arg).text}, {code.text})", ATOM)
+            code = Code(f"{printer.np}{function}({printer.print(arg).text}, {code.text})", ATOM)
         return code
     return method
 
 
 def _relu(printer: NumpyPrinter, expr: sympy.Basic) -> Code:
+    if printer.math:
+        return printer.call("relu", *expr.args)
     return Code(f"np.maximum({printer.print(expr.args[0]).text}, 0)", ATOM)
 
 
 def _softplus(printer: NumpyPrinter, expr: sympy.Basic) -> Code:
+    if printer.math:
+        return printer.call("softplus", *expr.args)
     # log(1 + exp(x)) without overflow for any x
     return Code(f"np.logaddexp(0, {printer.print(expr.args[0]).text})", ATOM)
 
 
 def _leaky_relu(printer: NumpyPrinter, expr: sympy.Basic) -> Code:
+    if printer.math:
+        return printer.call("leaky_relu", *expr.args)
     x, alpha = expr.args
     return printer.print(sympy.Piecewise((x, x > 0), (alpha * x, True)))
 
 
 def _heaviside(printer: NumpyPrinter, expr: sympy.Basic) -> Code:
     # the derivative of max/min: 1/2 at ties, as central differences and PyTorch see it
-    return Code(f"np.heaviside({printer.print(expr.args[0]).text}, 0.5)", ATOM)
+    return Code(f"{printer.np}heaviside({printer.print(expr.args[0]).text}, 0.5)", ATOM)
 
 
 _DISPATCH: tuple[tuple[type, Callable[[NumpyPrinter, sympy.Basic], Code]], ...] = (
@@ -185,15 +200,15 @@ _DISPATCH: tuple[tuple[type, Callable[[NumpyPrinter, sympy.Basic], Code]], ...] 
     (sympy.Pow, NumpyPrinter.pow),
     (sympy.Piecewise, NumpyPrinter.piecewise),
     (sympy.core.relational.Relational, NumpyPrinter.relational),
-    (sympy.exp, _spelled("np.exp")),
-    (sympy.log, _spelled("np.log")),
-    (sympy.sin, _spelled("np.sin")),
-    (sympy.cos, _spelled("np.cos")),
-    (sympy.tanh, _spelled("np.tanh")),
-    (sympy.Abs, _spelled("np.abs")),
-    (sympy.sign, _spelled("np.sign")),
-    (sympy.Max, _nested("np.maximum")),
-    (sympy.Min, _nested("np.minimum")),
+    (sympy.exp, _spelled("exp")),
+    (sympy.log, _spelled("log")),
+    (sympy.sin, _spelled("sin")),
+    (sympy.cos, _spelled("cos")),
+    (sympy.tanh, _spelled("tanh")),
+    (sympy.Abs, _spelled("abs")),
+    (sympy.sign, _spelled("sign")),
+    (sympy.Max, _nested("maximum")),
+    (sympy.Min, _nested("minimum")),
     (sympy.Heaviside, _heaviside),
     (Sigmoid, _helper("sigmoid")),
     (Softplus, _softplus),
