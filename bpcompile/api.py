@@ -20,7 +20,7 @@ def _numpy_executor(compiled, dtype):
 
 
 def _llvm_executor(compiled, dtype):
-    from .backends.llvm_runtime import LLVMExecutor
+    from .backends.llvm.runtime import LLVMExecutor
 
     return LLVMExecutor(compiled, dtype)
 

@@ -1,0 +1,455 @@
+"""Graph -> one LLVM module with an entry function per entry point.
+
+Every entry function has the signature `i32 bpc_<entry>(ptr table, ptr dims)`: `table` holds
+one pointer per array (params, state, data, outputs, the workspace; see `Layout`), `dims`
+the size bound to each symbol. It returns 0, or for `step` 1 + the index of the first
+non-finite quantity (the loss, then each gradient), in which case nothing was updated.
+
+Each node gets storage before any code is written: a leaf reads its table slot; a result
+writes straight into its output slot (and `step` writes new params and state in place when
+nothing later reads the old value); a RESHAPE shares its input's memory; a TRANSPOSE read
+only as a matmul's left operand is a view; an elementwise node read only by a reduction is
+computed inside the reduction's loop; everything else gets a workspace buffer, at offsets the
+function computes from the dims.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import sympy
+from llvmlite import ir
+
+from ...compiler import Compiled
+from ...ir import Graph, Node, Op, operand
+from ...passes.fuse import fuse
+from ...shapes import Shape
+from .kernels import KernelLibrary, axis_view
+from .loops import I32, I64, PTR, i64, product
+from .mathlib import MathLibrary
+from .matmul import Matmul
+
+ENTRIES = ("forward", "loss", "value_and_grad", "step")
+ALIGN = 64  # bytes: every workspace buffer starts on a cache line
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Which slot of the pointer table holds which array."""
+
+    params: tuple[str, ...]
+    state: tuple[str, ...]
+    data: tuple[str, ...]
+    outputs: tuple[str, ...]
+    dims: tuple[str, ...]
+
+    def param(self, name: str) -> int:
+        return self.params.index(name)
+
+    def state_slot(self, name: str) -> int:
+        return len(self.params) + self.state.index(name)
+
+    def data_slot(self, name: str) -> int:
+        return len(self.params) + len(self.state) + self.data.index(name)
+
+    def output(self, name: str) -> int:
+        return len(self.params) + len(self.state) + len(self.data) + self.outputs.index(name)
+
+    @property
+    def loss(self) -> int:
+        return len(self.params) + len(self.state) + len(self.data) + len(self.outputs)
+
+    def grad(self, name: str) -> int:
+        return self.loss + 1 + self.params.index(name)
+
+    @property
+    def workspace(self) -> int:
+        return self.loss + 1 + len(self.params)
+
+    @property
+    def size(self) -> int:
+        return self.workspace + 1
+
+
+@dataclass
+class Program:
+    """What the runtime needs: the IR, the table layout, and each entry's workspace."""
+
+    ir: str
+    layout: Layout
+    entries: tuple[str, ...]
+    workspace: dict[str, list[Shape]] = field(default_factory=dict)  # entry -> buffer shapes
+
+
+def workspace_bytes(shapes: list[Shape], sizes: dict[str, int], itemsize: int) -> int:
+    """Bytes the buffers of `shapes` take once sizes are bound (aligned as the IR aligns)."""
+    total = 0
+    for shape in shapes:
+        count = 1
+        for d in shape:
+            count *= d if isinstance(d, int) else sizes[d]
+        total += -(-count * itemsize // ALIGN) * ALIGN
+    return total
+
+
+class EntryWriter:
+    """Writes one entry function."""
+
+    def __init__(self, module: ir.Module, graph: Graph, layout: Layout, lib: MathLibrary,
+                 matmul: Matmul, library: KernelLibrary, entry: str):
+        self.graph = graph
+        self.layout = layout
+        self.lib = lib
+        self.matmul = matmul
+        self.library = library
+        self.entry = entry
+        self.t = lib.t
+        self.itemsize = 8 if isinstance(self.t, ir.DoubleType) else 4
+        self.f = ir.Function(module, ir.FunctionType(I32, [PTR, PTR]), f"bpc_{entry}")
+        self.f.args[0].name, self.f.args[1].name = "table", "dims"
+        self.b = ir.IRBuilder(self.f.append_basic_block("entry"))
+        self.storage: dict[int, ir.Value] = {}
+        self.virtual: set[int] = set()   # elementwise nodes computed inside their reader
+        self.views: set[int] = set()     # transposes read as matmul left operands
+        self.work: list[Shape] = []
+        self.workspace_offset: ir.Value = i64(0)
+        self.dim: dict[str, ir.Value] = {
+            name: self.b.load(self.b.gep(self.f.args[1], [i64(k)], source_etype=I64),
+                              typ=I64, name=name)
+            for k, name in enumerate(layout.dims)
+        }
+
+    # ------------------------------------------------------------------ storage
+
+    def slot(self, index: int, name: str) -> ir.Value:
+        pointer = self.b.gep(self.f.args[0], [i64(index)], source_etype=PTR)
+        return self.b.load(pointer, typ=PTR, name=name)
+
+    def dims_of(self, shape: Shape) -> list[ir.Value]:
+        return [i64(d) if isinstance(d, int) else self.dim[d] for d in shape]
+
+    def count(self, shape: Shape) -> ir.Value:
+        return product(self.b, self.dims_of(shape))
+
+    def allocate(self, shape: Shape, name: str) -> ir.Value:
+        """A workspace buffer, at the next aligned offset."""
+        if not hasattr(self, "_workspace"):
+            self._workspace = self.slot(self.layout.workspace, "workspace")
+        pointer = self.b.gep(self._workspace, [self.workspace_offset], source_etype=ir.IntType(8),
+                             name=name)
+        size = self.b.mul(self.count(shape), i64(self.itemsize))
+        aligned = self.b.and_(self.b.add(size, i64(ALIGN - 1)), i64(-ALIGN))
+        self.workspace_offset = self.b.add(self.workspace_offset, aligned)
+        self.work.append(shape)
+        return pointer
+
+    def leaf(self, node: Node) -> ir.Value:
+        if node.op is Op.PARAM:
+            return self.slot(self.layout.param(node.name), node.name)
+        if node.op is Op.STATE:
+            return self.slot(self.layout.state_slot(node.name), node.name)
+        return self.slot(self.layout.data_slot(node.name), node.name)
+
+    def plan(self, live: list[int], results: dict[int, list[tuple[int, str]]],
+             in_place: dict[int, int]) -> None:
+        """Decide where each live node's values go (see the module docstring)."""
+        g = self.graph
+        readers: dict[int, list[int]] = {i: [] for i in live}
+        for i in live:
+            for j in g.nodes[i].inputs:
+                readers[j].append(i)
+        for i in live:
+            node = g.nodes[i]
+            users = [g.nodes[r] for r in readers[i]]
+            if node.op is Op.TRANSPOSE and users and i not in results and all(
+                u.op is Op.MATMUL and u.inputs[0] == i and u.inputs[1] != i for u in users
+            ):
+                self.views.add(i)
+            elif (node.op is Op.ELEMENTWISE and node.inputs and len(users) == 1
+                  and users[0].op in (Op.SUM, Op.MAX) and i not in results):
+                self.virtual.add(i)
+
+    def storage_for(self, i: int, results: dict[int, list[tuple[int, str]]],
+                    in_place: dict[int, int]) -> ir.Value | None:
+        node = self.graph.nodes[i]
+        label = (node.name or f"t{i}").replace(".", "_")
+        if node.op in (Op.PARAM, Op.STATE, Op.INPUT):
+            return self.leaf(node)
+        if node.op is Op.RESHAPE:
+            return self.storage[node.inputs[0]]
+        if i in self.views or i in self.virtual:
+            return None
+        if i in in_place:
+            return self.storage[in_place[i]]
+        if i in results:
+            slot, name = results[i][0]
+            return self.slot(slot, name.replace(".", "_"))
+        return self.allocate(node.shape, label)
+
+    # -------------------------------------------------------------------- emit
+
+    def emit(self, order: list[int], results: dict[int, list[tuple[int, str]]],
+             in_place: dict[int, int]) -> None:
+        for i in order:
+            node = self.graph.nodes[i]
+            pointer = self.storage_for(i, results, in_place)
+            if pointer is not None:
+                self.storage[i] = pointer
+            if node.op in EMIT:
+                EMIT[node.op](self, i, node)
+
+    def copy_results(self, results: dict[int, list[tuple[int, str]]]) -> None:
+        """Results whose slot is not where the node's values live get copied there."""
+        for i, slots in results.items():
+            node = self.graph.nodes[i]
+            for slot, name in slots:
+                target = self.slot(slot, name.replace(".", "_"))
+                source = self.storage[i]
+                if source is not target:
+                    self.copy(target, source, node.shape)
+
+    # ------------------------------------------------------------------ helpers
+
+    def label(self, i: int) -> str:
+        name = self.graph.nodes[i].name
+        return (name or f"t{i}").replace(".", "_")
+
+    def size_values(self, expr: sympy.Expr) -> tuple[tuple[str, ...], list[ir.Value]]:
+        """The symbolic sizes an expression reads, and their values as floats."""
+        names = tuple(sorted(str(s)[4:] for s in expr.free_symbols
+                             if str(s).startswith("dim:")))
+        return names, [self.b.sitofp(self.dim[n], self.t) for n in names]
+
+    def copy(self, target: ir.Value, source: ir.Value, shape: Shape) -> None:
+        nbytes = self.b.mul(self.count(shape), i64(self.itemsize))
+        memcpy = self.lib.intrinsic("llvm.memcpy", PTR, PTR, I64, ir.IntType(1),
+                                    result=ir.VoidType(), overload=(PTR, PTR, I64))
+        self.b.call(memcpy, [target, source, nbytes, ir.Constant(ir.IntType(1), 0)])
+
+    # ----------------------------------------------------------------- the ops
+
+    def elementwise(self, i: int, node: Node) -> None:
+        if i in self.virtual:
+            return
+        shapes = [self.graph.nodes[j].shape for j in node.inputs]
+        dims, padded = collapse(node.shape, shapes)
+        patterns = tuple(tuple(p[a] == 1 and dims[a] != 1 for a in range(len(dims)))
+                         for p in padded)
+        out = self.storage[i]
+        pointers = [self.storage[j] for j in node.inputs]
+        alias = next((k for k, p in enumerate(pointers) if p is out), None)
+        sizes, size_values = self.size_values(node.expr)
+        kernel = self.library.elementwise(node.expr, patterns, len(dims), sizes, alias,
+                                          self.label(i))
+        args = ([] if alias is not None else [out]) + pointers
+        self.b.call(kernel, args + self.dims_of(dims) + size_values)
+
+    def reduction(self, i: int, node: Node) -> None:
+        source = node.inputs[0]
+        shape = self.graph.nodes[source].shape
+        if source in self.virtual:  # compute the elementwise input inside the reduction
+            inner = self.graph.nodes[source]
+            expr, operands = inner.expr, list(inner.inputs)
+        else:
+            expr, operands = operand(0), [source]
+        rank = len(shape)
+        patterns = tuple(
+            tuple(a < rank - len(s) or (s[a - rank + len(s)] == 1 and shape[a] != 1)
+                  for a in range(rank))
+            for s in (self.graph.nodes[j].shape for j in operands)
+        )
+        sizes, size_values = self.size_values(expr)
+        op = "sum" if node.op is Op.SUM else "max"
+        kernel = self.library.reduction(op, expr, patterns, rank, node.axes, sizes,
+                                        f"{op}_{self.label(i)}")
+        pointers = [self.storage[j] for j in operands]
+        self.b.call(kernel, [self.storage[i], *pointers, *self.dims_of(shape), *size_values])
+
+    def matmul_op(self, i: int, node: Node) -> None:
+        a, b = node.inputs
+        a_node, b_node = self.graph.nodes[a], self.graph.nodes[b]
+        if a in self.views:  # A = X.T with X [k, m]: A[i, p] = X[p, i]
+            source = a_node.inputs[0]
+            k, m = self.dims_of(self.graph.nodes[source].shape)
+            a_ptr, a_row, a_col = self.storage[source], i64(1), m
+        else:
+            dims = self.dims_of(a_node.shape)
+            m, k = (i64(1), dims[0]) if len(dims) == 1 else dims
+            a_ptr, a_row, a_col = self.storage[a], k, i64(1)
+        b_dims = self.dims_of(b_node.shape)
+        n = i64(1) if len(b_dims) == 1 else b_dims[1]
+        self.matmul.call(self.b, self.storage[i], a_ptr, self.storage[b], m, n, k, a_row, a_col)
+
+    def transpose(self, i: int, node: Node) -> None:
+        if i in self.views:
+            return
+        rows, cols = self.dims_of(self.graph.nodes[node.inputs[0]].shape)
+        self.b.call(self.library.transpose(),
+                    [self.storage[i], self.storage[node.inputs[0]], rows, cols])
+
+    def along_axis(self, i: int, node: Node) -> None:
+        source = node.inputs[0]
+        view = axis_view(self.b, self.dims_of(self.graph.nodes[source].shape), node.axes)
+        kernel = self.library.along_axis(ALONG_AXIS[node.op])
+        self.b.call(kernel, [self.storage[i], self.storage[source], view.outer, view.axis,
+                             view.inner])
+
+    def softmax_xent(self, i: int, node: Node) -> None:
+        logits, targets = node.inputs
+        dims = self.dims_of(self.graph.nodes[logits].shape)
+        rows = product(self.b, dims[:-1])
+        self.b.call(self.library.softmax_cross_entropy(),
+                    [self.storage[i], self.storage[logits], self.storage[targets], rows,
+                     dims[-1]])
+
+
+ALONG_AXIS = {
+    Op.SOFTMAX: "softmax", Op.LOG_SOFTMAX: "log_softmax", Op.LOGSUMEXP: "logsumexp",
+    Op.ARGMAX_ONEHOT: "argmax_onehot",
+}
+
+
+EMIT = {
+    Op.ELEMENTWISE: EntryWriter.elementwise,
+    Op.SUM: EntryWriter.reduction,
+    Op.MAX: EntryWriter.reduction,
+    Op.MATMUL: EntryWriter.matmul_op,
+    Op.TRANSPOSE: EntryWriter.transpose,
+    Op.SOFTMAX: EntryWriter.along_axis,
+    Op.LOG_SOFTMAX: EntryWriter.along_axis,
+    Op.LOGSUMEXP: EntryWriter.along_axis,
+    Op.ARGMAX_ONEHOT: EntryWriter.along_axis,
+    Op.SOFTMAX_XENT: EntryWriter.softmax_xent,
+}
+
+
+def collapse(shape: Shape, inputs: list[Shape]) -> tuple[Shape, list[Shape]]:
+    """Merge neighbouring axes along which every operand is either whole or broadcast alike,
+    so [N, 3] + [N, 3] is one loop and [N, 3] + [3] stays two."""
+    rank = len(shape)
+    padded = [(1,) * (rank - len(s)) + tuple(s) for s in inputs]
+    kinds = [tuple(p[a] == 1 and shape[a] != 1 for p in padded) for a in range(rank)]
+    groups: list[list[int]] = []
+    for axis in range(rank):
+        if groups and kinds[axis] == kinds[groups[-1][-1]]:
+            groups[-1].append(axis)
+        else:
+            groups.append([axis])
+
+    def merged(dims: tuple) -> tuple:
+        result = []
+        for group in groups:
+            values = [dims[a] for a in group]
+            if all(isinstance(v, int) for v in values):
+                size = 1
+                for v in values:
+                    size *= v
+                result.append(size)
+            elif len(values) == 1:
+                result.append(values[0])
+            else:
+                ints = [v for v in values if isinstance(v, int) and v != 1]
+                symbols = [v for v in values if isinstance(v, str)]
+                if ints or len(symbols) > 1:
+                    return None  # a product of sizes we cannot name: keep the axes
+                result.append(symbols[0])
+        return tuple(result)
+
+    out = merged(shape)
+    if out is None:
+        return shape, [tuple(p) for p in padded]
+    return out, [merged(p) for p in padded]
+
+
+def _roots(graph: Graph, layout: Layout, entry: str) -> dict[int, list[tuple[int, str]]]:
+    """Node -> the output slots (and names) it must end up in, for one entry."""
+    results: dict[int, list[tuple[int, str]]] = {}
+
+    def add(node: int, slot: int, name: str) -> None:
+        results.setdefault(node, []).append((slot, name))
+
+    if entry == "forward":
+        for name, node in graph.outputs.items():
+            add(node, layout.output(name), name)
+        return results
+    add(graph.loss, layout.loss, "loss")
+    if entry == "value_and_grad":
+        for name, node in graph.grads.items():
+            add(node, layout.grad(name), f"d_{name}")
+    return results
+
+
+def _write_entry(module: ir.Module, graph: Graph, layout: Layout, lib: MathLibrary,
+                 matmul: Matmul, library: KernelLibrary, entry: str) -> list[Shape]:
+    writer = EntryWriter(module, graph, layout, lib, matmul, library, entry)
+    results = _roots(graph, layout, entry)
+    if entry != "step":
+        order = graph.live(list(results))
+        writer.plan(order, results, {})
+        writer.emit(order, results, {})
+        writer.copy_results(results)
+        writer.b.ret(ir.Constant(I32, 0))
+        return writer.work
+    # step: loss and gradients, the finiteness check, then updates in place
+    first = graph.live([graph.loss, *graph.grads.values()])
+    rest = [i for i in graph.live(list(graph.updates.values())) if i not in set(first)]
+    in_place = _in_place(graph, first + rest)
+    writer.plan(first + rest, results, in_place)
+    writer.emit(first, results, {})
+    writer.copy_results(results)
+    quantities = [graph.loss, *graph.grads.values()]
+    check = library.non_finite()
+    for k, node in enumerate(quantities):
+        bad = writer.b.call(check, [writer.storage[node], writer.count(graph.nodes[node].shape)])
+        with writer.b.if_then(writer.b.icmp_signed("!=", bad, ir.Constant(I32, 0)),
+                              likely=False):
+            writer.b.ret(ir.Constant(I32, k + 1))
+    writer.emit(rest, {}, in_place)
+    for name, node in graph.updates.items():
+        leaf = graph.params.get(name, graph.state.get(name))
+        if in_place.get(node) != leaf:
+            writer.copy(writer.storage[leaf], writer.storage[node], graph.nodes[node].shape)
+    writer.b.ret(ir.Constant(I32, 0))
+    return writer.work
+
+
+def _in_place(graph: Graph, order: list[int]) -> dict[int, int]:
+    """Update node -> the leaf it may overwrite directly: an elementwise update, with no
+    later node reading the leaf's old value."""
+    position = {i: k for k, i in enumerate(order)}
+    result = {}
+    for name, node in graph.updates.items():
+        leaf = graph.params.get(name, graph.state.get(name))
+        if graph.nodes[node].op is not Op.ELEMENTWISE or node == leaf:
+            continue
+        readers = [i for i in order if leaf in graph.nodes[i].inputs and i != node]
+        if all(position[r] < position[node] for r in readers):
+            result[node] = leaf
+    return result
+
+
+def entries_of(compiled: Compiled) -> tuple[str, ...]:
+    """The entry points a network has: all four with a loss, else only forward."""
+    return ENTRIES if compiled.graph.loss is not None else ("forward",)
+
+
+def generate(compiled: Compiled, dtype: str, vector_bytes: int,
+             entries: tuple[str, ...] | None = None) -> Program:
+    """The LLVM module for `compiled` in `dtype` with `entries` (default: all it has)."""
+    network = compiled.network
+    # LLVM runs elementwise chains as one loop each: fuse across `.bp` names too.
+    graph = fuse(compiled.graph, differentiate=False, respect_names=False)
+    symbols = sorted({d for shape in network.data.values() for d in shape
+                      if isinstance(d, str)})
+    layout = Layout(
+        params=tuple(network.params), state=tuple(graph.state), data=tuple(network.data),
+        outputs=tuple(network.outputs), dims=tuple(symbols),
+    )
+    module = ir.Module(name=network.name)
+    lib = MathLibrary(module, dtype)
+    matmul = Matmul(module, lib, vector_bytes)
+    library = KernelLibrary(module, lib, matmul.lanes)
+    entries = entries or entries_of(compiled)
+    workspace = {entry: _write_entry(module, graph, layout, lib, matmul, library, entry)
+                 for entry in entries}
+    return Program(str(module), layout, entries, workspace)

@@ -1,0 +1,272 @@
+"""Transcendentals as plain IR arithmetic, for scalars and vectors alike.
+
+LLVM has no vector `exp` it can call through llvmlite, so a loop calling libm stays scalar.
+These functions use arithmetic, selects, bit casts and the `rint`/`fma`/`fptosi.sat`
+intrinsics only, so the same body works on `float` and on `<16 x float>`; kernels call the
+vector form in their vector loops. Accuracy is a few ulp: Taylor polynomials long enough
+for each dtype after the usual range reductions (x = n ln2 + r for exp, x = 2^e m for log).
+
+Each function is defined on first use for each type: `MathLibrary.call(builder, "exp", x)`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from llvmlite import ir
+
+CONTRACT = ("contract",)  # let mul+add become fma; never nnan: step must see NaNs
+
+
+@dataclass(frozen=True)
+class FloatFormat:
+    """What the bit tricks need to know about a float type."""
+
+    type: ir.Type
+    int_width: int
+    mantissa_bits: int
+    bias: int
+    exp_terms: int     # Taylor terms of expm1 on |r| <= ln2 / 2
+    log_terms: int     # terms of the atanh series for log on [sqrt(1/2), sqrt(2))
+    exp_max: float     # exp overflows above this
+    exp_min: float     # and underflows to 0 below this
+    ln2_hi: float      # ln2 split in two so that n * ln2_hi is exact for the n we meet
+    ln2_lo: float
+
+
+FORMATS = {
+    # fdlibm's split of ln2 for double, Cephes' for float
+    "float64": FloatFormat(ir.DoubleType(), 64, 52, 1023, 13, 11, 709.8, -745.2,
+                           6.93147180369123816490e-01, 1.90821492927058770002e-10),
+    "float32": FloatFormat(ir.FloatType(), 32, 23, 127, 7, 5, 88.8, -104.0,
+                           0.693359375, -2.12194440e-4),
+}
+
+
+def _mangle(t: ir.Type) -> str:
+    """The type suffix LLVM gives an overloaded intrinsic."""
+    if isinstance(t, ir.VectorType):
+        return f"v{t.count}{_mangle(t.element)}"
+    if isinstance(t, ir.IntType):
+        return f"i{t.width}"
+    if isinstance(t, ir.PointerType):
+        return "p0"
+    return {ir.DoubleType: "f64", ir.FloatType: "f32"}[type(t)]
+
+
+def declare_intrinsic(module: ir.Module, name: str, arg_types: list[ir.Type],
+                      result: ir.Type, overload: list[ir.Type]) -> ir.Function:
+    """An LLVM intrinsic (`llvm.fma` -> `llvm.fma.v16f32`), declared once per module."""
+    mangled = ".".join([name, *(_mangle(t) for t in overload)])
+    existing = module.globals.get(mangled)
+    if existing is not None:
+        return existing
+    return ir.Function(module, ir.FunctionType(result, arg_types), mangled)
+
+
+class Ops:
+    """Building blocks for one value type: a float, or a vector of them."""
+
+    def __init__(self, module: ir.Module, fmt: FloatFormat, t: ir.Type):
+        self.module = module
+        self.fmt = fmt
+        self.t = t
+        lanes = t.count if isinstance(t, ir.VectorType) else None
+        self.it = ir.IntType(fmt.int_width)
+        if lanes is not None:
+            self.it = ir.VectorType(self.it, lanes)
+        self.lanes = lanes
+
+    def const(self, value: float) -> ir.Constant:
+        if self.lanes is None:
+            return ir.Constant(self.t, value)
+        return ir.Constant(self.t, [value] * self.lanes)
+
+    def int_const(self, value: int) -> ir.Constant:
+        if self.lanes is None:
+            return ir.Constant(self.it, value)
+        return ir.Constant(self.it, [value] * self.lanes)
+
+    def intrinsic(self, name: str, arity: int = 1) -> ir.Function:
+        return declare_intrinsic(self.module, name, [self.t] * arity, self.t, [self.t])
+
+    def call(self, b: ir.IRBuilder, name: str, *args: ir.Value) -> ir.Value:
+        return b.call(self.intrinsic(name, len(args)), list(args))
+
+    def fma(self, b: ir.IRBuilder, x: ir.Value, y: ir.Value, z: ir.Value) -> ir.Value:
+        return self.call(b, "llvm.fma", x, y, z)
+
+    def horner(self, b: ir.IRBuilder, x: ir.Value, coefficients: list[float]) -> ir.Value:
+        """c0 + x (c1 + x (c2 + ...))."""
+        acc = self.const(coefficients[-1])
+        for c in reversed(coefficients[:-1]):
+            acc = self.fma(b, acc, x, self.const(c))
+        return acc
+
+    def clamp(self, b: ir.IRBuilder, x: ir.Value, low: float, high: float) -> ir.Value:
+        x = b.select(b.fcmp_ordered(">", x, self.const(high)), self.const(high), x)
+        return b.select(b.fcmp_ordered("<", x, self.const(low)), self.const(low), x)
+
+    def pow2(self, b: ir.IRBuilder, n: ir.Value) -> ir.Value:
+        """2**n for integers n in the normal range, by building the bits."""
+        biased = b.add(n, self.int_const(self.fmt.bias))
+        return b.bitcast(b.shl(biased, self.int_const(self.fmt.mantissa_bits)), self.t)
+
+    def scale(self, b: ir.IRBuilder, y: ir.Value, n: ir.Value) -> ir.Value:
+        """y * 2**n for n a float holding an integer, in two halves so that subnormal and
+        overflowing results come out right (each half stays a normal power of two)."""
+        saturating = declare_intrinsic(self.module, "llvm.fptosi.sat", [self.t], self.it,
+                                       [self.it, self.t])
+        k = b.call(saturating, [n])  # NaN gives 0 here, not poison; y is NaN already then
+        half = b.ashr(k, self.int_const(1))
+        return b.fmul(b.fmul(y, self.pow2(b, half)), self.pow2(b, b.sub(k, half)))
+
+    def reduce_exp(self, b: ir.IRBuilder, x: ir.Value) -> tuple[ir.Value, ir.Value]:
+        """x = n ln2 + r with |r| <= ln2/2; returns (n as a float, expm1(r))."""
+        fmt = self.fmt
+        x = self.clamp(b, x, fmt.exp_min, fmt.exp_max)
+        n = self.call(b, "llvm.rint", b.fmul(x, self.const(1 / math.log(2))))
+        r = self.fma(b, n, self.const(-fmt.ln2_hi), x)
+        r = self.fma(b, n, self.const(-fmt.ln2_lo), r)
+        # expm1(r) = r (1 + r/2 + r^2/6 + ...): Taylor, enough terms for the dtype
+        coefficients = [1 / math.factorial(k + 1) for k in range(fmt.exp_terms)]
+        return n, b.fmul(r, self.horner(b, r, coefficients))
+
+
+class MathLibrary:
+    """Defines and calls the vectorizable functions of one module and dtype."""
+
+    def __init__(self, module: ir.Module, dtype: str):
+        self.module = module
+        self.fmt = FORMATS[dtype]
+        self.t = self.fmt.type
+        self.functions: dict[tuple[str, str], ir.Function] = {}
+
+    def ops(self, t: ir.Type) -> Ops:
+        return Ops(self.module, self.fmt, t)
+
+    def intrinsic(self, name: str, *arg_types: ir.Type, result: ir.Type | None = None,
+                  overload: tuple[ir.Type, ...] | None = None) -> ir.Function:
+        overload = overload if overload is not None else (arg_types[0],)
+        return declare_intrinsic(self.module, name, list(arg_types), result or arg_types[0],
+                                 list(overload))
+
+    def call(self, builder: ir.IRBuilder, name: str, *args: ir.Value) -> ir.Value:
+        t = args[0].type
+        key = (name, _mangle(t))
+        if key not in self.functions:
+            self.functions[key] = self._define(name, t, len(args))
+        return builder.call(self.functions[key], list(args), name=name)
+
+    def _define(self, name: str, t: ir.Type, arity: int) -> ir.Function:
+        function = ir.Function(self.module, ir.FunctionType(t, [t] * arity),
+                               f"bpc.{name}.{_mangle(t)}")
+        function.linkage = "internal"
+        function.attributes.add("alwaysinline")
+        function.attributes.add("nounwind")
+        builder = ir.IRBuilder(function.append_basic_block("entry"))
+        builder.ret(BODIES[name](self, self.ops(t), builder, *function.args))
+        return function
+
+
+# ----------------------------------------------------------------------- bodies
+
+Body = Callable[..., ir.Value]
+
+
+def _exp(lib: MathLibrary, o: Ops, b: ir.IRBuilder, x: ir.Value) -> ir.Value:
+    n, p = o.reduce_exp(b, x)
+    return o.scale(b, b.fadd(p, o.const(1.0)), n)
+
+
+def _expm1(lib: MathLibrary, o: Ops, b: ir.IRBuilder, x: ir.Value) -> ir.Value:
+    """exp(x) - 1 without cancellation near 0: 2^n expm1(r) + (2^n - 1)."""
+    n, p = o.reduce_exp(b, x)
+    two_n = o.scale(b, o.const(1.0), n)
+    small = o.fma(b, two_n, p, b.fsub(two_n, o.const(1.0)))
+    # for large n, 2^n alone may overflow while exp(x) does not: use exp(x) - 1 there
+    large = b.fsub(o.scale(b, b.fadd(p, o.const(1.0)), n), o.const(1.0))
+    far = b.fcmp_ordered(">", n, o.const(float(o.fmt.mantissa_bits + 2)))
+    return b.select(far, large, small)
+
+
+def _log(lib: MathLibrary, o: Ops, b: ir.IRBuilder, x: ir.Value) -> ir.Value:
+    """log(x) = e ln2 + 2 atanh((m - 1) / (m + 1)), x = 2^e m, m in [sqrt(1/2), sqrt(2))."""
+    fmt = o.fmt
+    tiny = 2.0 ** (1 - fmt.bias)  # smallest normal: scale subnormals up first
+    subnormal = b.fcmp_ordered("<", x, o.const(tiny))
+    boost = fmt.mantissa_bits + 2
+    y = b.select(subnormal, b.fmul(x, o.const(2.0 ** boost)), x)
+    bits = b.bitcast(y, o.it)
+    exponent = b.sub(b.lshr(bits, o.int_const(fmt.mantissa_bits)), o.int_const(fmt.bias))
+    mantissa = b.and_(bits, o.int_const((1 << fmt.mantissa_bits) - 1))
+    m = b.bitcast(b.or_(mantissa, o.int_const(fmt.bias << fmt.mantissa_bits)), o.t)
+    big = b.fcmp_ordered(">", m, o.const(math.sqrt(2.0)))
+    m = b.select(big, b.fmul(m, o.const(0.5)), m)
+    exponent = b.select(big, b.add(exponent, o.int_const(1)), exponent)
+    e = b.sitofp(exponent, o.t)
+    e = b.select(subnormal, b.fsub(e, o.const(float(boost))), e)
+    s = b.fdiv(b.fsub(m, o.const(1.0)), b.fadd(m, o.const(1.0)))
+    z = b.fmul(s, s)
+    # 2 atanh(s) = 2s (1 + z/3 + z^2/5 + ...)
+    series = o.horner(b, z, [1 / (2 * k + 1) for k in range(fmt.log_terms)])
+    log_m = b.fmul(b.fmul(s, o.const(2.0)), series)
+    result = b.fadd(o.fma(b, e, o.const(fmt.ln2_lo), log_m), b.fmul(e, o.const(fmt.ln2_hi)))
+    # the edges: log(0) = -inf, log(inf) = inf, log(negative or NaN) = NaN
+    result = b.select(b.fcmp_ordered("==", x, o.const(0.0)), o.const(-math.inf), result)
+    result = b.select(b.fcmp_ordered("==", x, o.const(math.inf)), x, result)
+    return b.select(b.fcmp_unordered("<", x, o.const(0.0)), o.const(math.nan), result)
+
+
+def _log1p(lib: MathLibrary, o: Ops, b: ir.IRBuilder, x: ir.Value) -> ir.Value:
+    """log(1 + x), accurate for tiny x: log(u) * x / (u - 1) with u = 1 + x (Goldberg)."""
+    u = b.fadd(x, o.const(1.0))
+    d = b.fsub(u, o.const(1.0))
+    exact = b.fdiv(b.fmul(lib.call(b, "log", u), x), d)
+    exact = b.select(b.fcmp_ordered("==", x, o.const(math.inf)), x, exact)
+    return b.select(b.fcmp_ordered("==", d, o.const(0.0)), x, exact)
+
+
+def _tanh(lib: MathLibrary, o: Ops, b: ir.IRBuilder, x: ir.Value) -> ir.Value:
+    """tanh(|x|) = -t / (t + 2) with t = expm1(-2|x|): no overflow, no cancellation."""
+    t = lib.call(b, "expm1", b.fmul(o.call(b, "llvm.fabs", x), o.const(-2.0)))
+    magnitude = b.fdiv(b.fneg(t), b.fadd(t, o.const(2.0)))
+    return o.call(b, "llvm.copysign", magnitude, x)
+
+
+def _sigmoid(lib: MathLibrary, o: Ops, b: ir.IRBuilder, x: ir.Value) -> ir.Value:
+    """1 / (1 + exp(-x)); exp(-x) = inf for very negative x gives exactly 0."""
+    return b.fdiv(o.const(1.0), b.fadd(o.const(1.0), lib.call(b, "exp", b.fneg(x))))
+
+
+def _softplus(lib: MathLibrary, o: Ops, b: ir.IRBuilder, x: ir.Value) -> ir.Value:
+    """log(1 + exp(x)) = max(x, 0) + log1p(exp(-|x|)): finite for every finite x."""
+    tail = lib.call(b, "log1p", lib.call(b, "exp", b.fneg(o.call(b, "llvm.fabs", x))))
+    positive = b.select(b.fcmp_ordered(">", x, o.const(0.0)), x, o.const(0.0))
+    # NaN in, NaN out (the select above would turn it into 0)
+    return b.fadd(b.select(b.fcmp_unordered("!=", x, x), x, positive), tail)
+
+
+def _pow(lib: MathLibrary, o: Ops, b: ir.IRBuilder, x: ir.Value, y: ir.Value) -> ir.Value:
+    """x ** y = exp(y log|x|), with NumPy's signs: a negative x needs an integer y."""
+    magnitude = lib.call(b, "exp", b.fmul(y, lib.call(b, "log", o.call(b, "llvm.fabs", x))))
+    whole = b.fcmp_ordered("==", o.call(b, "llvm.rint", y), y)
+    half = b.fmul(y, o.const(0.5))
+    odd = b.fcmp_ordered("!=", o.call(b, "llvm.rint", half), half)
+    negative = b.fcmp_ordered("<", x, o.const(0.0))
+    signed = b.select(b.and_(negative, odd), b.fneg(magnitude), magnitude)
+    return b.select(b.and_(negative, b.not_(whole)), o.const(math.nan), signed)
+
+
+BODIES: dict[str, Body] = {
+    "exp": _exp,
+    "expm1": _expm1,
+    "log": _log,
+    "log1p": _log1p,
+    "tanh": _tanh,
+    "sigmoid": _sigmoid,
+    "softplus": _softplus,
+    "pow": _pow,
+}
