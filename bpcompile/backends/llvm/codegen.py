@@ -24,6 +24,7 @@ from ...compiler import Compiled
 from ...ir import Graph, Node, Op, operand
 from ...passes.fuse import fuse
 from ...shapes import Shape
+from .fastcall import FastStep, array_fields
 from .kernels import KernelLibrary, axis_view
 from .loops import I32, I64, PTR, i64, product
 from .mathlib import MathLibrary
@@ -434,8 +435,9 @@ def entries_of(compiled: Compiled) -> tuple[str, ...]:
 
 
 def generate(compiled: Compiled, dtype: str, vector_bytes: int,
-             entries: tuple[str, ...] | None = None) -> Program:
-    """The LLVM module for `compiled` in `dtype` with `entries` (default: all it has)."""
+             entries: tuple[str, ...] | None = None, fast: bool = False) -> Program:
+    """The LLVM module for `compiled` in `dtype` with `entries` (default: all it has); with
+    `fast`, also `bpc_fast_step`, the native fast path of step (fastcall.py)."""
     network = compiled.network
     # LLVM runs elementwise chains as one loop each: fuse across `.bp` names too.
     graph = fuse(compiled.graph, differentiate=False, respect_names=False)
@@ -452,4 +454,9 @@ def generate(compiled: Compiled, dtype: str, vector_bytes: int,
     entries = entries or entries_of(compiled)
     workspace = {entry: _write_entry(module, graph, layout, lib, matmul, library, entry)
                  for entry in entries}
+    fields = array_fields()
+    if fast and "step" in entries and fields is not None:
+        shapes = {name: info.shape for name, info in network.params.items()}
+        FastStep(module, layout, fields, lib.t, shapes, network.data).emit(
+            module.globals["bpc_step"])
     return Program(str(module), layout, entries, workspace)

@@ -81,12 +81,16 @@ class Engine:
         return self.symbols[name]
 
 
-def compile_ir(ir_text: str, object_code: bytes | None = None) -> tuple[Engine, bytes]:
-    """JIT `ir_text` (optimizing it), or load `object_code` compiled from it earlier.
+def compile_ir(ir_text: str, object_code: bytes | None = None,
+               symbols: dict[str, int] | None = None) -> tuple[Engine, bytes]:
+    """JIT `ir_text` (optimizing it), or load `object_code` compiled from it earlier;
+    `symbols` gives the addresses of external functions it calls.
 
     Returns the engine and the object code, which the disk cache stores.
     """
     _initialize()
+    for name, address in (symbols or {}).items():
+        llvm.add_symbol(name, address)
     module = llvm.parse_assembly(ir_text)
     module.triple = target_machine().triple
     module.data_layout = str(target_machine().target_data)

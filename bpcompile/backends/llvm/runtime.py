@@ -1,25 +1,45 @@
-"""The `llvm` backend's executor: JIT the program, keep its engine alive, fill the pointer
-table, and call one native function per entry point.
+"""The `llvm` backend's executor: JIT each entry point, keep its engine alive, fill pointer
+tables and call one native function per entry point.
 
-Arrays arrive here already checked and converted by `CompiledNet` (see checks.py). The
-workspace for intermediate values is allocated once per binding of the symbolic sizes and
-reused. A lock serializes calls on one network: the table and the workspace are shared.
+Arrays reach the checked entry points here already checked and converted by `CompiledNet`
+(checks.py). `step` also has a native fast path (fastcall.py) that the network installs as
+its `step` once compiled. Workspaces for intermediate values are allocated once per entry
+and binding of the symbolic sizes, and reused.
+
+Threads: native calls hold the GIL (PYFUNCTYPE, and the fast path is a builtin), and the
+checked path takes a lock around filling its table and calling, so calls on one network
+never overlap. The fast path has its own table and loss buffer.
 """
 
 from __future__ import annotations
 
 import ctypes
+import sys
 import threading
+from collections.abc import Callable
 
 import numpy as np
 
 from ...compiler import Compiled
 from ...errors import BPNumericError
-from .codegen import ALIGN, Program, generate, workspace_bytes
+from .codegen import ALIGN, Layout, Program, generate, workspace_bytes
+from .fastcall import Context, builtin, python_symbols
 from .jit import Engine, compile_ir, vector_bytes
 
 Arrays = dict[str, np.ndarray]
-ENTRY = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p, ctypes.c_void_p)
+# PYFUNCTYPE keeps the GIL during the call: no other thread can touch a table meanwhile.
+ENTRY = ctypes.PYFUNCTYPE(ctypes.c_int32, ctypes.c_void_p, ctypes.c_void_p)
+MAX_WORKSPACES = 8  # per entry point: one per recent batch size
+
+
+class Table:
+    """A pointer table and sizes array, as an entry function reads them."""
+
+    def __init__(self, layout: Layout, dtype: np.dtype):
+        self.pointers = (ctypes.c_void_p * layout.size)()
+        self.dims = (ctypes.c_int64 * max(1, len(layout.dims)))()
+        self.loss = np.zeros(1, dtype=dtype)
+        self.pointers[layout.loss] = self.loss.ctypes.data
 
 
 class LLVMExecutor:
@@ -32,64 +52,102 @@ class LLVMExecutor:
         self.network = compiled.network
         self.programs: dict[str, Program] = {}
         self.engines: dict[str, Engine] = {}  # kept alive as long as this executor
-        self.entries: dict[str, ctypes._CFuncPtr] = {}
-        layout = generate(compiled, dtype.name, vector_bytes(), ("forward",)).layout
-        self.layout = layout
-        self.table = (ctypes.c_void_p * layout.size)()
-        self.dims = (ctypes.c_int64 * max(1, len(layout.dims)))()
-        self.loss_out = np.zeros(1, dtype=dtype)
-        self.table[layout.loss] = self.loss_out.ctypes.data
-        self.workspaces: dict[tuple[int, ...], np.ndarray] = {}
+        self.entries: dict[str, Callable[..., int]] = {}
+        self.layout = generate(compiled, dtype.name, vector_bytes(), ("forward",)).layout
+        self.tables = {}
+        self.workspaces: dict[str, dict[tuple[int, ...], np.ndarray]] = {}
         self.lock = threading.Lock()
         graph = compiled.graph
         self.output_shapes = {name: graph.nodes[graph.outputs[name]].shape
-                              for name in layout.outputs}
-
-    # ----------------------------------------------------------------- plumbing
+                              for name in self.layout.outputs}
+        self.fast_step = None  # the builtin, once `step` is compiled
+        self._fast_keepalive: list[object] = []
 
     @property
     def code(self) -> str:
         """The IR of every entry point, as one module."""
         return generate(self.compiled, self.dtype.name, vector_bytes()).ir
 
-    def _entry(self, entry: str) -> ctypes._CFuncPtr:
+    # ---------------------------------------------------------------- compiling
+
+    def _entry(self, entry: str) -> Callable[..., int]:
         function = self.entries.get(entry)
         if function is None:
-            program = generate(self.compiled, self.dtype.name, vector_bytes(), (entry,))
-            engine, _ = compile_ir(program.ir)
+            program = generate(self.compiled, self.dtype.name, vector_bytes(), (entry,),
+                               fast=entry == "step")
+            engine, _ = compile_ir(program.ir, symbols=python_symbols())
             self.programs[entry], self.engines[entry] = program, engine
+            self.tables[entry] = Table(self.layout, self.dtype)
             function = self.entries[entry] = ENTRY(engine.address(f"bpc_{entry}"))
         return function
 
+    def install_fast_step(self, fallback: Callable[..., float]) -> object | None:
+        """The native `step` builtin (once step is compiled), with `fallback` as its checked
+        path; None where the fast path is unavailable."""
+        if self.fast_step is not None or "step" not in self.engines:
+            return self.fast_step
+        engine = self.engines["step"]
+        address = engine.address("bpc_fast_step")
+        if not address:
+            return None
+        context = Context(self.layout)
+        ctx = (ctypes.c_void_p * context.size).from_address(
+            engine.engine.get_global_value_address("bpc_ctx"))
+        self.fast_table = Table(self.layout, self.dtype)
+        ctx[Context.TABLE] = ctypes.addressof(self.fast_table.pointers)
+        ctx[Context.LOSS] = self.fast_table.loss.ctypes.data
+        ctx[Context.NDARRAY] = id(np.ndarray)
+        ctx[Context.DICT] = id(dict)
+        ctx[Context.DESCR] = id(self.dtype)
+        keys = []
+        for kind, names in (("param", self.layout.params), ("state", self.layout.state),
+                            ("data", self.layout.data)):
+            for name in names:
+                key = sys.intern(name)
+                keys.append(key)
+                ctx[context.key(kind, name)] = id(key)
+        self.fast_bound = (ctypes.c_int64 * max(1, len(self.layout.dims))).from_address(
+            engine.engine.get_global_value_address("bpc_bound_dims"))
+        function, definition = builtin(address, fallback, "step",
+                                       "One training step (native fast path).")
+        self._fast_keepalive += [keys, definition, fallback]
+        self.fast_step = function
+        return function
+
+    # ----------------------------------------------------------------- plumbing
+
     def _workspace(self, entry: str, sizes: dict[str, int]) -> int:
-        """The aligned address of a workspace big enough for `entry` at these sizes (one
-        buffer per binding of the sizes, grown when a newly compiled entry needs more)."""
+        """The aligned address of `entry`'s workspace for these sizes."""
         key = tuple(sizes[d] for d in self.layout.dims)
-        needed = workspace_bytes(self.programs[entry].workspace[entry], sizes,
-                                 self.dtype.itemsize)
-        buffer = self.workspaces.get(key)
-        if buffer is None or buffer.nbytes < needed + ALIGN:
-            buffer = np.empty(needed + ALIGN, dtype=np.uint8)
-            self.workspaces[key] = buffer
+        buffers = self.workspaces.setdefault(entry, {})
+        buffer = buffers.get(key)
+        if buffer is None:
+            if len(buffers) >= MAX_WORKSPACES:
+                buffers.pop(next(iter(buffers)))
+            needed = workspace_bytes(self.programs[entry].workspace[entry], sizes,
+                                     self.dtype.itemsize)
+            buffer = buffers[key] = np.empty(needed + ALIGN, dtype=np.uint8)
         address = buffer.ctypes.data
         return address + (-address % ALIGN)
 
     def _bind(self, entry: str, p: Arrays, data: Arrays, sizes: dict[str, int],
-              s: Arrays | None = None) -> None:
-        layout = self.layout
+              s: Arrays | None = None) -> Table:
+        self._entry(entry)
+        layout, table = self.layout, self.tables[entry]
         for name in layout.params:
-            self.table[layout.param(name)] = p[name].ctypes.data
+            table.pointers[layout.param(name)] = p[name].ctypes.data
         for name, array in data.items():
-            self.table[layout.data_slot(name)] = array.ctypes.data
-        if s is not None:
-            for name in layout.state:
-                self.table[layout.state_slot(name)] = s[name].ctypes.data
+            table.pointers[layout.data_slot(name)] = array.ctypes.data
+        for name in layout.state if s is not None else ():
+            table.pointers[layout.state_slot(name)] = s[name].ctypes.data
         for k, name in enumerate(layout.dims):
-            self.dims[k] = sizes[name]
-        self.table[layout.workspace] = self._workspace(entry, sizes)
+            table.dims[k] = sizes[name]
+        table.pointers[layout.workspace] = self._workspace(entry, sizes)
+        return table
 
-    def _call(self, entry: str) -> int:
-        return self._entry(entry)(ctypes.addressof(self.table), ctypes.addressof(self.dims))
+    def _call(self, entry: str, table: Table) -> int:
+        return self.entries[entry](ctypes.addressof(table.pointers),
+                                   ctypes.addressof(table.dims))
 
     def _empty(self, shape: tuple, sizes: dict[str, int]) -> np.ndarray:
         concrete = tuple(d if isinstance(d, int) else sizes[d] for d in shape)
@@ -98,41 +156,44 @@ class LLVMExecutor:
     # ------------------------------------------------------------- entry points
 
     def forward(self, p: Arrays, data: Arrays, sizes: dict[str, int]) -> Arrays:
+        outputs = {name: self._empty(self.output_shapes[name], sizes)
+                   for name in self.layout.outputs}
         with self.lock:
-            self._entry("forward")
-            self._bind("forward", p, data, sizes)
-            outputs = {}
-            for name in self.layout.outputs:
-                outputs[name] = self._empty(self.output_shapes[name], sizes)
-                self.table[self.layout.output(name)] = outputs[name].ctypes.data
-            self._call("forward")
+            table = self._bind("forward", p, data, sizes)
+            for name, array in outputs.items():
+                table.pointers[self.layout.output(name)] = array.ctypes.data
+            self._call("forward", table)
         return outputs
 
     def loss(self, p: Arrays, data: Arrays, sizes: dict[str, int]) -> float:
         with self.lock:
-            self._entry("loss")
-            self._bind("loss", p, data, sizes)
-            self._call("loss")
-            return float(self.loss_out[0])
+            table = self._bind("loss", p, data, sizes)
+            self._call("loss", table)
+            return float(table.loss[0])
 
     def value_and_grad(self, p: Arrays, data: Arrays,
                        sizes: dict[str, int]) -> tuple[float, Arrays]:
         grads = {name: np.empty(info.shape, dtype=self.dtype)
                  for name, info in self.network.params.items()}
         with self.lock:
-            self._entry("value_and_grad")
-            self._bind("value_and_grad", p, data, sizes)
+            table = self._bind("value_and_grad", p, data, sizes)
             for name, array in grads.items():
-                self.table[self.layout.grad(name)] = array.ctypes.data
-            self._call("value_and_grad")
-            return float(self.loss_out[0]), grads
+                table.pointers[self.layout.grad(name)] = array.ctypes.data
+            self._call("value_and_grad", table)
+            return float(table.loss[0]), grads
 
     def step(self, p: Arrays, s: Arrays, data: Arrays, sizes: dict[str, int]) -> float:
         with self.lock:
-            self._entry("step")
-            self._bind("step", p, data, sizes, s)
-            status = self._call("step")
-            loss = float(self.loss_out[0])
+            table = self._bind("step", p, data, sizes, s)
+            status = self._call("step", table)
+            loss = float(table.loss[0])
+            if self.fast_step is not None:  # let the fast path use this batch size next
+                workspace = table.pointers[self.layout.workspace]
+                self.fast_table.pointers[self.layout.workspace] = workspace
+                self._fast_workspace = self.workspaces["step"][
+                    tuple(sizes[d] for d in self.layout.dims)]
+                for k, name in enumerate(self.layout.dims):
+                    self.fast_bound[k] = sizes[name]
         if status:
             raise BPNumericError(f"step: {self.describe_status(status, loss)}; "
                                  f"step changed nothing")

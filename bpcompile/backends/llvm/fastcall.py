@@ -1,0 +1,292 @@
+"""The native fast path of `step`: a CPython builtin whose body is JIT-compiled IR.
+
+A tiny network's step is a few hundred nanoseconds of arithmetic, and the Python around a
+ctypes call (reading `arr.ctypes.data` alone costs about 1 us per array) would be ten times
+that. So `net.step` becomes a builtin function (METH_FASTCALL | METH_KEYWORDS) that does, in
+native code, what the checked path does in Python: for every param, state and data array
+it checks the exact type, dtype descriptor, flags, rank and sizes, binds the symbolic sizes,
+fills the pointer table and calls the compiled step.
+
+Anything it does not accept as-is (a missing or extra name, an int array to convert, a new
+batch size, a non-finite step) makes it call the fully checked Python implementation with
+the same arguments: the fallback raises the errors and does the conversions. The fast path
+never changes an array before every check has passed, and the step kernel itself changes
+nothing when it refuses.
+
+It reads NumPy's public `PyArrayObject_fields` struct. The offsets are probed on a live
+array at startup; if anything does not match, there is no fast path and every call takes
+the checked path.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import TYPE_CHECKING
+
+import numpy as np
+from llvmlite import ir
+
+from .loops import I32, I64, PTR, i64
+
+if TYPE_CHECKING:
+    from .codegen import Layout
+
+I8 = ir.IntType(8)
+C_CONTIGUOUS, ALIGNED, WRITEABLE = 0x1, 0x100, 0x400
+METH_FASTCALL, METH_KEYWORDS = 0x80, 0x2
+TUPLE_SIZE, TUPLE_ITEMS = 16, 24  # PyVarObject ob_size; PyTupleObject ob_item
+OB_TYPE = 8
+
+PYTHON_API = ("PyDict_GetItem", "PyDict_Size", "PyFloat_FromDouble", "PyObject_Vectorcall")
+
+
+@dataclass(frozen=True)
+class ArrayFields:
+    """Byte offsets of the PyArrayObject fields the fast path reads."""
+
+    data: int
+    nd: int
+    dimensions: int
+    descr: int
+    flags: int
+
+
+@lru_cache(maxsize=1)
+def array_fields() -> ArrayFields | None:
+    """Find the fields on a live array and verify them, or None if they are not where the
+    public struct puts them (an unusual build): then there is no fast path."""
+    probe = np.zeros((3, 5), dtype=np.float64)
+    base = id(probe)
+    candidates = ArrayFields(data=16, nd=24, dimensions=32, descr=56, flags=64)
+
+    def word(offset: int) -> int:
+        return ctypes.c_void_p.from_address(base + offset).value or 0
+
+    try:
+        ok = (
+            word(candidates.data) == probe.ctypes.data
+            and ctypes.c_int.from_address(base + candidates.nd).value == 2
+            and word(candidates.descr) == id(probe.dtype)
+            and ctypes.c_int.from_address(base + candidates.flags).value & 0xFFFF
+            == probe.flags.num & 0xFFFF
+            and [ctypes.c_int64.from_address(word(candidates.dimensions) + 8 * k).value
+                 for k in range(2)] == [3, 5]
+            and ctypes.c_void_p.from_address(id(probe) + OB_TYPE).value == id(np.ndarray)
+        )
+    except (ValueError, OSError):
+        ok = False
+    return candidates if ok else None
+
+
+def python_symbols() -> dict[str, int]:
+    """Addresses of the C-API functions the fast path calls."""
+    return {name: ctypes.cast(getattr(ctypes.pythonapi, name), ctypes.c_void_p).value
+            for name in PYTHON_API}
+
+
+@dataclass(frozen=True)
+class Context:
+    """The slots of the global the fast path reads, filled from Python after compiling."""
+
+    layout: Layout
+
+    TABLE, LOSS, NDARRAY, DICT, DESCR = range(5)
+    FIRST_KEY = 5
+
+    def key(self, kind: str, name: str) -> int:
+        """Slot of the interned str object for a param, state or data name."""
+        names = {"param": self.layout.params, "state": self.layout.state,
+                 "data": self.layout.data}
+        offset = self.FIRST_KEY
+        for group in ("param", "state", "data"):
+            if group == kind:
+                return offset + names[group].index(name)
+            offset += len(names[group])
+        raise KeyError(kind)
+
+    @property
+    def size(self) -> int:
+        layout = self.layout
+        return self.FIRST_KEY + len(layout.params) + len(layout.state) + len(layout.data)
+
+
+class FastStep:
+    """Emits `bpc_fast_step` into the module holding `bpc_step`."""
+
+    def __init__(self, module: ir.Module, layout: Layout, fields: ArrayFields, t: ir.Type,
+                 param_shapes: dict[str, tuple[int, ...]], data_shapes: dict[str, tuple]):
+        self.module = module
+        self.t = t
+        self.layout = layout
+        self.fields = fields
+        self.context = Context(layout)
+        self.param_shapes = param_shapes
+        self.data_shapes = data_shapes
+        self.ctx = ir.GlobalVariable(module, ir.ArrayType(PTR, self.context.size), "bpc_ctx")
+        self.ctx.initializer = ir.Constant(self.ctx.value_type, None)
+        self.bound = ir.GlobalVariable(module, ir.ArrayType(I64, max(1, len(layout.dims))),
+                                       "bpc_bound_dims")
+        self.bound.initializer = ir.Constant(self.bound.value_type, None)
+        declare = lambda name, ret, *args: ir.Function(  # noqa: E731
+            module, ir.FunctionType(ret, list(args)), name)
+        self.dict_get = declare("PyDict_GetItem", PTR, PTR, PTR)
+        self.dict_size = declare("PyDict_Size", I64, PTR)
+        self.new_float = declare("PyFloat_FromDouble", PTR, ir.DoubleType())
+        self.vectorcall = declare("PyObject_Vectorcall", PTR, PTR, PTR, I64, PTR)
+
+    # ------------------------------------------------------------------ helpers
+
+    def field(self, b: ir.IRBuilder, obj: ir.Value, offset: int, t: ir.Type) -> ir.Value:
+        return b.load(b.gep(obj, [i64(offset)], source_etype=I8), typ=t)
+
+    def ctx_slot(self, b: ir.IRBuilder, slot: int) -> ir.Value:
+        return b.load(b.gep(self.ctx, [i64(0), i64(slot)], source_etype=self.ctx.value_type),
+                      typ=PTR)
+
+    def emit(self, step: ir.Function) -> ir.Function:
+        fnty = ir.FunctionType(PTR, [PTR, PTR, I64, PTR])
+        f = ir.Function(self.module, fnty, "bpc_fast_step")
+        fallback, args, nargs, kwnames = f.args
+        for arg, arg_name in zip(f.args, ("fallback", "args", "nargs", "kwnames")):
+            arg.name = arg_name
+        entry = f.append_basic_block("entry")
+        slow = f.append_basic_block("slow")
+        b = ir.IRBuilder(slow)
+        b.ret(b.call(self.vectorcall, [fallback, args, nargs, kwnames]))
+        b = ir.IRBuilder(entry)
+        self.slow = slow
+        self.b = b
+        self.f = f
+        dims_local = b.alloca(I64, size=max(1, len(self.layout.dims)), name="dims")
+        table = self.ctx_slot(b, Context.TABLE)
+
+        self.require(b.icmp_signed("==", nargs, i64(2)), "positional")
+        p, s = (b.load(b.gep(args, [i64(k)], source_etype=PTR), typ=PTR) for k in (0, 1))
+        pointers: list[ir.Value] = []
+        for kind, group, holder in (("param", self.layout.params, p),
+                                    ("state", self.layout.state, s)):
+            self.require_dict(holder, len(group), kind)
+            for name in group:
+                key = self.ctx_slot(b, self.context.key(kind, name))
+                array = b.call(self.dict_get, [holder, key])
+                shape = self.param_shapes[name] if kind == "param" else self.state_shape(name)
+                data = self.array(array, shape, {}, dims_local, writeable=True, name=name)
+                slot = (self.layout.param(name) if kind == "param"
+                        else self.layout.state_slot(name))
+                self.put(table, slot, data)
+                pointers.append(data)
+        for k, first in enumerate(pointers):  # the same array twice would be updated twice
+            for second in pointers[k + 1:]:
+                self.require(b.icmp_unsigned("!=", first, second), "distinct")
+        self.data(args, nargs, kwnames, table, dims_local)
+        for k in range(len(self.layout.dims)):
+            wanted = b.load(b.gep(dims_local, [i64(k)], source_etype=I64), typ=I64)
+            have = b.load(b.gep(self.bound, [i64(0), i64(k)],
+                                source_etype=self.bound.value_type), typ=I64)
+            self.require(b.icmp_signed("==", wanted, have), "workspace")
+        status = b.call(step, [table, self.bound])
+        self.require(b.icmp_signed("==", status, ir.Constant(I32, 0)), "finite")
+        loss = b.load(self.ctx_slot(b, Context.LOSS), typ=self.t)
+        if self.t != ir.DoubleType():
+            loss = b.fpext(loss, ir.DoubleType())
+        b.ret(b.call(self.new_float, [loss]))
+        return f
+
+    def require(self, condition: ir.Value, label: str) -> None:
+        """Continue only if `condition` holds; otherwise take the checked path."""
+        ok = self.f.append_basic_block(f"ok.{label}")
+        self.b.cbranch(condition, ok, self.slow)
+        self.b.position_at_end(ok)
+
+    def require_dict(self, obj: ir.Value, size: int, label: str) -> None:
+        b = self.b
+        kind = self.field(b, obj, OB_TYPE, PTR)
+        self.require(b.icmp_unsigned("==", kind, self.ctx_slot(b, Context.DICT)), f"{label}.dict")
+        count = b.call(self.dict_size, [obj])
+        self.require(b.icmp_signed("==", count, i64(size)), f"{label}.size")
+
+    def state_shape(self, name: str) -> tuple[int, ...]:
+        return () if name == "step" else self.param_shapes[name.rsplit(".", 1)[0]]
+
+    def put(self, table: ir.Value, slot: int, pointer: ir.Value) -> None:
+        self.b.store(pointer, self.b.gep(table, [i64(slot)], source_etype=PTR))
+
+    def array(self, obj: ir.Value, shape: tuple, symbols: dict, dims_local: ir.Value,
+              writeable: bool, name: str) -> ir.Value:
+        """Check `obj` is exactly a usable ndarray of `shape`; its data pointer."""
+        b, fields = self.b, self.fields
+        label = name.replace(".", "_")
+        self.require(b.icmp_unsigned("!=", obj, ir.Constant(PTR, None)), f"{label}.given")
+        kind = self.field(b, obj, OB_TYPE, PTR)
+        self.require(b.icmp_unsigned("==", kind, self.ctx_slot(b, Context.NDARRAY)),
+                     f"{label}.ndarray")
+        descr = self.field(b, obj, fields.descr, PTR)
+        self.require(b.icmp_unsigned("==", descr, self.ctx_slot(b, Context.DESCR)),
+                     f"{label}.dtype")
+        flags = self.field(b, obj, fields.flags, I32)
+        wanted = C_CONTIGUOUS | ALIGNED | (WRITEABLE if writeable else 0)
+        masked = b.and_(flags, ir.Constant(I32, wanted))
+        self.require(b.icmp_signed("==", masked, ir.Constant(I32, wanted)), f"{label}.flags")
+        rank = self.field(b, obj, fields.nd, I32)
+        self.require(b.icmp_signed("==", rank, ir.Constant(I32, len(shape))), f"{label}.rank")
+        sizes = self.field(b, obj, fields.dimensions, PTR)
+        for axis, dim in enumerate(shape):
+            size = b.load(b.gep(sizes, [i64(axis)], source_etype=I64), typ=I64)
+            if isinstance(dim, int):
+                self.require(b.icmp_signed("==", size, i64(dim)), f"{label}.dim{axis}")
+                continue
+            self.require(b.icmp_signed(">", size, i64(0)), f"{label}.nonempty{axis}")
+            k = self.layout.dims.index(dim)
+            slot = b.gep(dims_local, [i64(k)], source_etype=I64)
+            if dim in symbols:
+                self.require(b.icmp_signed("==", size, b.load(slot, typ=I64)),
+                             f"{label}.bind{axis}")
+            else:
+                symbols[dim] = True
+                b.store(size, slot)
+        return self.field(b, obj, fields.data, PTR)
+
+    def data(self, args: ir.Value, nargs: ir.Value, kwnames: ir.Value, table: ir.Value,
+             dims_local: ir.Value) -> None:
+        """The data arrays, given by keyword: matched to their names by identity (call sites
+        pass interned strings, so this is the common case; anything else falls back)."""
+        b = self.b
+        count = len(self.layout.data)
+        if count == 0:
+            self.require(b.icmp_unsigned("==", kwnames, ir.Constant(PTR, None)), "no.keywords")
+            return
+        self.require(b.icmp_unsigned("!=", kwnames, ir.Constant(PTR, None)), "keywords")
+        given = self.field(b, kwnames, TUPLE_SIZE, I64)
+        self.require(b.icmp_signed("==", given, i64(count)), "keyword.count")
+        symbols: dict[str, bool] = {}
+        for name in self.layout.data:
+            key = self.ctx_slot(b, self.context.key("data", name))
+            found = ir.Constant(PTR, None)
+            for k in range(count):
+                item = self.field(b, kwnames, TUPLE_ITEMS + 8 * k, PTR)
+                value = b.load(b.gep(args, [b.add(nargs, i64(k))], source_etype=PTR), typ=PTR)
+                found = b.select(b.icmp_unsigned("==", item, key), value, found)
+            data = self.array(found, self.data_shapes[name], symbols, dims_local,
+                              writeable=False, name=name)
+            self.put(table, self.layout.data_slot(name), data)
+
+
+class PyMethodDef(ctypes.Structure):
+    _fields_ = [("ml_name", ctypes.c_char_p), ("ml_meth", ctypes.c_void_p),
+                ("ml_flags", ctypes.c_int), ("ml_doc", ctypes.c_char_p)]
+
+
+_new_function = ctypes.pythonapi.PyCFunction_NewEx
+_new_function.restype = ctypes.py_object
+_new_function.argtypes = [ctypes.POINTER(PyMethodDef), ctypes.py_object, ctypes.py_object]
+
+
+def builtin(address: int, fallback: object, name: str, doc: str) -> tuple[object, PyMethodDef]:
+    """A builtin function calling the native code at `address` with `fallback` as its self.
+
+    Returns the function and its method definition, which must outlive the function.
+    """
+    definition = PyMethodDef(name.encode(), address, METH_FASTCALL | METH_KEYWORDS, doc.encode())
+    return _new_function(ctypes.byref(definition), fallback, None), definition
