@@ -68,8 +68,9 @@ class CompiledNet:
         """Fresh params: C-contiguous arrays of the net's dtype, drawn in declaration order."""
         rng = np.random.default_rng(seed)
         return {
-            name: np.ascontiguousarray(initializers.draw(info.init, info.shape, rng),
-                                       dtype=self.dtype)
+            # np.asarray, not np.ascontiguousarray, which makes a 0-d (`[]`) param 1-d
+            name: np.asarray(initializers.draw(info.init, info.shape, rng), dtype=self.dtype,
+                             order="C")
             for name, info in self.network.params.items()
         }
 
@@ -100,8 +101,22 @@ class CompiledNet:
         self._need_loss("step")
         params = checks.check_in_place(p, self.params, self.dtype, "param", "step")
         state = checks.check_in_place(s, self.state, self.dtype, "state", "step")
+        checks.check_disjoint({**{f"param {n}": a for n, a in params.items()},
+                               **{f"state {n}": a for n, a in state.items()}}, "step")
         arrays, sizes = checks.check_data(data, self.network.data, self.dtype, "step")
-        return self._executor.step(params, state, arrays, sizes)
+        loss = self._executor.step(params, state, arrays, sizes)
+        self._install_fast_step()
+        return loss
+
+    def _install_fast_step(self) -> None:
+        """Once a backend has a native step that checks arrays itself (the llvm backend),
+        make it this network's `step`; it falls back to the method above for anything it
+        does not accept as-is, so behaviour is the same."""
+        install = getattr(self._executor, "install_fast_step", None)
+        if install is not None and "step" not in self.__dict__:
+            fast = install(CompiledNet.step.__get__(self))
+            if fast is not None:
+                self.step = fast
 
     def code(self) -> str:
         """The generated source: a Python module (numpy) or LLVM IR (llvm)."""
