@@ -107,11 +107,13 @@ class EntryWriter:
         self.t = lib.t
         self.itemsize = 8 if isinstance(self.t, ir.DoubleType) else 4
         self.f = ir.Function(module, ir.FunctionType(I32, [PTR, PTR]), f"bpc_{entry}")
+        self.f.attributes.add("noinline")  # the fast path calls it; one copy is enough
         self.f.args[0].name, self.f.args[1].name = "table", "dims"
         self.b = ir.IRBuilder(self.f.append_basic_block("entry"))
         self.storage: dict[int, ir.Value] = {}
         self.virtual: set[int] = set()   # elementwise nodes computed inside their reader
         self.views: set[int] = set()     # transposes read as matmul left operands
+        self.b_views: set[int] = set()   # transposes read as matmul right operands
         self.work: list[Shape] = []
         self.workspace_offset: ir.Value = i64(0)
         self.dim: dict[str, ir.Value] = {
@@ -166,6 +168,12 @@ class EntryWriter:
                 u.op is Op.MATMUL and u.inputs[0] == i and u.inputs[1] != i for u in users
             ):
                 self.views.add(i)
+            elif node.op is Op.TRANSPOSE and users and i not in results and all(
+                u.op is Op.MATMUL and u.inputs[1] == i and u.inputs[0] != i for u in users
+            ):
+                # BLAS reads it transposed in place; the loop nest needs it materialized,
+                # which the matmul does itself, only on the loop-nest branch
+                self.b_views.add(i)
             elif (node.op is Op.ELEMENTWISE and node.inputs and len(users) == 1
                   and users[0].op in (Op.SUM, Op.MAX) and i not in results):
                 self.virtual.add(i)
@@ -267,22 +275,41 @@ class EntryWriter:
         self.b.call(kernel, [self.storage[i], *pointers, *self.dims_of(shape), *size_values])
 
     def matmul_op(self, i: int, node: Node) -> None:
+        """BLAS for large products (transposes as flags), the loop nest for the rest."""
         a, b = node.inputs
         a_node, b_node = self.graph.nodes[a], self.graph.nodes[b]
         if a in self.views:  # A = X.T with X [k, m]: A[i, p] = X[p, i]
-            source = a_node.inputs[0]
-            k, m = self.dims_of(self.graph.nodes[source].shape)
-            a_ptr, a_row, a_col = self.storage[source], i64(1), m
+            a_source = a_node.inputs[0]
+            k, m = self.dims_of(self.graph.nodes[a_source].shape)
+            a_row, a_col = i64(1), m
         else:
+            a_source = a
             dims = self.dims_of(a_node.shape)
             m, k = (i64(1), dims[0]) if len(dims) == 1 else dims
-            a_ptr, a_row, a_col = self.storage[a], k, i64(1)
+            a_row, a_col = k, i64(1)
+        b_source = b_node.inputs[0] if b in self.b_views else b
         b_dims = self.dims_of(b_node.shape)
         n = i64(1) if len(b_dims) == 1 else b_dims[1]
-        self.matmul.call(self.b, self.storage[i], a_ptr, self.storage[b], m, n, k, a_row, a_col)
+        out, a_ptr = self.storage[i], self.storage[a_source]
+
+        def loop_nest() -> None:
+            if b in self.b_views:
+                self.b.call(self.library.transpose(),
+                            [self.storage[b], self.storage[b_source], n, k])
+            self.matmul.call(self.b, out, a_ptr, self.storage[b], m, n, k, a_row, a_col)
+
+        if self.matmul.blas is None:
+            loop_nest()
+            return
+        with self.b.if_else(self.matmul.large(self.b, m, n, k)) as (large, small):
+            with large:
+                self.matmul.call_blas(self.b, out, a_ptr, a in self.views,
+                                      self.storage[b_source], b in self.b_views, m, n, k)
+            with small:
+                loop_nest()
 
     def transpose(self, i: int, node: Node) -> None:
-        if i in self.views:
+        if i in self.views or i in self.b_views:
             return
         rows, cols = self.dims_of(self.graph.nodes[node.inputs[0]].shape)
         self.b.call(self.library.transpose(),
@@ -429,6 +456,17 @@ def _in_place(graph: Graph, order: list[int]) -> dict[int, int]:
     return result
 
 
+def layout_of(compiled: Compiled) -> Layout:
+    """The pointer table's layout for a network."""
+    network = compiled.network
+    symbols = sorted({d for shape in network.data.values() for d in shape
+                      if isinstance(d, str)})
+    return Layout(
+        params=tuple(network.params), state=tuple(compiled.graph.state),
+        data=tuple(network.data), outputs=tuple(network.outputs), dims=tuple(symbols),
+    )
+
+
 def entries_of(compiled: Compiled) -> tuple[str, ...]:
     """The entry points a network has: all four with a loss, else only forward."""
     return ENTRIES if compiled.graph.loss is not None else ("forward",)
@@ -441,12 +479,7 @@ def generate(compiled: Compiled, dtype: str, vector_bytes: int,
     network = compiled.network
     # LLVM runs elementwise chains as one loop each: fuse across `.bp` names too.
     graph = fuse(compiled.graph, differentiate=False, respect_names=False)
-    symbols = sorted({d for shape in network.data.values() for d in shape
-                      if isinstance(d, str)})
-    layout = Layout(
-        params=tuple(network.params), state=tuple(graph.state), data=tuple(network.data),
-        outputs=tuple(network.outputs), dims=tuple(symbols),
-    )
+    layout = layout_of(compiled)
     module = ir.Module(name=network.name)
     lib = MathLibrary(module, dtype)
     matmul = Matmul(module, lib, vector_bytes)

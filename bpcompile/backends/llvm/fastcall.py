@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from llvmlite import ir
 
-from .loops import I32, I64, PTR, i64
+from .loops import I32, I64, PTR, for_range, i64
 
 if TYPE_CHECKING:
     from .codegen import Layout
@@ -135,6 +135,8 @@ class FastStep:
         self.dict_size = declare("PyDict_Size", I64, PTR)
         self.new_float = declare("PyFloat_FromDouble", PTR, ir.DoubleType())
         self.vectorcall = declare("PyObject_Vectorcall", PTR, PTR, PTR, I64, PTR)
+        self.array_data = self._array_data()
+        self.specs = 0
 
     # ------------------------------------------------------------------ helpers
 
@@ -144,6 +146,68 @@ class FastStep:
     def ctx_slot(self, b: ir.IRBuilder, slot: int) -> ir.Value:
         return b.load(b.gep(self.ctx, [i64(0), i64(slot)], source_etype=self.ctx.value_type),
                       typ=PTR)
+
+    def _array_data(self) -> ir.Function:
+        """`ptr bpc.array_data(obj, ndarray, descr, flags, rank, spec, sizes)`: obj's data
+        pointer if obj is exactly an ndarray with that descriptor, those flags set, that
+        rank and the sizes `spec` gives, else null. spec[k] >= 0 is a fixed size; -1 - s
+        is symbol s, bound in `sizes` (where -1 means not yet bound) or checked against it.
+        """
+        fnty = ir.FunctionType(PTR, [PTR, PTR, PTR, I32, I32, PTR, PTR])
+        f = ir.Function(self.module, fnty, "bpc.array_data")
+        f.linkage = "internal"
+        f.attributes.add("noinline")
+        obj, ndarray, descr, flags, rank, spec, sizes = f.args
+        for arg, name in zip(f.args, ("obj", "ndarray", "descr", "flags", "rank", "spec",
+                                      "sizes")):
+            arg.name = name
+        fields = self.fields
+        b = ir.IRBuilder(f.append_basic_block("entry"))
+        bad = f.append_basic_block("bad")
+        ir.IRBuilder(bad).ret(ir.Constant(PTR, None))
+
+        def check(condition: ir.Value, label: str) -> None:
+            ok = f.append_basic_block(label)
+            b.cbranch(condition, ok, bad)
+            b.position_at_end(ok)
+
+        check(b.icmp_unsigned("!=", obj, ir.Constant(PTR, None)), "given")
+        check(b.icmp_unsigned("==", self.field(b, obj, OB_TYPE, PTR), ndarray), "ndarray")
+        same = b.and_(b.icmp_unsigned("==", self.field(b, obj, fields.descr, PTR), descr),
+                      b.icmp_signed("==", b.and_(self.field(b, obj, fields.flags, I32), flags),
+                                    flags))
+        check(b.and_(same, b.icmp_signed("==", self.field(b, obj, fields.nd, I32), rank)),
+              "layout")
+        dims = self.field(b, obj, fields.dimensions, PTR)
+        count = b.sext(rank, I64)
+        with for_range(b, count, "axis") as axis:
+            size = b.load(b.gep(dims, [axis], source_etype=I64), typ=I64)
+            wanted = b.load(b.gep(spec, [axis], source_etype=I64), typ=I64)
+            fixed = b.icmp_signed(">=", wanted, i64(0))
+            slot = b.gep(sizes, [b.sub(i64(-1), b.select(fixed, i64(-1), wanted))],
+                         source_etype=I64)
+            bound = b.load(slot, typ=I64)
+            unbound = b.and_(b.not_(fixed), b.icmp_signed("==", bound, i64(-1)))
+            with b.if_then(unbound):
+                b.store(size, slot)
+            expected = b.select(fixed, wanted, b.select(unbound, size, bound))
+            ok = b.and_(b.icmp_signed("==", size, expected), b.icmp_signed(">", size, i64(0)))
+            check(ok, "size")
+        b.ret(self.field(b, obj, fields.data, PTR))
+        return f
+
+    def spec(self, shape: tuple) -> ir.GlobalVariable:
+        """The size spec of `shape` for `bpc.array_data`, as a constant global."""
+        values = [d if isinstance(d, int) else -1 - self.layout.dims.index(d) for d in shape]
+        spec = ir.GlobalVariable(self.module, ir.ArrayType(I64, max(1, len(values))),
+                                 f"bpc.spec{self.specs}")
+        self.specs += 1
+        spec.global_constant = True
+        spec.linkage = "internal"
+        spec.initializer = ir.Constant(spec.value_type, values or [0])
+        return spec
+
+    # --------------------------------------------------------------------- body
 
     def emit(self, step: ir.Function) -> ir.Function:
         fnty = ir.FunctionType(PTR, [PTR, PTR, I64, PTR])
@@ -155,16 +219,15 @@ class FastStep:
         slow = f.append_basic_block("slow")
         b = ir.IRBuilder(slow)
         b.ret(b.call(self.vectorcall, [fallback, args, nargs, kwnames]))
-        b = ir.IRBuilder(entry)
-        self.slow = slow
-        self.b = b
-        self.f = f
-        dims_local = b.alloca(I64, size=max(1, len(self.layout.dims)), name="dims")
+        self.b, self.f, self.slow = ir.IRBuilder(entry), f, slow
+        b = self.b
+        sizes = b.alloca(I64, size=max(1, len(self.layout.dims)), name="sizes")
+        for k in range(len(self.layout.dims)):
+            b.store(i64(-1), b.gep(sizes, [i64(k)], source_etype=I64))
         table = self.ctx_slot(b, Context.TABLE)
-
         self.require(b.icmp_signed("==", nargs, i64(2)), "positional")
         p, s = (b.load(b.gep(args, [i64(k)], source_etype=PTR), typ=PTR) for k in (0, 1))
-        pointers: list[ir.Value] = []
+        pointers: dict[tuple, list[ir.Value]] = {}  # by shape
         for kind, group, holder in (("param", self.layout.params, p),
                                     ("state", self.layout.state, s)):
             self.require_dict(holder, len(group), kind)
@@ -172,17 +235,24 @@ class FastStep:
                 key = self.ctx_slot(b, self.context.key(kind, name))
                 array = b.call(self.dict_get, [holder, key])
                 shape = self.param_shapes[name] if kind == "param" else self.state_shape(name)
-                data = self.array(array, shape, {}, dims_local, writeable=True, name=name)
+                data = self.array(array, shape, sizes, writeable=True, name=name)
                 slot = (self.layout.param(name) if kind == "param"
                         else self.layout.state_slot(name))
                 self.put(table, slot, data)
-                pointers.append(data)
-        for k, first in enumerate(pointers):  # the same array twice would be updated twice
-            for second in pointers[k + 1:]:
-                self.require(b.icmp_unsigned("!=", first, second), "distinct")
-        self.data(args, nargs, kwnames, table, dims_local)
+                pointers.setdefault(shape, []).append(data)
+        # The same array twice would be updated twice: every pair must differ. Only arrays
+        # of one shape can be the same array, so only those pairs are compared.
+        distinct = [b.icmp_unsigned("!=", first, second)
+                    for group in pointers.values()
+                    for k, first in enumerate(group) for second in group[k + 1:]]
+        if distinct:
+            all_distinct = distinct[0]
+            for condition in distinct[1:]:
+                all_distinct = b.and_(all_distinct, condition)
+            self.require(all_distinct, "distinct")
+        self.data(args, nargs, kwnames, table, sizes)
         for k in range(len(self.layout.dims)):
-            wanted = b.load(b.gep(dims_local, [i64(k)], source_etype=I64), typ=I64)
+            wanted = b.load(b.gep(sizes, [i64(k)], source_etype=I64), typ=I64)
             have = b.load(b.gep(self.bound, [i64(0), i64(k)],
                                 source_etype=self.bound.value_type), typ=I64)
             self.require(b.icmp_signed("==", wanted, have), "workspace")
@@ -213,43 +283,21 @@ class FastStep:
     def put(self, table: ir.Value, slot: int, pointer: ir.Value) -> None:
         self.b.store(pointer, self.b.gep(table, [i64(slot)], source_etype=PTR))
 
-    def array(self, obj: ir.Value, shape: tuple, symbols: dict, dims_local: ir.Value,
-              writeable: bool, name: str) -> ir.Value:
-        """Check `obj` is exactly a usable ndarray of `shape`; its data pointer."""
-        b, fields = self.b, self.fields
-        label = name.replace(".", "_")
-        self.require(b.icmp_unsigned("!=", obj, ir.Constant(PTR, None)), f"{label}.given")
-        kind = self.field(b, obj, OB_TYPE, PTR)
-        self.require(b.icmp_unsigned("==", kind, self.ctx_slot(b, Context.NDARRAY)),
-                     f"{label}.ndarray")
-        descr = self.field(b, obj, fields.descr, PTR)
-        self.require(b.icmp_unsigned("==", descr, self.ctx_slot(b, Context.DESCR)),
-                     f"{label}.dtype")
-        flags = self.field(b, obj, fields.flags, I32)
-        wanted = C_CONTIGUOUS | ALIGNED | (WRITEABLE if writeable else 0)
-        masked = b.and_(flags, ir.Constant(I32, wanted))
-        self.require(b.icmp_signed("==", masked, ir.Constant(I32, wanted)), f"{label}.flags")
-        rank = self.field(b, obj, fields.nd, I32)
-        self.require(b.icmp_signed("==", rank, ir.Constant(I32, len(shape))), f"{label}.rank")
-        sizes = self.field(b, obj, fields.dimensions, PTR)
-        for axis, dim in enumerate(shape):
-            size = b.load(b.gep(sizes, [i64(axis)], source_etype=I64), typ=I64)
-            if isinstance(dim, int):
-                self.require(b.icmp_signed("==", size, i64(dim)), f"{label}.dim{axis}")
-                continue
-            self.require(b.icmp_signed(">", size, i64(0)), f"{label}.nonempty{axis}")
-            k = self.layout.dims.index(dim)
-            slot = b.gep(dims_local, [i64(k)], source_etype=I64)
-            if dim in symbols:
-                self.require(b.icmp_signed("==", size, b.load(slot, typ=I64)),
-                             f"{label}.bind{axis}")
-            else:
-                symbols[dim] = True
-                b.store(size, slot)
-        return self.field(b, obj, fields.data, PTR)
+    def array(self, obj: ir.Value, shape: tuple, sizes: ir.Value, writeable: bool,
+              name: str) -> ir.Value:
+        """`obj`'s data pointer, through `bpc.array_data`; any mismatch takes the slow path."""
+        b = self.b
+        flags = C_CONTIGUOUS | ALIGNED | (WRITEABLE if writeable else 0)
+        data = b.call(self.array_data, [
+            obj, self.ctx_slot(b, Context.NDARRAY), self.ctx_slot(b, Context.DESCR),
+            ir.Constant(I32, flags), ir.Constant(I32, len(shape)), self.spec(shape), sizes,
+        ], name=name.replace(".", "_"))
+        self.require(b.icmp_unsigned("!=", data, ir.Constant(PTR, None)),
+                     name.replace(".", "_"))
+        return data
 
     def data(self, args: ir.Value, nargs: ir.Value, kwnames: ir.Value, table: ir.Value,
-             dims_local: ir.Value) -> None:
+             sizes: ir.Value) -> None:
         """The data arrays, given by keyword: matched to their names by identity (call sites
         pass interned strings, so this is the common case; anything else falls back)."""
         b = self.b
@@ -260,7 +308,6 @@ class FastStep:
         self.require(b.icmp_unsigned("!=", kwnames, ir.Constant(PTR, None)), "keywords")
         given = self.field(b, kwnames, TUPLE_SIZE, I64)
         self.require(b.icmp_signed("==", given, i64(count)), "keyword.count")
-        symbols: dict[str, bool] = {}
         for name in self.layout.data:
             key = self.ctx_slot(b, self.context.key("data", name))
             found = ir.Constant(PTR, None)
@@ -268,8 +315,7 @@ class FastStep:
                 item = self.field(b, kwnames, TUPLE_ITEMS + 8 * k, PTR)
                 value = b.load(b.gep(args, [b.add(nargs, i64(k))], source_etype=PTR), typ=PTR)
                 found = b.select(b.icmp_unsigned("==", item, key), value, found)
-            data = self.array(found, self.data_shapes[name], symbols, dims_local,
-                              writeable=False, name=name)
+            data = self.array(found, self.data_shapes[name], sizes, writeable=False, name=name)
             self.put(table, self.layout.data_slot(name), data)
 
 

@@ -251,6 +251,9 @@ class KernelLibrary:
         function = ir.Function(self.module, fnty, f"bpc.{unique}")
         function.linkage = "internal"
         function.attributes.add("nounwind")
+        # Kept out of line: each kernel is optimized once, on its own, instead of inside
+        # one huge entry function (which cost several times the compile time).
+        function.attributes.add("noinline")
         for arg, (arg_name, _) in zip(function.args, args):
             arg.name = arg_name
         builder = ir.IRBuilder(function.append_basic_block("entry"))

@@ -1,23 +1,76 @@
-"""C = A @ B as a register-blocked, vectorized loop nest for the host CPU.
+"""C = A @ B as a register-blocked, vectorized loop nest for the host CPU, or a BLAS call.
 
 The micro-kernel keeps a block of C, ROWS rows by VECTORS vectors (4 x 64 floats with
 AVX-512), in registers for the whole k loop: per k it loads VECTORS vectors of B's row k and
 broadcasts one element of A per row, then does ROWS x VECTORS fused multiply-adds. Columns
-left over after whole vectors are done with a dot-product loop LLVM vectorizes along k.
+left over after whole blocks go through the same kernel one (masked) vector at a time.
 
 A is addressed through two strides, so A may be a transposed view (X.T @ dZ reads X
-directly); B's rows must be contiguous, and C is written densely. One internal function per
-module and dtype is emitted and called from every matmul site.
+directly); B's rows must be contiguous, and C is written densely.
+
+Large products call the BLAS NumPy ships with (OpenBLAS, with its packing, cache blocking
+and threads): at those sizes a register-blocked loop nest without cache blocking falls far
+behind it. There a transposed B costs nothing (a flag), so the caller transposes B only
+for the loop nest.
 """
 
 from __future__ import annotations
 
+import ctypes
+import glob
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
 from llvmlite import ir
 
-from .loops import I64, PTR, for_range, i64
-from .mathlib import CONTRACT, MathLibrary
+from .loops import I32, I64, PTR, for_range, i64
+from .mathlib import MathLibrary, declare_intrinsic
 
 ROWS = 4
+# Products of at least this many multiply-adds go to BLAS (measured; see benchmarks/).
+BLAS_THRESHOLD = 1 << 21
+ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112
+
+
+@dataclass(frozen=True)
+class Blas:
+    """A CBLAS gemm found in the process: its symbol names and integer width."""
+
+    library: str
+    sgemm: str
+    dgemm: str
+    int_bits: int
+
+    def symbols(self) -> dict[str, int]:
+        lib = ctypes.CDLL(self.library)
+        return {name: ctypes.cast(getattr(lib, name), ctypes.c_void_p).value
+                for name in (self.sgemm, self.dgemm)}
+
+
+@lru_cache(maxsize=1)
+def find_blas() -> Blas | None:
+    """The OpenBLAS bundled with NumPy's wheels, or None (then every matmul is a loop
+    nest). Set BPCOMPILE_NO_BLAS=1 to measure the loop nests alone."""
+    if os.environ.get("BPCOMPILE_NO_BLAS"):
+        return None
+    root = os.path.dirname(os.path.dirname(np.__file__))
+    patterns = [os.path.join(root, "numpy.libs", "libscipy_openblas*"),
+                os.path.join(os.path.dirname(np.__file__), ".dylibs", "libscipy_openblas*")]
+    names = [("scipy_cblas_sgemm64_", "scipy_cblas_dgemm64_", 64),
+             ("scipy_cblas_sgemm", "scipy_cblas_dgemm", 32),
+             ("cblas_sgemm64_", "cblas_dgemm64_", 64)]
+    for pattern in patterns:
+        for path in sorted(glob.glob(pattern)):
+            try:
+                lib = ctypes.CDLL(path)
+            except OSError:
+                continue
+            for sgemm, dgemm, bits in names:
+                if hasattr(lib, sgemm) and hasattr(lib, dgemm):
+                    return Blas(path, sgemm, dgemm, bits)
+    return None
 
 
 class Matmul:
@@ -25,47 +78,78 @@ class Matmul:
         self.module = module
         self.lib = lib
         self.t = lib.t
-        width = 8 if isinstance(self.t, ir.DoubleType) else 4
-        self.lanes = vector_bytes // width
+        self.itemsize = 8 if isinstance(self.t, ir.DoubleType) else 4
+        self.lanes = vector_bytes // self.itemsize
         self.vectors = 4 if vector_bytes >= 64 else 2  # accumulators must fit the registers
         self.vt = ir.VectorType(self.t, self.lanes)
+        self.mask_type = ir.VectorType(ir.IntType(1), self.lanes)
         self._function: ir.Function | None = None
+        self.blas = find_blas()
+
+    # -------------------------------------------------------------- call sites
 
     def call(self, builder: ir.IRBuilder, c: ir.Value, a: ir.Value, b: ir.Value,
              m: ir.Value, n: ir.Value, k: ir.Value, a_row: ir.Value, a_col: ir.Value) -> None:
         """C[m, n] = A[m, k] @ B[k, n], A[i, p] at i * a_row + p * a_col, B and C dense."""
         builder.call(self.function(), [c, a, b, m, n, k, a_row, a_col])
 
+    def large(self, builder: ir.IRBuilder, m: ir.Value, n: ir.Value, k: ir.Value) -> ir.Value:
+        """Whether this product goes to BLAS (false when there is none)."""
+        if self.blas is None:
+            return ir.Constant(ir.IntType(1), 0)
+        work = builder.mul(builder.mul(m, n), k)
+        return builder.icmp_signed(">=", work, i64(BLAS_THRESHOLD))
+
+    def call_blas(self, builder: ir.IRBuilder, c: ir.Value, a: ir.Value, a_transposed: bool,
+                  b: ir.Value, b_transposed: bool, m: ir.Value, n: ir.Value,
+                  k: ir.Value) -> None:
+        """C = op(A) @ op(B) through CBLAS gemm, row-major."""
+        assert self.blas is not None
+        width = ir.IntType(self.blas.int_bits)
+        name = self.blas.dgemm if self.itemsize == 8 else self.blas.sgemm
+        gemm = self.module.globals.get(name)
+        if gemm is None:
+            args = [I32, I32, I32, width, width, width, self.t, PTR, width, PTR, width, self.t,
+                    PTR, width]
+            gemm = ir.Function(self.module, ir.FunctionType(ir.VoidType(), args), name)
+
+        def integer(value: ir.Value) -> ir.Value:
+            return value if width.width == 64 else builder.trunc(value, width)
+
+        flag = lambda transposed: ir.Constant(I32, TRANS if transposed else NO_TRANS)  # noqa
+        lda = m if a_transposed else k
+        ldb = k if b_transposed else n
+        builder.call(gemm, [
+            ir.Constant(I32, ROW_MAJOR), flag(a_transposed), flag(b_transposed),
+            integer(m), integer(n), integer(k), ir.Constant(self.t, 1.0), a, integer(lda),
+            b, integer(ldb), ir.Constant(self.t, 0.0), c, integer(n),
+        ])
+
+    # ------------------------------------------------------------------ kernel
+
     def function(self) -> ir.Function:
         if self._function is None:
             self._function = self._define()
         return self._function
 
-    # ------------------------------------------------------------------ emission
-
     def _define(self) -> ir.Function:
         fnty = ir.FunctionType(ir.VoidType(), [PTR, PTR, PTR, I64, I64, I64, I64, I64])
         f = ir.Function(self.module, fnty, "bpc.matmul")
         f.linkage = "internal"
+        f.attributes.add("noinline")
         for arg, name in zip(f.args, ("c", "a", "b", "m", "n", "k", "a_row", "a_col")):
             arg.name = name
-        for index in (0, 1, 2):
-            f.args[index].add_attribute("noalias")
         b = ir.IRBuilder(f.append_basic_block("entry"))
         c_ptr, a_ptr, b_ptr, m, n, k, a_row, a_col = f.args
         block = self.lanes * self.vectors
         full_rows = b.sub(m, b.srem(m, i64(ROWS)), name="full_rows")
         block_cols = b.sub(n, b.srem(n, i64(block)), name="block_cols")
-        vector_cols = b.sub(n, b.srem(n, i64(self.lanes)), name="vector_cols")
 
         def row_block(i0: ir.Value, rows: int) -> None:
             with for_range(b, block_cols, "j", step=block) as j0:
-                self._micro(b, f.args, i0, j0, rows, self.vectors)
-            with for_range(b, vector_cols, "jv", start=block_cols, step=self.lanes) as j0:
-                self._micro(b, f.args, i0, j0, rows, 1)
-            with for_range(b, n, "jt", start=vector_cols) as j:
-                for r in range(rows):
-                    self._dot(b, f.args, b.add(i0, i64(r)), j)
+                self._micro(b, f.args, i0, j0, rows, self.vectors, None)
+            with for_range(b, n, "jv", start=block_cols, step=self.lanes) as j0:
+                self._micro(b, f.args, i0, j0, rows, 1, b.sub(n, j0))
 
         with for_range(b, full_rows, "i", step=ROWS) as i0:
             row_block(i0, ROWS)
@@ -75,14 +159,42 @@ class Matmul:
         return f
 
     def _splat(self, b: ir.IRBuilder, x: ir.Value) -> ir.Value:
-        single = b.insert_element(ir.Constant(self.vt, ir.Undefined), x, ir.Constant(I64, 0))
-        zeros = ir.Constant(ir.VectorType(ir.IntType(32), self.lanes), [0] * self.lanes)
+        single = b.insert_element(ir.Constant(self.vt, ir.Undefined), x, i64(0))
+        zeros = ir.Constant(ir.VectorType(I32, self.lanes), [0] * self.lanes)
         return b.shuffle_vector(single, ir.Constant(self.vt, ir.Undefined), zeros)
 
+    def _mask(self, b: ir.IRBuilder, remaining: ir.Value) -> ir.Value:
+        """Lanes below `remaining` (all of them when at least a vector is left)."""
+        lanes = ir.Constant(ir.VectorType(I64, self.lanes), list(range(self.lanes)))
+        bound = b.insert_element(ir.Constant(ir.VectorType(I64, self.lanes), ir.Undefined),
+                                 remaining, i64(0))
+        bound = b.shuffle_vector(bound, ir.Constant(ir.VectorType(I64, self.lanes),
+                                                    ir.Undefined),
+                                 ir.Constant(ir.VectorType(I32, self.lanes), [0] * self.lanes))
+        return b.icmp_signed("<", lanes, bound)
+
+    def _load(self, b: ir.IRBuilder, pointer: ir.Value, mask: ir.Value | None) -> ir.Value:
+        if mask is None:
+            return b.load(pointer, typ=self.vt, align=self.itemsize)
+        load = declare_intrinsic(self.module, "llvm.masked.load",
+                                 [PTR, self.mask_type, self.vt], self.vt, [self.vt, PTR])
+        return b.call(load, [pointer, mask, ir.Constant(self.vt, [0.0] * self.lanes)])
+
+    def _store(self, b: ir.IRBuilder, value: ir.Value, pointer: ir.Value,
+               mask: ir.Value | None) -> None:
+        if mask is None:
+            b.store(value, pointer, align=self.itemsize)
+            return
+        store = declare_intrinsic(self.module, "llvm.masked.store",
+                                  [self.vt, PTR, self.mask_type], ir.VoidType(), [self.vt, PTR])
+        b.call(store, [value, pointer, mask])
+
     def _micro(self, b: ir.IRBuilder, args, i0: ir.Value, j0: ir.Value, rows: int,
-               vectors: int) -> None:
-        """C[i0:i0+rows, j0:j0+vectors*lanes] from accumulators held across the k loop."""
+               vectors: int, remaining: ir.Value | None) -> None:
+        """C[i0:i0+rows, j0:j0+vectors*lanes] from accumulators held across the k loop;
+        with `remaining`, one vector masked to the columns left."""
         c_ptr, a_ptr, b_ptr, m, n, k, a_row, a_col = args
+        mask = None if remaining is None else self._mask(b, remaining)
         fma = self.lib.intrinsic("llvm.fma", self.vt, self.vt, self.vt)
         zero = ir.Constant(self.vt, [0.0] * self.lanes)
         before = b.block
@@ -100,8 +212,8 @@ class Matmul:
         b.cbranch(b.icmp_signed("<", p, k), body, done)
         b.position_at_end(body)
         b_row = b.mul(p, n)
-        columns = [b.load(b.gep(b_ptr, [b.add(b_row, b.add(j0, i64(v * self.lanes)))],
-                                source_etype=self.t), typ=self.vt, align=4)
+        columns = [self._load(b, b.gep(b_ptr, [b.add(b_row, b.add(j0, i64(v * self.lanes)))],
+                                       source_etype=self.t), mask)
                    for v in range(vectors)]
         updated = []
         for r in range(rows):
@@ -110,8 +222,7 @@ class Matmul:
             broadcast = self._splat(b, a_value)
             updated.append([b.call(fma, [broadcast, columns[v], acc[r][v]])
                             for v in range(vectors)])
-        following = b.add(p, i64(1))
-        p.add_incoming(following, b.block)
+        p.add_incoming(b.add(p, i64(1)), b.block)
         for r in range(rows):
             for v in range(vectors):
                 acc[r][v].add_incoming(updated[r][v], b.block)
@@ -121,23 +232,4 @@ class Matmul:
             row_start = b.mul(b.add(i0, i64(r)), n)
             for v in range(vectors):
                 index = b.add(row_start, b.add(j0, i64(v * self.lanes)))
-                b.store(acc[r][v], b.gep(c_ptr, [index], source_etype=self.t), align=4)
-
-    def _dot(self, b: ir.IRBuilder, args, i: ir.Value, j: ir.Value) -> None:
-        """C[i, j] = sum_p A[i, p] B[p, j] for a leftover column."""
-        c_ptr, a_ptr, b_ptr, m, n, k, a_row, a_col = args
-        entry = b.function.entry_basic_block
-        with b.goto_block(entry):
-            b.position_at_start(entry)
-            total = b.alloca(self.t, name="dot")
-        b.store(ir.Constant(self.t, 0.0), total)
-        with for_range(b, k, "p") as p:
-            a_value = b.load(b.gep(a_ptr, [b.add(b.mul(i, a_row), b.mul(p, a_col))],
-                                   source_etype=self.t), typ=self.t)
-            b_value = b.load(b.gep(b_ptr, [b.add(b.mul(p, n), j)], source_etype=self.t),
-                             typ=self.t)
-            product = b.fmul(a_value, b_value, flags=CONTRACT)
-            b.store(b.fadd(b.load(total, typ=self.t), product, flags=("reassoc", "contract")),
-                    total)
-        b.store(b.load(total, typ=self.t),
-                b.gep(c_ptr, [b.add(b.mul(i, n), j)], source_etype=self.t))
+                self._store(b, acc[r][v], b.gep(c_ptr, [index], source_etype=self.t), mask)

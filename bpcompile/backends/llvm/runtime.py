@@ -22,14 +22,21 @@ import numpy as np
 
 from ...compiler import Compiled
 from ...errors import BPNumericError
-from .codegen import ALIGN, Layout, Program, generate, workspace_bytes
+from .codegen import ALIGN, Layout, Program, generate, layout_of, workspace_bytes
 from .fastcall import Context, builtin, python_symbols
 from .jit import Engine, compile_ir, vector_bytes
+from .matmul import find_blas
 
 Arrays = dict[str, np.ndarray]
 # PYFUNCTYPE keeps the GIL during the call: no other thread can touch a table meanwhile.
 ENTRY = ctypes.PYFUNCTYPE(ctypes.c_int32, ctypes.c_void_p, ctypes.c_void_p)
 MAX_WORKSPACES = 8  # per entry point: one per recent batch size
+
+
+def external_symbols() -> dict[str, int]:
+    """Functions compiled code may call: the Python C-API (fast path) and BLAS."""
+    blas = find_blas()
+    return {**python_symbols(), **(blas.symbols() if blas is not None else {})}
 
 
 class Table:
@@ -53,7 +60,7 @@ class LLVMExecutor:
         self.programs: dict[str, Program] = {}
         self.engines: dict[str, Engine] = {}  # kept alive as long as this executor
         self.entries: dict[str, Callable[..., int]] = {}
-        self.layout = generate(compiled, dtype.name, vector_bytes(), ("forward",)).layout
+        self.layout = layout_of(compiled)
         self.tables = {}
         self.workspaces: dict[str, dict[tuple[int, ...], np.ndarray]] = {}
         self.lock = threading.Lock()
@@ -75,7 +82,7 @@ class LLVMExecutor:
         if function is None:
             program = generate(self.compiled, self.dtype.name, vector_bytes(), (entry,),
                                fast=entry == "step")
-            engine, _ = compile_ir(program.ir, symbols=python_symbols())
+            engine, _ = compile_ir(program.ir, symbols=external_symbols())
             self.programs[entry], self.engines[entry] = program, engine
             self.tables[entry] = Table(self.layout, self.dtype)
             function = self.entries[entry] = ENTRY(engine.address(f"bpc_{entry}"))
