@@ -40,7 +40,8 @@ def as_real_array(value: object, name: str, dtype: np.dtype, call: str) -> np.nd
         raise BPTypeError(
             f"{call}: {name} must hold real numbers, but its dtype is {array.dtype}"
         )
-    return np.ascontiguousarray(array, dtype=dtype)
+    # Not np.ascontiguousarray: it turns a 0-d array into shape (1,), and `[]` params are 0-d.
+    return np.asarray(array, dtype=dtype, order="C")
 
 
 def bind_shape(name: str, actual: tuple[int, ...], declared: Shape,
@@ -102,10 +103,9 @@ def check_params(p: Mapping, shapes: dict[str, tuple[int, ...]], dtype: np.dtype
 
 def check_in_place(arrays: Mapping, shapes: dict[str, tuple[int, ...]], dtype: np.dtype,
                    kind: str, call: str) -> dict[str, np.ndarray]:
-    """Arrays `step` will update in place: exactly the dtype, shape and layout, writeable,
-    and no two the same array."""
+    """Arrays `step` will update in place: exactly the dtype, shape and layout, and writeable.
+    (`check_disjoint` then checks that no two of them share memory.)"""
     _names(kind, arrays, shapes, call)
-    seen: dict[int, str] = {}
     for name, shape in shapes.items():
         array = arrays[name]
         where = f"{call}: {kind} {name}"
@@ -121,7 +121,19 @@ def check_in_place(arrays: Mapping, shapes: dict[str, tuple[int, ...]], dtype: n
             raise BPTypeError(f"{where} is not C-contiguous; step updates it in place")
         if not array.flags.writeable:
             raise BPTypeError(f"{where} is read-only; step updates it in place")
-        if id(array) in seen:
-            raise BPTypeError(f"{where} is the same array as {seen[id(array)]}")
-        seen[id(array)] = name
     return dict(arrays)
+
+
+def check_disjoint(arrays: Mapping[str, np.ndarray], call: str) -> None:
+    """No two arrays that `step` updates in place share memory (a param and its own state
+    included), or one update would overwrite a value another still reads. They are
+    C-contiguous, so two share memory exactly when their byte ranges overlap, and if any
+    two ranges overlap, two neighbours in start order do."""
+    spans = sorted(
+        (array.__array_interface__["data"][0], array.nbytes, label)
+        for label, array in arrays.items()
+    )
+    for (start, size, label), (next_start, _, next_label) in zip(spans, spans[1:]):
+        if next_start < start + size:
+            raise BPTypeError(f"{call}: {next_label} shares memory with {label}; "
+                              f"step updates both in place")

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import checks
 from .errors import BPNameError, BPTypeError
 from .runtime import CompiledNet
 
@@ -66,7 +67,9 @@ def gradcheck(net: CompiledNet, p: Mapping, *, eps: float = 1e-6, tolerance: flo
     if not net.has_loss:
         raise BPNameError(f"gradcheck: network {net.name} has no loss statement")
     twin = net if net.dtype == np.float64 else _float64_twin(net)
-    params = {name: np.array(value, dtype=np.float64) for name, value in dict(p).items()}
+    # The checks every entry point makes: a complex, ragged or missing param is a BPError,
+    # not a silent cast to float64 or a NumPy traceback. Nothing below writes into `params`.
+    params = checks.check_params(p, twin.params, np.dtype(np.float64), "gradcheck")
     loss, grads = twin.value_and_grad(params, **data)
     rng = np.random.default_rng(seed)
     scale = max((float(np.max(np.abs(g))) for g in grads.values() if g.size), default=0.0)
