@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import linecache
 import types
 
@@ -14,9 +15,13 @@ from .numpy import generate
 Arrays = dict[str, np.ndarray]
 
 
+_MODULES = itertools.count(1)
+
+
 def load_module(code: str, name: str) -> types.ModuleType:
-    """Execute generated source as a module, with its lines visible in tracebacks."""
-    filename = f"<bpcompile {name}>"
+    """Execute generated source as a module, with its lines visible in tracebacks (under a
+    name of its own: two networks called alike must not show each other's lines)."""
+    filename = f"<bpcompile {name} #{next(_MODULES)}>"
     linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
     module = types.ModuleType(name)
     module.__file__ = filename

@@ -126,7 +126,8 @@ class FastStep:
         self.data_shapes = data_shapes
         self.ctx = ir.GlobalVariable(module, ir.ArrayType(PTR, self.context.size), "bpc_ctx")
         self.ctx.initializer = ir.Constant(self.ctx.value_type, None)
-        self.bound = ir.GlobalVariable(module, ir.ArrayType(I64, max(1, len(layout.dims))),
+        # the sizes the fast table's workspace was made for, then 1 once it is set
+        self.bound = ir.GlobalVariable(module, ir.ArrayType(I64, len(layout.dims) + 1),
                                        "bpc_bound_dims")
         self.bound.initializer = ir.Constant(self.bound.value_type, None)
         declare = lambda name, ret, *args: ir.Function(  # noqa: E731
@@ -251,8 +252,9 @@ class FastStep:
                 all_distinct = b.and_(all_distinct, condition)
             self.require(all_distinct, "distinct")
         self.data(args, nargs, kwnames, table, sizes)
-        for k in range(len(self.layout.dims)):
-            wanted = b.load(b.gep(sizes, [i64(k)], source_etype=I64), typ=I64)
+        for k in range(len(self.layout.dims) + 1):
+            wanted = i64(1) if k == len(self.layout.dims) else \
+                b.load(b.gep(sizes, [i64(k)], source_etype=I64), typ=I64)
             have = b.load(b.gep(self.bound, [i64(0), i64(k)],
                                 source_etype=self.bound.value_type), typ=I64)
             self.require(b.icmp_signed("==", wanted, have), "workspace")

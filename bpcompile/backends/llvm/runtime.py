@@ -113,7 +113,7 @@ class LLVMExecutor:
                 key = sys.intern(name)
                 keys.append(key)
                 ctx[context.key(kind, name)] = id(key)
-        self.fast_bound = (ctypes.c_int64 * max(1, len(self.layout.dims))).from_address(
+        self.fast_bound = (ctypes.c_int64 * (len(self.layout.dims) + 1)).from_address(
             engine.engine.get_global_value_address("bpc_bound_dims"))
         function, definition = builtin(address, fallback, "step",
                                        "One training step (native fast path).")
@@ -201,6 +201,7 @@ class LLVMExecutor:
                     tuple(sizes[d] for d in self.layout.dims)]
                 for k, name in enumerate(self.layout.dims):
                     self.fast_bound[k] = sizes[name]
+                self.fast_bound[len(self.layout.dims)] = 1  # the workspace is set
         if status:
             raise BPNumericError(f"step: {self.describe_status(status, loss)}; "
                                  f"step changed nothing")
