@@ -6,26 +6,28 @@ from pathlib import Path
 
 import numpy as np
 
-from .compiler import build
+from .compiler import build, signature
 from .errors import BPError, BPTypeError
 from .runtime import CompiledNet
 
 DTYPES = {"float32": np.dtype(np.float32), "float64": np.dtype(np.float64)}
 
 
-def _numpy_executor(compiled, dtype):
+def _numpy(source: str, filename: str, dtype: np.dtype) -> CompiledNet:
     from .backends.numpy_runtime import NumpyExecutor
 
-    return NumpyExecutor(compiled, dtype)
+    compiled = build(source, filename)
+    executor = NumpyExecutor(compiled, dtype)
+    return CompiledNet(signature(compiled), "numpy", dtype, executor, lambda: compiled)
 
 
-def _llvm_executor(compiled, dtype):
-    from .backends.llvm.runtime import LLVMExecutor
+def _llvm(source: str, filename: str, dtype: np.dtype) -> CompiledNet:
+    from .backends.llvm.runtime import open_network  # llvmlite loads only when used
 
-    return LLVMExecutor(compiled, dtype)
+    return open_network(source, filename, dtype)
 
 
-BACKENDS = {"numpy": _numpy_executor, "llvm": _llvm_executor}
+BACKENDS = {"numpy": _numpy, "llvm": _llvm}
 
 
 def _dtype(dtype: object) -> np.dtype:
@@ -46,8 +48,7 @@ def compile(source: str, backend: str = "numpy", dtype: object = "float64",
     resolved = _dtype(dtype)
     if not isinstance(source, str):
         raise BPTypeError(f"source must be text, not {type(source).__name__}")
-    compiled = build(source, filename)
-    return CompiledNet(compiled, backend, resolved, BACKENDS[backend](compiled, resolved))
+    return BACKENDS[backend](source, filename, resolved)
 
 
 def compile_file(path: str | Path, backend: str = "numpy",

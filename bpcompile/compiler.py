@@ -8,7 +8,7 @@ from . import passes
 from .autodiff import differentiate
 from .ir import Graph
 from .lower import lower
-from .network import Network
+from .network import Network, Signature
 from .optim import add_updates
 from .parser import parse
 
@@ -34,3 +34,19 @@ def build(text: str, filename: str = "<string>") -> Compiled:
         passes.debug("optimizer", graph)
         graph = passes.run(passes.BACKWARD, graph)
     return Compiled(network, graph)
+
+
+def signature(compiled: Compiled) -> Signature:
+    """The sympy-free summary of a compiled network that calls need."""
+    network, graph = compiled.network, compiled.graph
+    shapes = {name: info.shape for name, info in network.params.items()}
+    return Signature(
+        name=network.name, filename=network.source.filename, source=network.source.text,
+        params=dict(network.params), inputs=dict(network.inputs),
+        targets=dict(network.targets), outputs=tuple(network.outputs),
+        output_shapes={n: graph.nodes[i].shape for n, i in graph.outputs.items()},
+        optimizer=network.optimizer,
+        state={name: () if name == "step" else shapes[name.rsplit(".", 1)[0]]
+               for name in graph.state},
+        has_loss=graph.loss is not None,
+    )

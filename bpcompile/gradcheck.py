@@ -124,4 +124,4 @@ def _float64_twin(net: CompiledNet) -> CompiledNet:
     from .api import compile
 
     return compile(net.source, backend=net.backend, dtype="float64",
-                   filename=net.network.source.filename)
+                   filename=net.signature.filename)

@@ -4,7 +4,7 @@ do not depend on the backend."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Protocol
 
 import numpy as np
@@ -12,7 +12,7 @@ import numpy as np
 from . import checks, initializers
 from .compiler import Compiled
 from .errors import BPNameError
-from .optim import state_names
+from .network import Network, Signature
 from .shapes import Shape
 
 Arrays = dict[str, np.ndarray]
@@ -34,25 +34,39 @@ class Executor(Protocol):
 
 
 class CompiledNet:
-    """A compiled `.bp` network: init, forward, loss, value_and_grad, step, code."""
+    """A compiled `.bp` network: init, forward, loss, value_and_grad, step, code.
 
-    def __init__(self, compiled: Compiled, backend: str, dtype: np.dtype, executor: Executor):
-        self.compiled = compiled
-        self.network = compiled.network
+    Calls need only its `signature`; the compiled graph (`compiled`, with SymPy inside) is
+    built on first use when the network came from the disk cache.
+    """
+
+    def __init__(self, signature: Signature, backend: str, dtype: np.dtype,
+                 executor: Executor, compiled: Callable[[], Compiled]):
+        self.signature = signature
         self.backend = backend
         self.dtype = dtype
         self._executor = executor
-        net = self.network
-        self.name = net.name
-        self.source = net.source.text
-        self.params: dict[str, tuple[int, ...]] = {n: i.shape for n, i in net.params.items()}
-        self.inputs: dict[str, Shape] = dict(net.inputs)
-        self.targets: dict[str, Shape] = dict(net.targets)
-        self.outputs: tuple[str, ...] = tuple(net.outputs)
-        self.state: dict[str, tuple[int, ...]] = {
-            name: () if name == "step" else self.params[name.rsplit(".", 1)[0]]
-            for name in state_names(net.optimizer, list(net.params))
-        }
+        self._build = compiled
+        self._compiled: Compiled | None = None
+        self.name = signature.name
+        self.source = signature.source
+        self.params: dict[str, tuple[int, ...]] = {n: i.shape
+                                                   for n, i in signature.params.items()}
+        self.inputs: dict[str, Shape] = dict(signature.inputs)
+        self.targets: dict[str, Shape] = dict(signature.targets)
+        self.outputs: tuple[str, ...] = tuple(signature.outputs)
+        self.state: dict[str, tuple[int, ...]] = dict(signature.state)
+
+    @property
+    def compiled(self) -> Compiled:
+        """The network's optimized graph (built now if this net came from the cache)."""
+        if self._compiled is None:
+            self._compiled = self._build()
+        return self._compiled
+
+    @property
+    def network(self) -> Network:
+        return self.compiled.network
 
     def __repr__(self) -> str:
         return (f"<CompiledNet {self.name} backend={self.backend} dtype={self.dtype.name} "
@@ -60,7 +74,7 @@ class CompiledNet:
 
     @property
     def has_loss(self) -> bool:
-        return self.compiled.graph.loss is not None
+        return self.signature.has_loss
 
     # ---------------------------------------------------------------- entry points
 
@@ -71,7 +85,7 @@ class CompiledNet:
             # np.asarray, not np.ascontiguousarray, which makes a 0-d (`[]`) param 1-d
             name: np.asarray(initializers.draw(info.init, info.shape, rng), dtype=self.dtype,
                              order="C")
-            for name, info in self.network.params.items()
+            for name, info in self.signature.params.items()
         }
 
     def init_state(self, p: Mapping | None = None) -> Arrays:
@@ -86,13 +100,13 @@ class CompiledNet:
     def loss(self, p: Mapping, **data: object) -> float:
         self._need_loss("loss")
         params = checks.check_params(p, self.params, self.dtype, "loss")
-        arrays, sizes = checks.check_data(data, self.network.data, self.dtype, "loss")
+        arrays, sizes = checks.check_data(data, self.signature.data, self.dtype, "loss")
         return self._executor.loss(params, arrays, sizes)
 
     def value_and_grad(self, p: Mapping, **data: object) -> tuple[float, Arrays]:
         self._need_loss("value_and_grad")
         params = checks.check_params(p, self.params, self.dtype, "value_and_grad")
-        arrays, sizes = checks.check_data(data, self.network.data, self.dtype,
+        arrays, sizes = checks.check_data(data, self.signature.data, self.dtype,
                                           "value_and_grad")
         return self._executor.value_and_grad(params, arrays, sizes)
 
@@ -103,7 +117,7 @@ class CompiledNet:
         state = checks.check_in_place(s, self.state, self.dtype, "state", "step")
         checks.check_disjoint({**{f"param {n}": a for n, a in params.items()},
                                **{f"state {n}": a for n, a in state.items()}}, "step")
-        arrays, sizes = checks.check_data(data, self.network.data, self.dtype, "step")
+        arrays, sizes = checks.check_data(data, self.signature.data, self.dtype, "step")
         loss = self._executor.step(params, state, arrays, sizes)
         self._install_fast_step()
         return loss

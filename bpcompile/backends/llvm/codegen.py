@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 import sympy
 from llvmlite import ir
 
-from ...compiler import Compiled
+from ...compiler import Compiled, signature
+from ...network import Signature
 from ...ir import Graph, Node, Op, operand
 from ...passes.fuse import fuse
 from ...shapes import Shape
@@ -456,14 +457,11 @@ def _in_place(graph: Graph, order: list[int]) -> dict[int, int]:
     return result
 
 
-def layout_of(compiled: Compiled) -> Layout:
+def layout_of(signature: Signature) -> Layout:
     """The pointer table's layout for a network."""
-    network = compiled.network
-    symbols = sorted({d for shape in network.data.values() for d in shape
-                      if isinstance(d, str)})
     return Layout(
-        params=tuple(network.params), state=tuple(compiled.graph.state),
-        data=tuple(network.data), outputs=tuple(network.outputs), dims=tuple(symbols),
+        params=tuple(signature.params), state=tuple(signature.state),
+        data=tuple(signature.data), outputs=tuple(signature.outputs), dims=signature.dims,
     )
 
 
@@ -479,7 +477,7 @@ def generate(compiled: Compiled, dtype: str, vector_bytes: int,
     network = compiled.network
     # LLVM runs elementwise chains as one loop each: fuse across `.bp` names too.
     graph = fuse(compiled.graph, differentiate=False, respect_names=False)
-    layout = layout_of(compiled)
+    layout = layout_of(signature(compiled))
     module = ir.Module(name=network.name)
     lib = MathLibrary(module, dtype)
     matmul = Matmul(module, lib, vector_bytes)

@@ -20,17 +20,55 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ...compiler import Compiled
+import llvmlite
+
+from ... import __version__
+from ...compiler import Compiled, build, signature
 from ...errors import BPNumericError
-from .codegen import ALIGN, Layout, Program, generate, layout_of, workspace_bytes
-from .fastcall import Context, builtin, python_symbols
-from .jit import Engine, compile_ir, vector_bytes
+from ...network import Signature
+from ...runtime import CompiledNet
+from ...shapes import Shape
+from . import cache
+from .codegen import ALIGN, Layout, generate, layout_of, workspace_bytes
+from .fastcall import Context, array_fields, builtin, python_symbols
+from .jit import Engine, compile_ir, host, vector_bytes
 from .matmul import find_blas
 
 Arrays = dict[str, np.ndarray]
 # PYFUNCTYPE keeps the GIL during the call: no other thread can touch a table meanwhile.
 ENTRY = ctypes.PYFUNCTYPE(ctypes.c_int32, ctypes.c_void_p, ctypes.c_void_p)
 MAX_WORKSPACES = 8  # per entry point: one per recent batch size
+
+
+def object_key(signature: Signature, dtype: np.dtype, entry: str) -> str:
+    """Everything that decides an entry point's machine code."""
+    cpu, features = host()
+    blas = find_blas()
+    return cache.key("object", __version__, llvmlite.__version__, cpu, features,
+                     repr(blas and (blas.sgemm, blas.dgemm, blas.int_bits)),
+                     repr(array_fields()), dtype.name, entry, signature.filename,
+                     signature.source)
+
+
+def open_network(source: str, filename: str, dtype: np.dtype) -> CompiledNet:
+    """A network on the llvm backend; its signature, and later its entry points, come from
+    the disk cache when it has them, so a second compile skips SymPy and LLVM."""
+    name = cache.key("signature", __version__, filename, source) + ".json"
+    cached = cache.load(name)
+    built: list[Compiled] = []
+
+    def compiled() -> Compiled:
+        if not built:
+            built.append(build(source, filename))
+        return built[0]
+
+    if cached is not None:
+        summary = Signature.from_json(cached[0])
+    else:
+        summary = signature(compiled())
+        cache.store(name, summary.to_json(), b"")
+    executor = LLVMExecutor(summary, dtype, compiled)
+    return CompiledNet(summary, "llvm", dtype, executor, compiled)
 
 
 def external_symbols() -> dict[str, int]:
@@ -50,43 +88,57 @@ class Table:
 
 
 class LLVMExecutor:
-    """Each entry point is its own module, compiled the first time it is called: a training
-    loop pays for `step` (and `forward`, if it evaluates), not for all four."""
+    """Each entry point is its own module, compiled the first time it is called (or loaded
+    from the disk cache): a training loop pays for `step` (and `forward`, if it evaluates),
+    not for all four."""
 
-    def __init__(self, compiled: Compiled, dtype: np.dtype):
+    def __init__(self, signature: Signature, dtype: np.dtype, compiled: Callable[[], Compiled]):
+        self.signature = signature
         self.compiled = compiled
         self.dtype = dtype
-        self.network = compiled.network
-        self.programs: dict[str, Program] = {}
+        self.workspace_shapes: dict[str, list[Shape]] = {}
         self.engines: dict[str, Engine] = {}  # kept alive as long as this executor
         self.entries: dict[str, Callable[..., int]] = {}
-        self.layout = layout_of(compiled)
-        self.tables = {}
+        self.layout = layout_of(signature)
+        self.tables: dict[str, Table] = {}
         self.workspaces: dict[str, dict[tuple[int, ...], np.ndarray]] = {}
         self.lock = threading.Lock()
-        graph = compiled.graph
-        self.output_shapes = {name: graph.nodes[graph.outputs[name]].shape
-                              for name in self.layout.outputs}
+        self.output_shapes = dict(signature.output_shapes)
         self.fast_step = None  # the builtin, once `step` is compiled
         self._fast_keepalive: list[object] = []
 
     @property
     def code(self) -> str:
         """The IR of every entry point, as one module."""
-        return generate(self.compiled, self.dtype.name, vector_bytes()).ir
+        return generate(self.compiled(), self.dtype.name, vector_bytes()).ir
 
     # ---------------------------------------------------------------- compiling
 
     def _entry(self, entry: str) -> Callable[..., int]:
         function = self.entries.get(entry)
         if function is None:
-            program = generate(self.compiled, self.dtype.name, vector_bytes(), (entry,),
-                               fast=entry == "step")
-            engine, _ = compile_ir(program.ir, symbols=external_symbols())
-            self.programs[entry], self.engines[entry] = program, engine
+            engine, shapes = self._engine(entry)
+            self.workspace_shapes[entry], self.engines[entry] = shapes, engine
             self.tables[entry] = Table(self.layout, self.dtype)
             function = self.entries[entry] = ENTRY(engine.address(f"bpc_{entry}"))
         return function
+
+    def _engine(self, entry: str) -> tuple[Engine, list[Shape]]:
+        """The compiled entry point, from the disk cache if it holds it, else compiled (and
+        stored there); with the shapes of its workspace buffers."""
+        name = object_key(self.signature, self.dtype, entry) + ".o"
+        cached = cache.load(name)
+        if cached is not None:
+            header, object_code = cached
+            engine, _ = compile_ir("", object_code=object_code, symbols=external_symbols())
+            return engine, [tuple(shape) for shape in header["workspace"]]
+        program = generate(self.compiled(), self.dtype.name, vector_bytes(), (entry,),
+                           fast=entry == "step")
+        engine, object_code = compile_ir(program.ir, symbols=external_symbols())
+        shapes = program.workspace[entry]
+        if object_code:
+            cache.store(name, {"workspace": [list(s) for s in shapes]}, object_code)
+        return engine, shapes
 
     def install_fast_step(self, fallback: Callable[..., float]) -> object | None:
         """The native `step` builtin (once step is compiled), with `fallback` as its checked
@@ -131,8 +183,7 @@ class LLVMExecutor:
         if buffer is None:
             if len(buffers) >= MAX_WORKSPACES:
                 buffers.pop(next(iter(buffers)))
-            needed = workspace_bytes(self.programs[entry].workspace[entry], sizes,
-                                     self.dtype.itemsize)
+            needed = workspace_bytes(self.workspace_shapes[entry], sizes, self.dtype.itemsize)
             buffer = buffers[key] = np.empty(needed + ALIGN, dtype=np.uint8)
         address = buffer.ctypes.data
         return address + (-address % ALIGN)
@@ -181,7 +232,7 @@ class LLVMExecutor:
     def value_and_grad(self, p: Arrays, data: Arrays,
                        sizes: dict[str, int]) -> tuple[float, Arrays]:
         grads = {name: np.empty(info.shape, dtype=self.dtype)
-                 for name, info in self.network.params.items()}
+                 for name, info in self.signature.params.items()}
         with self.lock:
             table = self._bind("value_and_grad", p, data, sizes)
             for name, array in grads.items():
