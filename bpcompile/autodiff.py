@@ -68,7 +68,9 @@ class Backward:
             total = parts[0]
         else:
             terms = sympy.Add(*(operand(k) for k in range(len(parts))))
-            total = self.elementwise(terms, parts, shape)
+            # the sum comes from every line that contributed a part: its statement says so
+            lines = tuple(sorted(set().union(*(self.builder.nodes[k].lines for k in parts))))
+            total = self.elementwise(terms, parts, shape, lines)
         if name is not None:
             self.builder.note(total, f"d_{name}", ())
         return total

@@ -220,9 +220,14 @@ def cost(expr: sympy.Basic) -> int:
     return _own_cost(expr) + sum(cost(arg) for arg in expr.args)
 
 
+def transcendental_terms(expr: sympy.Basic) -> set[sympy.Basic]:
+    """The distinct transcendental subterms of `expr`, itself included."""
+    return {e for e in sympy.preorder_traversal(expr) if _is_transcendental(e)}
+
+
 def transcendentals(expr: sympy.Basic) -> int:
     """How many distinct transcendental evaluations `expr` needs."""
-    return len({e for e in sympy.preorder_traversal(expr) if _is_transcendental(e)})
+    return len(transcendental_terms(expr))
 
 
 # -------------------------------------------------------------------- derivatives

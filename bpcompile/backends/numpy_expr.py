@@ -106,13 +106,13 @@ class NumpyPrinter:
         if coefficient != 1:
             numerator.insert(0, coefficient)
         numerator.sort(key=lambda f: (not f.is_Number, self._order(f)))
-        text = " * ".join(self.print(f).at(MUL) for f in numerator) if numerator else "1"
+        text = _product([self.print(f) for f in numerator]) if numerator else "1"
         if denominator:
             parts = [self.print(f) for f in sorted(denominator, key=self._order)]
             if len(parts) == 1:
                 text += f" / {parts[0].at(POWER)}"
             else:
-                text += " / (" + " * ".join(p.at(MUL) for p in parts) + ")"
+                text += f" / ({_product(parts)})"
         return Code(text, MUL)
 
     def pow(self, expr: sympy.Pow) -> Code:
@@ -143,6 +143,25 @@ class NumpyPrinter:
             # np.where of two Python numbers would make float64 whatever the dtype
             return Code(f"{code.text}.astype({self.dtype})", ATOM)
         return code
+
+
+def _product(factors: list[Code]) -> str:
+    """`a * b * c`. Python's `*` and `@` share a level and group to the left, so a factor
+    after the first that is itself at that level (an inlined `x @ W`) needs parentheses."""
+    first, *rest = factors
+    return " * ".join([first.at(MUL), *(f.at(UNARY) for f in rest)])
+
+
+def _logical(function: str) -> Callable[[NumpyPrinter, sympy.Basic], Code]:
+    """And / Or / Not of conditions (nested piecewise derivatives make them), elementwise."""
+    def method(printer: NumpyPrinter, expr: sympy.Basic) -> Code:
+        if len(expr.args) == 1:  # Not
+            return printer.call(printer.np + function, *expr.args)
+        code = printer.print(expr.args[0])
+        for arg in expr.args[1:]:
+            code = Code(f"{printer.np}{function}({code.text}, {printer.print(arg).text})", ATOM)
+        return code
+    return method
 
 
 def _spelled(function: str) -> Callable[[NumpyPrinter, sympy.Basic], Code]:
@@ -200,6 +219,9 @@ _DISPATCH: tuple[tuple[type, Callable[[NumpyPrinter, sympy.Basic], Code]], ...] 
     (sympy.Pow, NumpyPrinter.pow),
     (sympy.Piecewise, NumpyPrinter.piecewise),
     (sympy.core.relational.Relational, NumpyPrinter.relational),
+    (sympy.And, _logical("logical_and")),
+    (sympy.Or, _logical("logical_or")),
+    (sympy.Not, _logical("logical_not")),
     (sympy.exp, _spelled("exp")),
     (sympy.log, _spelled("log")),
     (sympy.sin, _spelled("sin")),

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from ..ir import Graph, rebuild
 from .constants import fold_constants
 from .fuse import fuse
+from .split import split_transcendentals
 from .stability import stabilize_graph
 
 Pass = tuple[str, Callable[[Graph], Graph]]
@@ -22,6 +23,7 @@ Pass = tuple[str, Callable[[Graph], Graph]]
 FORWARD: list[Pass] = [
     ("cse", rebuild),
     ("stabilize", stabilize_graph),
+    ("split", split_transcendentals),
     ("fuse", fuse),
 ]
 

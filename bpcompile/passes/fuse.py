@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from ..ir import Graph, Node, Op, inline, rebuild
+from ..ir import Graph, Node, Op, inline, operand, rebuild
 from ..symbolic import backward_transcendentals
 
 
@@ -40,6 +40,7 @@ def fuse(graph: Graph, differentiate: bool = True, respect_names: bool = True) -
     graph = rebuild(graph)  # CSE first, so use counts are exact
     counts = uses(graph)
     varying = depends_on_params(graph) if differentiate else set()
+    forward = _forward_values(graph)
     merged: dict[int, Node] = {}
 
     for i, node in enumerate(graph.nodes):
@@ -62,7 +63,12 @@ def fuse(graph: Graph, differentiate: bool = True, respect_names: bool = True) -
             k += 1
         lines = tuple(sorted(set(node.lines).union(
             *(graph.nodes[j].lines for j in node.inputs if j not in inputs))))
-        merged[i] = Node(Op.ELEMENTWISE, inputs, node.shape, expr=expr, name=node.name,
+        name = node.name
+        if i not in forward and _is_copy_of(graph, expr, inputs, node.shape, forward):
+            # An adjoint that merging reduced to a forward value (d(a * b)/da is b when the
+            # adjoint is 1) is that value: it must not carry the adjoint's name or lines.
+            name, lines = None, ()
+        merged[i] = Node(Op.ELEMENTWISE, inputs, node.shape, expr=expr, name=name,
                          lines=lines)
 
     replaced = Graph(
@@ -71,6 +77,18 @@ def fuse(graph: Graph, differentiate: bool = True, respect_names: bool = True) -
         loss=graph.loss, grads=graph.grads, updates=graph.updates,
     )
     return rebuild(replaced)
+
+
+def _forward_values(graph: Graph) -> set[int]:
+    """The nodes the outputs and the loss are computed from."""
+    roots = [*graph.outputs.values(), *([] if graph.loss is None else [graph.loss])]
+    return set(graph.live(roots))
+
+
+def _is_copy_of(graph: Graph, expr, inputs: tuple[int, ...], shape, values: set[int]) -> bool:
+    """Is `expr` over `inputs` just one of `values`, unchanged and of the same shape?"""
+    return (len(inputs) == 1 and expr == operand(0) and inputs[0] in values
+            and graph.nodes[inputs[0]].shape == shape)
 
 
 def _can_merge(producer: Node, consumer: Node, readers: int, respect_names: bool) -> bool:

@@ -65,8 +65,12 @@ def _inlined(builder: GraphBuilder, expr: sympy.Expr, inputs: tuple[int, ...], k
     if producer.op is not Op.ELEMENTWISE or depth == 0:
         return expr, inputs
     inner, inner_inputs = producer.expr, producer.inputs
-    for m in range(len(inner_inputs)):
-        inner, inner_inputs = _inlined(builder, inner, inner_inputs, m, depth - 1)
+    for j in producer.inputs:
+        # Each substitution renumbers the operands and may merge an input read twice (as in
+        # `(z > 0) * z`), so find each original input by node id, not by position.
+        if j in inner_inputs:
+            inner, inner_inputs = _inlined(builder, inner, inner_inputs,
+                                           inner_inputs.index(j), depth - 1)
     return inline(expr, inputs, k, inner, inner_inputs)
 
 
