@@ -111,7 +111,10 @@ def _describe_param(net: CompiledNet, graph: Graph, name: str, writer: FunctionW
     if net.backend == "numpy":
         lines += [f"    {writer.lines[writer.line_of[i]]}" for i in chain]
     else:
-        lines += [f"    {line}" for line in net._executor.describe(name)]
+        from .backends.llvm.runtime import describe_gradient
+
+        lines[-1] = "  generated LLVM IR (value_and_grad: kernel calls, then kernels):"
+        lines += [f"    {line}" for line in describe_gradient(net.compiled, net.dtype, name)]
     return "\n".join(lines)
 
 

@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import tempfile
+from functools import lru_cache
 from pathlib import Path
 
 MAGIC = b"BPCOMPILE-CACHE-1\n"
@@ -33,8 +34,22 @@ def directory() -> Path | None:
     return Path(base) / "bpcompile"
 
 
-def key(*parts: str) -> str:
+@lru_cache(maxsize=1)
+def compiler_fingerprint() -> str:
+    """A hash of bpcompile's own source files: any change to the compiler changes every key,
+    so an edited or upgraded compiler never loads code an older one made."""
+    package = Path(__file__).resolve().parents[2]
     digest = hashlib.sha256()
+    for path in sorted(package.rglob("*")):
+        if path.suffix in (".py", ".lark"):
+            digest.update(str(path.relative_to(package)).encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def key(*parts: str) -> str:
+    """The cache name for `parts`, always including the compiler's fingerprint."""
+    digest = hashlib.sha256(compiler_fingerprint().encode())
     for part in parts:
         digest.update(part.encode())
         digest.update(b"\0")

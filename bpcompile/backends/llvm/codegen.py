@@ -75,12 +75,16 @@ class Layout:
 
 @dataclass
 class Program:
-    """What the runtime needs: the IR, the table layout, and each entry's workspace."""
+    """What the runtime needs: the IR, the table layout, and each entry's workspace; and,
+    for `bpcompile show`, the graph the IR was printed from and which functions compute
+    each of its nodes."""
 
     ir: str
     layout: Layout
     entries: tuple[str, ...]
     workspace: dict[str, list[Shape]] = field(default_factory=dict)  # entry -> buffer shapes
+    graph: Graph | None = None
+    functions: dict[str, dict[int, list[str]]] = field(default_factory=dict)  # entry -> node
 
 
 def workspace_bytes(shapes: list[Shape], sizes: dict[str, int], itemsize: int) -> int:
@@ -117,6 +121,8 @@ class EntryWriter:
         self.b_views: set[int] = set()   # transposes read as matmul right operands
         self.work: list[Shape] = []
         self.workspace_offset: ir.Value = i64(0)
+        self.current = -1  # the node being emitted
+        self.functions: dict[int, list[str]] = {}  # node -> functions its code calls
         self.dim: dict[str, ir.Value] = {
             name: self.b.load(self.b.gep(self.f.args[1], [i64(k)], source_etype=I64),
                               typ=I64, name=name)
@@ -206,7 +212,13 @@ class EntryWriter:
             if pointer is not None:
                 self.storage[i] = pointer
             if node.op in EMIT:
+                self.current = i
                 EMIT[node.op](self, i, node)
+
+    def call(self, function: ir.Function, args: list[ir.Value]) -> ir.Value:
+        """Call a kernel for the current node, noting which (for `bpcompile show`)."""
+        self.functions.setdefault(self.current, []).append(function.name)
+        return self.b.call(function, args)
 
     def copy_results(self, results: dict[int, list[tuple[int, str]]]) -> None:
         """Results whose slot is not where the node's values live get copied there."""
@@ -252,7 +264,7 @@ class EntryWriter:
         kernel = self.library.elementwise(node.expr, patterns, len(dims), sizes, alias,
                                           self.label(i))
         args = ([] if alias is not None else [out]) + pointers
-        self.b.call(kernel, args + self.dims_of(dims) + size_values)
+        self.call(kernel, args + self.dims_of(dims) + size_values)
 
     def reduction(self, i: int, node: Node) -> None:
         source = node.inputs[0]
@@ -273,7 +285,7 @@ class EntryWriter:
         kernel = self.library.reduction(op, expr, patterns, rank, node.axes, sizes,
                                         f"{op}_{self.label(i)}")
         pointers = [self.storage[j] for j in operands]
-        self.b.call(kernel, [self.storage[i], *pointers, *self.dims_of(shape), *size_values])
+        self.call(kernel, [self.storage[i], *pointers, *self.dims_of(shape), *size_values])
 
     def matmul_op(self, i: int, node: Node) -> None:
         """BLAS for large products (transposes as flags), the loop nest for the rest."""
@@ -295,8 +307,9 @@ class EntryWriter:
 
         def loop_nest() -> None:
             if b in self.b_views:
-                self.b.call(self.library.transpose(),
+                self.call(self.library.transpose(),
                             [self.storage[b], self.storage[b_source], n, k])
+            self.functions.setdefault(i, []).append(self.matmul.function().name)
             self.matmul.call(self.b, out, a_ptr, self.storage[b], m, n, k, a_row, a_col)
 
         if self.matmul.blas is None:
@@ -304,6 +317,7 @@ class EntryWriter:
             return
         with self.b.if_else(self.matmul.large(self.b, m, n, k)) as (large, small):
             with large:
+                self.functions.setdefault(i, []).append("BLAS gemm")
                 self.matmul.call_blas(self.b, out, a_ptr, a in self.views,
                                       self.storage[b_source], b in self.b_views, m, n, k)
             with small:
@@ -313,21 +327,21 @@ class EntryWriter:
         if i in self.views or i in self.b_views:
             return
         rows, cols = self.dims_of(self.graph.nodes[node.inputs[0]].shape)
-        self.b.call(self.library.transpose(),
+        self.call(self.library.transpose(),
                     [self.storage[i], self.storage[node.inputs[0]], rows, cols])
 
     def along_axis(self, i: int, node: Node) -> None:
         source = node.inputs[0]
         view = axis_view(self.b, self.dims_of(self.graph.nodes[source].shape), node.axes)
         kernel = self.library.along_axis(ALONG_AXIS[node.op])
-        self.b.call(kernel, [self.storage[i], self.storage[source], view.outer, view.axis,
+        self.call(kernel, [self.storage[i], self.storage[source], view.outer, view.axis,
                              view.inner])
 
     def softmax_xent(self, i: int, node: Node) -> None:
         logits, targets = node.inputs
         dims = self.dims_of(self.graph.nodes[logits].shape)
         rows = product(self.b, dims[:-1])
-        self.b.call(self.library.softmax_cross_entropy(),
+        self.call(self.library.softmax_cross_entropy(),
                     [self.storage[i], self.storage[logits], self.storage[targets], rows,
                      dims[-1]])
 
@@ -409,7 +423,7 @@ def _roots(graph: Graph, layout: Layout, entry: str) -> dict[int, list[tuple[int
 
 
 def _write_entry(module: ir.Module, graph: Graph, layout: Layout, lib: MathLibrary,
-                 matmul: Matmul, library: KernelLibrary, entry: str) -> list[Shape]:
+                 matmul: Matmul, library: KernelLibrary, entry: str) -> EntryWriter:
     writer = EntryWriter(module, graph, layout, lib, matmul, library, entry)
     results = _roots(graph, layout, entry)
     if entry != "step":
@@ -418,7 +432,7 @@ def _write_entry(module: ir.Module, graph: Graph, layout: Layout, lib: MathLibra
         writer.emit(order, results, {})
         writer.copy_results(results)
         writer.b.ret(ir.Constant(I32, 0))
-        return writer.work
+        return writer
     # step: loss and gradients, the finiteness check, then updates in place
     first = graph.live([graph.loss, *graph.grads.values()])
     rest = [i for i in graph.live(list(graph.updates.values())) if i not in set(first)]
@@ -439,7 +453,7 @@ def _write_entry(module: ir.Module, graph: Graph, layout: Layout, lib: MathLibra
         if in_place.get(node) != leaf:
             writer.copy(writer.storage[leaf], writer.storage[node], graph.nodes[node].shape)
     writer.b.ret(ir.Constant(I32, 0))
-    return writer.work
+    return writer
 
 
 def _in_place(graph: Graph, order: list[int]) -> dict[int, int]:
@@ -483,11 +497,13 @@ def generate(compiled: Compiled, dtype: str, vector_bytes: int,
     matmul = Matmul(module, lib, vector_bytes)
     library = KernelLibrary(module, lib, matmul.lanes)
     entries = entries or entries_of(compiled)
-    workspace = {entry: _write_entry(module, graph, layout, lib, matmul, library, entry)
-                 for entry in entries}
+    writers = {entry: _write_entry(module, graph, layout, lib, matmul, library, entry)
+               for entry in entries}
     fields = array_fields()
     if fast and "step" in entries and fields is not None:
         shapes = {name: info.shape for name, info in network.params.items()}
         FastStep(module, layout, fields, lib.t, shapes, network.data).emit(
             module.globals["bpc_step"])
-    return Program(str(module), layout, entries, workspace)
+    return Program(str(module), layout, entries,
+                   {entry: w.work for entry, w in writers.items()}, graph,
+                   {entry: w.functions for entry, w in writers.items()})

@@ -209,11 +209,12 @@ Pattern = tuple[bool, ...]  # per axis of the loop nest: is this operand broadca
 def broadcast_offset(b: ir.IRBuilder, pattern: Pattern, dims: list[ir.Value],
                      index: list[ir.Value]) -> ir.Value:
     """Offset of `index` in a dense operand that is broadcast along the axes `pattern` marks."""
-    offset: ir.Value = i64(0)
+    offset: ir.Value | None = None
     for axis, broadcast in enumerate(pattern):
         if not broadcast:
-            offset = b.add(b.mul(offset, dims[axis]), index[axis])
-    return offset
+            offset = index[axis] if offset is None else \
+                b.add(b.mul(offset, dims[axis]), index[axis])
+    return i64(0) if offset is None else offset
 
 
 class KernelLibrary:
@@ -293,9 +294,10 @@ class KernelLibrary:
 
     def load(self, b: ir.IRBuilder, base: ir.Value, offset: ir.Value, vector: bool):
         pointer = b.gep(base, [offset], source_etype=self.t)
+        name = f"{base.name}.v" if vector else f"{base.name}.s"
         if vector:
-            return b.load(pointer, typ=self.vt, align=self.itemsize)
-        return b.load(pointer, typ=self.t)
+            return b.load(pointer, typ=self.vt, align=self.itemsize, name=name)
+        return b.load(pointer, typ=self.t, name=name)
 
     def store(self, b: ir.IRBuilder, value: ir.Value, base: ir.Value, offset: ir.Value) -> None:
         b.store(value, b.gep(base, [offset], source_etype=self.t), align=self.itemsize)

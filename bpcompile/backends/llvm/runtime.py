@@ -262,3 +262,34 @@ class LLVMExecutor:
         if status == 1:
             return f"the loss is {loss}"
         return f"the gradient of {self.layout.params[status - 2]} is not finite"
+
+
+def describe_gradient(compiled: Compiled, dtype: np.dtype, param: str) -> list[str]:
+    """The IR computing one param's gradient in value_and_grad: the kernel calls of the
+    entry function for each node of the gradient's chain, then those kernels' code."""
+    program = generate(compiled, dtype.name, vector_bytes(), ("value_and_grad",))
+    graph = program.graph
+    forward = set(graph.live([*graph.outputs.values(), graph.loss]))
+    chain = [i for i in graph.live([graph.grads[param]]) if i not in forward]
+    used = program.functions["value_and_grad"]
+    names: list[str] = []
+    for i in chain:
+        for name in used.get(i, []):
+            if name not in names:
+                names.append(name)
+    lines = [f"; {graph.nodes[i].name or f'%{i}'} ({graph.nodes[i].op.name.lower()}): "
+             f"{', '.join(used.get(i, ['no code: a view or reshape']))}" for i in chain]
+    for name in names:
+        if name.startswith("bpc.") and name != "bpc.matmul":
+            lines += ["", *_function_text(program.ir, name)]
+    return lines
+
+
+def _function_text(ir_text: str, name: str) -> list[str]:
+    """The lines of one function's definition in a module's text."""
+    lines = ir_text.splitlines()
+    for start, line in enumerate(lines):
+        if line.startswith("define") and f'@"{name}"(' in line:
+            end = lines.index("}", start)
+            return lines[start:end + 1]
+    return []
