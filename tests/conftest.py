@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+# Compiled networks go to a cache of the test session's own, not the user's.
+os.environ.setdefault("BPCOMPILE_CACHE_DIR", tempfile.mkdtemp(prefix="bpcompile-test-cache-"))
+
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-BACKENDS = ["numpy"]
+BACKENDS = ["numpy", "llvm"]
 
 
 @pytest.fixture(params=BACKENDS)

@@ -450,8 +450,10 @@ def _write_entry(module: ir.Module, graph: Graph, layout: Layout, lib: MathLibra
     writer.emit(rest, {}, in_place)
     for name, node in graph.updates.items():
         leaf = graph.params.get(name, graph.state.get(name))
-        if in_place.get(node) != leaf:
-            writer.copy(writer.storage[leaf], writer.storage[node], graph.nodes[node].shape)
+        if node != leaf and in_place.get(node) != leaf:
+            # a leaf nothing reads (Adam's moment when beta1 = 0) has no pointer yet
+            target = writer.storage.get(leaf) or writer.leaf(graph.nodes[leaf])
+            writer.copy(target, writer.storage[node], graph.nodes[node].shape)
     writer.b.ret(ir.Constant(I32, 0))
     return writer
 
