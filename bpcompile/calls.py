@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -68,6 +69,9 @@ def number_option(lw: Lowerer, expr: object, what: str) -> sympy.Expr:
     value = lw.expression(expr)
     if not isinstance(value, Scalar) or value.shape or value.expr.free_symbols:
         raise lw.error(BPTypeError, f"{what} must be a number", expr.pos)
+    # exp(1000) is exact in SymPy but inf as a float, and options are used as floats.
+    if not math.isfinite(float(value.expr)):
+        raise lw.error(BPTypeError, f"{what} must be a finite number", expr.pos)
     return value.expr
 
 

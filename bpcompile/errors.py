@@ -17,9 +17,15 @@ class Source:
     filename: str
     text: str
 
+    def lines(self) -> list[str]:
+        """The lines as the lexer counts them: split at newlines only, dropping a carriage
+        return before one. (str.splitlines also splits at form feeds, U+0085 and more, which
+        the lexer keeps inside a line, so a message would quote the wrong line.)"""
+        return [line.removesuffix("\r") for line in self.text.split("\n")]
+
     def line(self, number: int) -> str:
         """The 1-based line `number`, without its newline ('' past the end)."""
-        lines = self.text.splitlines()
+        lines = self.lines()
         return lines[number - 1] if 1 <= number <= len(lines) else ""
 
 

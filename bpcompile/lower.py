@@ -7,6 +7,7 @@ dispatched through tables, in `calls.py`.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import sympy
@@ -116,6 +117,7 @@ class Lowerer:
             raise self.error(BPNameError, f"def {stmt.name} names an argument twice", stmt.pos)
         symbols = tuple(sympy.Symbol(f"arg:{p}", real=True) for p in stmt.params)
         body = evaluate_def(self, stmt, dict(zip(stmt.params, symbols)))
+        self.check_constants(body, f"def {stmt.name}", stmt.body.pos)
         self.defs[stmt.name] = (symbols, body)
 
     def assign_stmt(self, stmt: S.AssignStmt) -> None:
@@ -215,7 +217,10 @@ class Lowerer:
 
     def expression(self, expr: S.Expr) -> Value:
         if isinstance(expr, S.Number):
-            return Scalar(number(expr.text))
+            value = number(expr.text)
+            if abs(value) > FLOAT_MAX:
+                raise self.error(BPTypeError, f"{expr.text} is too large for float64", expr.pos)
+            return Scalar(value)
         if isinstance(expr, S.Boolean):
             raise self.error(
                 BPTypeError, "true and false are only option values, like nesterov=true",
@@ -271,12 +276,30 @@ class Lowerer:
     def binop(self, expr: S.BinOp) -> Value:
         if expr.op == "@":
             return matmul(self, expr)
+        if expr.op == "**":
+            return self.power(expr)
         if expr.op in COMPARISONS:
             compare = COMPARISONS[expr.op]
             return self.elementwise(
                 expr.op, lambda a, b: indicator(compare(a, b)), [expr.left, expr.right], expr.pos
             )
         return self.elementwise(expr.op, BINARY[expr.op], [expr.left, expr.right], expr.pos)
+
+    def power(self, expr: S.BinOp) -> Value:
+        """`**`. SymPy raises a rational to a rational exactly, so 3 ** 1e9 would build a
+        number of billions of digits before any check could see it: refuse it first."""
+        operands = [expr.left, expr.right]
+        values = [self.expression(e) for e in operands]
+        base, exponent = (v.expr if isinstance(v, Scalar) else None for v in values)
+        if base is not None and base.is_Rational and exponent is not None \
+                and exponent.is_Rational:
+            bits = abs(exponent) * max(abs(base.p), base.q).bit_length()
+            if bits > EXACT_POWER_BITS:
+                raise self.error(
+                    BPTypeError, "'**' of these constants is too large to compute exactly",
+                    expr.pos,
+                )
+        return self.combine("**", BINARY["**"], values, operands, expr.pos)
 
     def elementwise(self, what: str, make, operands: list[S.Expr], pos: Pos) -> Value:
         """Evaluate `operands` and combine them with `make` (SymPy in, SymPy out)."""
@@ -298,10 +321,22 @@ class Lowerer:
                 args.append(operand(len(inputs)))
                 inputs.append(value.node)
         expr = make(*args)
+        self.check_constants(expr, f"'{what}'", pos)
         if not inputs:
             return Scalar(sympy.sympify(expr), shape)
         node = self.builder.elementwise(expr, inputs, shape, lines=(self.line,))
         return Tensor(node, shape)
+
+    def check_constants(self, expr: sympy.Expr, what: str, pos: Pos) -> None:
+        """SymPy folds constants exactly: 1/0 becomes zoo, 0/0 nan, sqrt(-1) I. No backend can
+        print those, so they are errors here, where the source position is known."""
+        for value, meaning in NOT_REAL.items():
+            if expr.has(value):
+                raise self.error(
+                    BPTypeError, f"{what} gives {meaning} here, not a finite real number", pos
+                )
+        if any(abs(n) > FLOAT_MAX for n in expr.atoms(sympy.Number)):
+            raise self.error(BPTypeError, f"{what} gives a number too large for float64", pos)
 
     def shape_mismatch(self, what: str, values: list[Value], operands: list[S.Expr],
                        pos: Pos) -> BPShapeError:
@@ -368,6 +403,19 @@ class Lowerer:
                     self.output_pos,
                 )
 
+
+# Constants SymPy may fold an expression to that are not finite real numbers.
+NOT_REAL: dict[sympy.Expr, str] = {
+    sympy.zoo: "an infinite value (as 1/0 or log(0))",
+    sympy.oo: "an infinite value",
+    -sympy.oo: "an infinite value",
+    sympy.nan: "an undefined value (as 0/0)",
+    sympy.I: "a complex value (as sqrt(-1))",
+}
+FLOAT_MAX = sympy.Rational(sys.float_info.max)
+# A power of constants whose exact value needs more bits than this is refused (float64 holds
+# magnitudes up to 2**1024, so nothing representable is lost).
+EXACT_POWER_BITS = 1 << 16
 
 _KEYWORD = {
     S.NetworkStmt: "network", S.LossStmt: "loss", S.OptimizeStmt: "optimize",

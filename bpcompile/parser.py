@@ -162,7 +162,8 @@ def parse(text: str, filename: str = "<string>") -> S.Program:
     source = Source(filename, text)
     parser = _lark()
     try:
-        tree = parser.parse(text + "\n")
+        # '\r\n' as '\n', so that the column of an end of line is the one after its text.
+        tree = parser.parse((text + "\n").replace("\r\n", "\n"))
     except UnexpectedInput as error:
         raise _syntax_error(error, source, parser) from None
     try:
@@ -207,8 +208,9 @@ def _describe_token(token: Token) -> str:
 def _syntax_error(error: UnexpectedInput, source: Source, parser: Lark) -> BPSyntaxError:
     postlex: _BracketNewlines = parser.options.postlex
     if isinstance(error, UnexpectedCharacters):
-        char = source.text[error.pos_in_stream] if error.pos_in_stream < len(source.text) else "?"
-        return BPSyntaxError(f"unexpected character {char!r}", source, Pos(error.line, error.column))
+        # lark's own copy: its text has '\r\n' as '\n', so its offsets are not source.text's.
+        return BPSyntaxError(f"unexpected character {error.char!r}", source,
+                             Pos(error.line, error.column))
     if isinstance(error, UnexpectedEOF) or (
         isinstance(error, UnexpectedToken) and error.token.type == "$END"
     ):
@@ -217,7 +219,7 @@ def _syntax_error(error: UnexpectedInput, source: Source, parser: Lark) -> BPSyn
             return BPSyntaxError(
                 f"'{opener.value}' is never closed", source, _pos(opener)
             )
-        last = max(1, len(source.text.splitlines()))
+        last = max(1, len(source.text.rstrip("\n").split("\n")))
         return BPSyntaxError("unexpected end of file", source, Pos(last, 1))
     assert isinstance(error, UnexpectedToken)
     token = error.token
@@ -227,10 +229,14 @@ def _syntax_error(error: UnexpectedInput, source: Source, parser: Lark) -> BPSyn
         return BPSyntaxError(
             f"'{token.value}' is a keyword and cannot be used as a name", source, where
         )
-    words = source.line(token.line)[: token.column - 1].split()
+    before = source.line(token.line)[: token.column - 1]
+    words = before.split()
     if token.type == "EQUAL" and len(words) == 1 and words[0].upper() in _KEYWORDS:
+        # Point at the keyword the message names, not at the '=' the parser stopped on.
+        keyword_col = len(before) - len(before.lstrip()) + 1
         return BPSyntaxError(
-            f"'{words[0]}' is a keyword and cannot be assigned", source, where
+            f"'{words[0]}' is a keyword and cannot be assigned", source,
+            Pos(token.line, keyword_col),
         )
     if not postlex.open:  # LALR look-ahead sets mention closers even outside brackets
         expected -= {"RPAR", "RSQB", "COMMA"}
