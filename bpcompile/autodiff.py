@@ -10,6 +10,7 @@ summed; contributions to a broadcast input are summed back to its shape.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 import sympy
 
@@ -225,8 +226,4 @@ def differentiate(graph: Graph) -> Graph:
             grads[name] = bw.accumulate(adjoints[p], shape, name)
         else:  # the loss does not depend on this param
             grads[name] = bw.elementwise(sympy.Integer(0), (), shape)
-    return Graph(
-        nodes=tuple(bw.builder.nodes), inputs=graph.inputs, params=graph.params,
-        state=graph.state, outputs=graph.outputs, loss=graph.loss, grads=grads,
-        updates=graph.updates,
-    )
+    return replace(graph, nodes=tuple(bw.builder.nodes), grads=grads)

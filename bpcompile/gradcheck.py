@@ -54,7 +54,7 @@ def _relative(analytic: float, numeric: float, floor: float) -> float:
     return abs(analytic - numeric) / max(abs(analytic), abs(numeric), floor)
 
 
-def gradcheck(net: CompiledNet, p: Mapping, *, eps: float = 1e-6, tolerance: float = 1e-5,
+def gradcheck(net: CompiledNet, p: Mapping, /, *, eps: float = 1e-6, tolerance: float = 1e-5,
               max_entries: int = 32, seed: int = 0, **data: object) -> GradcheckResult:
     """Check `net`'s gradient at `p` on `data` (see the module docstring).
 

@@ -64,7 +64,9 @@ class Node:
 class Graph:
     """Nodes in topological order, and the roles some of them play.
 
-    `updates` maps a param or state name to the node computing its value after one step.
+    `updates` maps a param's name to the node computing its value after one step, and
+    `state_updates` does the same for optimizer state (two tables: a param may be called
+    like a state entry, `step`).
     """
 
     nodes: tuple[Node, ...]
@@ -75,12 +77,19 @@ class Graph:
     loss: int | None = None
     grads: dict[str, int] = field(default_factory=dict)
     updates: dict[str, int] = field(default_factory=dict)
+    state_updates: dict[str, int] = field(default_factory=dict)
 
     def roots(self) -> list[int]:
-        ids = [*self.outputs.values(), *self.grads.values(), *self.updates.values()]
+        ids = [*self.outputs.values(), *self.grads.values(), *self.updates.values(),
+               *self.state_updates.values()]
         if self.loss is not None:
             ids.append(self.loss)
         return ids
+
+    def leaf_updates(self) -> list[tuple[int, int]]:
+        """(update, leaf) node pairs: each param's and state entry's new value and itself."""
+        return ([(node, self.params[n]) for n, node in self.updates.items()]
+                + [(node, self.state[n]) for n, node in self.state_updates.items()])
 
     def users(self) -> dict[int, list[int]]:
         """For each node, the nodes that read it (a node reading twice counts twice)."""
@@ -110,12 +119,14 @@ class Graph:
             outputs=move(self.outputs),
             loss=None if self.loss is None else remap[self.loss],
             grads=move(self.grads), updates=move(self.updates),
+            state_updates=move(self.state_updates),
         )
 
     def pretty(self) -> str:
         """One line per node, for debugging (`BPCOMPILE_DEBUG=1` prints each stage)."""
         roles: dict[int, list[str]] = {}
-        for kind in ("inputs", "params", "state", "outputs", "grads", "updates"):
+        for kind in ("inputs", "params", "state", "outputs", "grads", "updates",
+                     "state_updates"):
             for name, i in getattr(self, kind).items():
                 roles.setdefault(i, []).append(f"{kind[:-1] if kind != 'state' else kind}:{name}")
         if self.loss is not None:

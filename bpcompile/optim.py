@@ -9,6 +9,7 @@ first and second moments) and `step` (Adam's step count).
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import sympy
@@ -102,11 +103,9 @@ def add_updates(graph: Graph, config: OptimizerConfig, shapes: dict[str, tuple])
     if config.options["clip_norm"]:
         grads = _clip(builder, grads, float(config.options["clip_norm"]), lines)
     update = _sgd if config.kind == "sgd" else _adam
-    updates = update(builder, graph, config, grads, state, lines)
-    return Graph(
-        nodes=tuple(builder.nodes), inputs=graph.inputs, params=graph.params, state=state,
-        outputs=graph.outputs, loss=graph.loss, grads=graph.grads, updates=updates,
-    )
+    updates, state_updates = update(builder, graph, config, grads, state, lines)
+    return replace(graph, nodes=tuple(builder.nodes), state=state, updates=updates,
+                   state_updates=state_updates)
 
 
 def _clip(builder: GraphBuilder, grads: dict[str, int], max_norm: float,
@@ -131,12 +130,16 @@ def _clip(builder: GraphBuilder, grads: dict[str, int], max_norm: float,
     }
 
 
+Updates = tuple[dict[str, int], dict[str, int]]  # params' new values, state's new values
+
+
 def _sgd(builder: GraphBuilder, graph: Graph, config: OptimizerConfig, grads: dict[str, int],
-         state: dict[str, int], lines: tuple[int, ...]) -> dict[str, int]:
+         state: dict[str, int], lines: tuple[int, ...]) -> Updates:
     o = config.options
     lr, momentum, decay = (exact(o[k]) for k in ("lr", "momentum", "weight_decay"))
     p, g, buf = operand(0), operand(1), operand(2)
     updates: dict[str, int] = {}
+    state_updates: dict[str, int] = {}
     for name, param in graph.params.items():
         shape = builder.nodes[param].shape
         step = g + decay * p if o["weight_decay"] else g
@@ -146,21 +149,22 @@ def _sgd(builder: GraphBuilder, graph: Graph, config: OptimizerConfig, grads: di
             # torch starts the buffer as the first gradient; momentum * 0 + g is that exactly.
             new_buffer = builder.elementwise(momentum * buf + step, [param, grads[name], buffer],
                                              shape, lines=lines)
-            updates[f"{name}.momentum"] = new_buffer
+            state_updates[f"{name}.momentum"] = new_buffer
             step = step + momentum * buf if o["nesterov"] else buf
             inputs.append(new_buffer)
         updates[name] = builder.elementwise(p - lr * step, inputs, shape, lines=lines)
-    return updates
+    return updates, state_updates
 
 
 def _adam(builder: GraphBuilder, graph: Graph, config: OptimizerConfig, grads: dict[str, int],
-          state: dict[str, int], lines: tuple[int, ...]) -> dict[str, int]:
+          state: dict[str, int], lines: tuple[int, ...]) -> Updates:
     o = config.options
     lr, beta1, beta2, eps, decay = (
         exact(o[k]) for k in ("lr", "beta1", "beta2", "eps", "weight_decay")
     )
     step = builder.elementwise(operand(0) + 1, (state["step"],), (), lines=lines)
-    updates: dict[str, int] = {"step": step}
+    updates: dict[str, int] = {}
+    state_updates: dict[str, int] = {"step": step}
     # Bias corrections, once per step for all params: lr / (1 - b1^t) and sqrt(1 - b2^t).
     step_size = builder.elementwise(lr / (1 - beta1 ** operand(0)), (step,), (),
                                     name="step_size", lines=lines)
@@ -176,9 +180,9 @@ def _adam(builder: GraphBuilder, graph: Graph, config: OptimizerConfig, grads: d
                                     (state[f"{name}.m"], grads[name]), shape, lines=lines)
         new_v = builder.elementwise(beta2 * old + (1 - beta2) * grad**2,
                                     (state[f"{name}.v"], grads[name]), shape, lines=lines)
-        updates[f"{name}.m"], updates[f"{name}.v"] = new_m, new_v
+        state_updates[f"{name}.m"], state_updates[f"{name}.v"] = new_m, new_v
         updates[name] = builder.elementwise(
             start - size * m / (sympy.sqrt(v) / corr + eps),
             (param, step_size, new_m, new_v, correction), shape, lines=lines,
         )
-    return updates
+    return updates, state_updates

@@ -92,25 +92,25 @@ class CompiledNet:
         """Zeroed optimizer state (momentum buffers, Adam moments and step count)."""
         return {name: np.zeros(shape, dtype=self.dtype) for name, shape in self.state.items()}
 
-    def forward(self, p: Mapping, **data: object) -> Arrays:
+    def forward(self, p: Mapping, /, **data: object) -> Arrays:
         params = checks.check_params(p, self.params, self.dtype, "forward")
         arrays, sizes = checks.check_data(data, self.inputs, self.dtype, "forward")
         return self._executor.forward(params, arrays, sizes)
 
-    def loss(self, p: Mapping, **data: object) -> float:
+    def loss(self, p: Mapping, /, **data: object) -> float:
         self._need_loss("loss")
         params = checks.check_params(p, self.params, self.dtype, "loss")
         arrays, sizes = checks.check_data(data, self.signature.data, self.dtype, "loss")
         return self._executor.loss(params, arrays, sizes)
 
-    def value_and_grad(self, p: Mapping, **data: object) -> tuple[float, Arrays]:
+    def value_and_grad(self, p: Mapping, /, **data: object) -> tuple[float, Arrays]:
         self._need_loss("value_and_grad")
         params = checks.check_params(p, self.params, self.dtype, "value_and_grad")
         arrays, sizes = checks.check_data(data, self.signature.data, self.dtype,
                                           "value_and_grad")
         return self._executor.value_and_grad(params, arrays, sizes)
 
-    def step(self, p: Mapping, s: Mapping, **data: object) -> float:
+    def step(self, p: Mapping, s: Mapping, /, **data: object) -> float:
         """One training step in place on `p` and `s`; the loss before the update."""
         self._need_loss("step")
         params = checks.check_in_place(p, self.params, self.dtype, "param", "step")

@@ -264,6 +264,13 @@ def _sign_from_out(forward: sympy.Expr) -> dict[sympy.Basic, sympy.Basic]:
     return {}
 
 
+def _expandable(expr: sympy.Expr) -> bool:
+    """Only small integer powers may be expanded: (y - t) ** 1000 expands to a thousand
+    terms, and ** 1e300 would never finish."""
+    return all(not p.is_Pow or (p.exp.is_Integer and abs(p.exp) <= 8)
+               for p in sympy.preorder_traversal(expr))
+
+
 @lru_cache(maxsize=4096)
 def partial(forward: sympy.Expr, index: int) -> sympy.Expr:
     """The cheapest form of d forward / d a<index>, free to read OUT (the forward's value)."""
@@ -275,7 +282,7 @@ def partial(forward: sympy.Expr, index: int) -> sympy.Expr:
     for substitution in _recover_from_out(forward):
         candidates.append(derivative.xreplace(substitution))
     # Algebraic clean-ups, tried only on small expressions: expand can blow up large ones.
-    small = [c for c in candidates if sympy.count_ops(c) <= 40]
+    small = [c for c in candidates if sympy.count_ops(c) <= 40 and _expandable(c)]
     candidates += [sympy.factor_terms(c) for c in small] + [sympy.expand(c) for c in small]
     return min(candidates, key=lambda c: (cost(c), sympy.count_ops(c)))
 

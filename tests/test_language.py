@@ -733,18 +733,6 @@ def _name_case(role: str, name: str, bug: tuple[str, str | None] | None = None):
     return pytest.param(role, name, bug, id=f"{role}={name}")
 
 
-# Known bugs, outside the language files: (reason, the backend it is in; None: every backend).
-GENERATED_NAME = ("the NumPy backend does not rename a .bp name that its generated code uses "
-                  "(backends/numpy.py)", "numpy")
-DIM_KEYWORD = ("the NumPy backend prints a symbolic dim's name unchanged, as "
-               "`with = x.shape[0]` (backends/numpy.py)", "numpy")
-ADAM_STEP = ("optim.py keeps Adam's step count and the params in one dict of updates, so a "
-             "param named step replaces the count's update (numpy crashes, llvm trains wrong)",
-             None)
-API_ARGUMENT = ("CompiledNet calls take p (and s) by position or keyword, so data named p or s "
-                "clashes (runtime.py)", None)
-
-
 @pytest.mark.parametrize("role, name, bug", [
     # Python keywords and the generated module's own names are ordinary .bp names.
     *(_name_case(role, name) for role in ("input", "target", "param", "hidden", "out",
@@ -752,15 +740,17 @@ API_ARGUMENT = ("CompiledNet calls take p (and s) by position or keyword, so dat
       for name in ("lambda", "None", "np")),
     _name_case("bias", "DTYPE"), _name_case("hidden", "grads"), _name_case("input", "rng"),
     _name_case("layer", "with"), _name_case("param", "forward"), _name_case("dim", "B"),
-    _name_case("dim", "with", DIM_KEYWORD),
-    _name_case("dim", "None", DIM_KEYWORD),
-    _name_case("dim", "np", DIM_KEYWORD),
-    _name_case("input", "p", API_ARGUMENT),
-    _name_case("target", "s", API_ARGUMENT),
-    _name_case("param", "grads", GENERATED_NAME),
-    _name_case("param", "step", ADAM_STEP),
-    _name_case("param", "value_and_grad", GENERATED_NAME),
-    _name_case("input", "value_and_grad", GENERATED_NAME),
+    # These were bugs (found by these tests): a dim named like a keyword, data named like
+    # the API's own arguments, names the generated module uses, Adam's step count.
+    _name_case("dim", "with"),
+    _name_case("dim", "None"),
+    _name_case("dim", "np"),
+    _name_case("input", "p"),
+    _name_case("target", "s"),
+    _name_case("param", "grads"),
+    _name_case("param", "step"),
+    _name_case("param", "value_and_grad"),
+    _name_case("input", "value_and_grad"),
 ])
 def test_any_name_works(request: pytest.FixtureRequest, backend: str, role: str, name: str,
                         bug: tuple[str, str | None] | None) -> None:

@@ -27,9 +27,11 @@ from .numpy_expr import ATOM, MUL, POWER, Code, NumpyPrinter, number
 from .numpy_helpers import HELPERS, helper_closure
 
 INLINE_LIMIT = 60  # characters; longer unnamed expressions get a line of their own
+# Names the generated module uses itself: a `.bp` name equal to one gets a trailing `_`.
 RESERVED = set(keyword.kwlist) | {
     "np", "p", "s", "rng", "seed", "DTYPE", "PARAMS", "INPUTS", "TARGETS", "OUTPUTS",
-    "STATE", "NonFiniteError", "float", "dict", "print", "range", "len",
+    "STATE", "NonFiniteError", "float", "dict", "print", "range", "len", "grads",
+    "init", "forward", "loss", "value_and_grad", "init_state", "step",
 } | set(HELPERS)
 
 
@@ -155,7 +157,7 @@ class FunctionWriter:
     def shape(self, shape: Shape) -> str:
         """A shape as a tuple literal; its symbolic sizes become variables of the body."""
         self.sizes |= set(symbols_of(shape))
-        return _shape_code(shape)
+        return _shape_code(tuple(self.module.size_var.get(d, d) for d in shape))
 
     def helper_call(self, name: str, *args: str) -> Code:
         self.module.helpers.add(name)
@@ -217,9 +219,11 @@ class ModuleWriter:
         self.dtype = dtype
         self.helpers: set[str] = set()
         symbols = sorted({d for shape in self.network.data.values() for d in symbols_of(shape)})
-        self.dim_names = {dim_symbol(d): Code(d, ATOM) for d in symbols}
-        # The variable of every param and data array, distinct, and names no function reuses.
-        names = Names(set(symbols))
+        # The variable of every size, param and data array: distinct, and names no function
+        # reuses.
+        names = Names(set())
+        self.size_var = {d: names.fresh(d) for d in symbols}
+        self.dim_names = {dim_symbol(d): Code(v, ATOM) for d, v in self.size_var.items()}
         self.var = {n: names.fresh(n) for n in (*self.network.params, *self.network.data)}
         self.taken = names.taken
         self.filename = self.network.source.filename
@@ -258,7 +262,7 @@ class ModuleWriter:
             for axis, dim in enumerate(self.network.data[name]):
                 if isinstance(dim, str) and dim in w.sizes and dim not in bound:
                     bound.add(dim)
-                    lines.append(f"{dim} = {self.var[name]}.shape[{axis}]")
+                    lines.append(f"{self.size_var[dim]} = {self.var[name]}.shape[{axis}]")
         return lines
 
     def body(self, w: FunctionWriter, data: list[str], roots: list[int],
@@ -336,9 +340,8 @@ class ModuleWriter:
         """New values into params and state, in place. A value is written into its array as
         soon as it is computed, unless something later still reads the old value."""
         g = self.graph
-        leaf_of = {**{i: g.params[n] for n, i in g.updates.items() if n in g.params},
-                   **{i: g.state[n] for n, i in g.updates.items() if n in g.state}}
-        order = w._live(list(g.updates.values()))
+        leaf_of = dict(g.leaf_updates())
+        order = w._live(list(leaf_of))
         last_read: dict[int, int] = {}
         for position, i in enumerate(order):
             for j in g.nodes[i].inputs:

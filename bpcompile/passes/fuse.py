@@ -12,6 +12,7 @@ values lets the backward read them instead of computing exp and tanh again.
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 
 from ..ir import Graph, Node, Op, inline, operand, rebuild
 from ..symbolic import backward_transcendentals
@@ -71,11 +72,7 @@ def fuse(graph: Graph, differentiate: bool = True, respect_names: bool = True) -
         merged[i] = Node(Op.ELEMENTWISE, inputs, node.shape, expr=expr, name=name,
                          lines=lines)
 
-    replaced = Graph(
-        nodes=tuple(merged.get(i, n) for i, n in enumerate(graph.nodes)),
-        inputs=graph.inputs, params=graph.params, state=graph.state, outputs=graph.outputs,
-        loss=graph.loss, grads=graph.grads, updates=graph.updates,
-    )
+    replaced = replace(graph, nodes=tuple(merged.get(i, n) for i, n in enumerate(graph.nodes)))
     return rebuild(replaced)
 
 

@@ -435,7 +435,8 @@ def _write_entry(module: ir.Module, graph: Graph, layout: Layout, lib: MathLibra
         return writer
     # step: loss and gradients, the finiteness check, then updates in place
     first = graph.live([graph.loss, *graph.grads.values()])
-    rest = [i for i in graph.live(list(graph.updates.values())) if i not in set(first)]
+    pairs = graph.leaf_updates()
+    rest = [i for i in graph.live([node for node, _ in pairs]) if i not in set(first)]
     in_place = _in_place(graph, first + rest)
     writer.plan(first + rest, results, in_place)
     writer.emit(first, results, {})
@@ -448,8 +449,7 @@ def _write_entry(module: ir.Module, graph: Graph, layout: Layout, lib: MathLibra
                               likely=False):
             writer.b.ret(ir.Constant(I32, k + 1))
     writer.emit(rest, {}, in_place)
-    for name, node in graph.updates.items():
-        leaf = graph.params.get(name, graph.state.get(name))
+    for node, leaf in pairs:
         if node != leaf and in_place.get(node) != leaf:
             # a leaf nothing reads (Adam's moment when beta1 = 0) has no pointer yet
             target = writer.storage.get(leaf) or writer.leaf(graph.nodes[leaf])
@@ -463,8 +463,7 @@ def _in_place(graph: Graph, order: list[int]) -> dict[int, int]:
     later node reading the leaf's old value."""
     position = {i: k for k, i in enumerate(order)}
     result = {}
-    for name, node in graph.updates.items():
-        leaf = graph.params.get(name, graph.state.get(name))
+    for node, leaf in graph.leaf_updates():
         if graph.nodes[node].op is not Op.ELEMENTWISE or node == leaf:
             continue
         readers = [i for i in order if leaf in graph.nodes[i].inputs and i != node]
