@@ -4,6 +4,7 @@ frozen dataclasses of `syntax.py` and lark's exceptions into `BPSyntaxError` wit
 from __future__ import annotations
 
 from collections.abc import Iterator
+import os
 from functools import lru_cache
 from importlib import resources
 from typing import Any
@@ -13,6 +14,7 @@ from lark.exceptions import (
     UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError,
 )
 
+from . import cache
 from . import syntax as S
 from .errors import BPSyntaxError, Pos, Source
 
@@ -42,7 +44,10 @@ class _BracketNewlines:
 
 @lru_cache(maxsize=1)
 def _lark() -> Lark:
+    """The parser. Lark's analysis of the grammar takes a tenth of a second; it keeps it in
+    the disk cache (keyed by the grammar's hash) so later processes start faster."""
     grammar = resources.files("bpcompile").joinpath("grammar.lark").read_text()
+    folder = cache.directory()
     return Lark(
         grammar,
         parser="lalr",
@@ -50,7 +55,17 @@ def _lark() -> Lark:
         postlex=_BracketNewlines(),
         propagate_positions=True,
         maybe_placeholders=True,
+        cache=str(folder / "grammar.lark-cache") if folder is not None and
+        _writable(folder) else False,
     )
+
+
+def _writable(folder) -> bool:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return False
+    return os.access(folder, os.W_OK)
 
 
 def _pos(item: Any) -> Pos:

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from llvmlite import ir
 
+from .kernels import runtime_name
 from .loops import I32, I64, PTR, for_range, i64
 
 if TYPE_CHECKING:
@@ -112,6 +113,61 @@ class Context:
         return self.FIRST_KEY + len(layout.params) + len(layout.state) + len(layout.data)
 
 
+def array_data_function(module: ir.Module, fields: ArrayFields | None,
+                        name: str) -> ir.Function:
+    """`ptr array_data(obj, ndarray, descr, flags, rank, spec, sizes)`: obj's data
+    pointer if obj is exactly an ndarray with that descriptor, those flags set, that
+    rank and the sizes `spec` gives, else null. spec[k] >= 0 is a fixed size; -1 - s
+    is symbol s, bound in `sizes` (where -1 means not yet bound) or checked against it.
+    """
+    fnty = ir.FunctionType(PTR, [PTR, PTR, PTR, I32, I32, PTR, PTR])
+    f = ir.Function(module, fnty, name)
+    if fields is None:
+        return f  # a declaration: the runtime library defines it
+    f.attributes.add("noinline")
+    obj, ndarray, descr, flags, rank, spec, sizes = f.args
+    for arg, arg_name in zip(f.args, ("obj", "ndarray", "descr", "flags", "rank", "spec",
+                                      "sizes")):
+        arg.name = arg_name
+    b = ir.IRBuilder(f.append_basic_block("entry"))
+    bad = f.append_basic_block("bad")
+    ir.IRBuilder(bad).ret(ir.Constant(PTR, None))
+
+    def check(condition: ir.Value, label: str) -> None:
+        ok = f.append_basic_block(label)
+        b.cbranch(condition, ok, bad)
+        b.position_at_end(ok)
+
+    check(b.icmp_unsigned("!=", obj, ir.Constant(PTR, None)), "given")
+    check(b.icmp_unsigned("==", _field(b, obj, OB_TYPE, PTR), ndarray), "ndarray")
+    same = b.and_(b.icmp_unsigned("==", _field(b, obj, fields.descr, PTR), descr),
+                  b.icmp_signed("==", b.and_(_field(b, obj, fields.flags, I32), flags),
+                                flags))
+    check(b.and_(same, b.icmp_signed("==", _field(b, obj, fields.nd, I32), rank)),
+          "layout")
+    dims = _field(b, obj, fields.dimensions, PTR)
+    count = b.sext(rank, I64)
+    with for_range(b, count, "axis") as axis:
+        size = b.load(b.gep(dims, [axis], source_etype=I64), typ=I64)
+        wanted = b.load(b.gep(spec, [axis], source_etype=I64), typ=I64)
+        fixed = b.icmp_signed(">=", wanted, i64(0))
+        slot = b.gep(sizes, [b.sub(i64(-1), b.select(fixed, i64(-1), wanted))],
+                     source_etype=I64)
+        bound = b.load(slot, typ=I64)
+        unbound = b.and_(b.not_(fixed), b.icmp_signed("==", bound, i64(-1)))
+        with b.if_then(unbound):
+            b.store(size, slot)
+        expected = b.select(fixed, wanted, b.select(unbound, size, bound))
+        ok = b.and_(b.icmp_signed("==", size, expected), b.icmp_signed(">", size, i64(0)))
+        check(ok, "size")
+    b.ret(_field(b, obj, fields.data, PTR))
+    return f
+
+
+def _field(b: ir.IRBuilder, obj: ir.Value, offset: int, t: ir.Type) -> ir.Value:
+    return b.load(b.gep(obj, [i64(offset)], source_etype=I8), typ=t)
+
+
 class FastStep:
     """Emits `bpc_fast_step` into the module holding `bpc_step`."""
 
@@ -136,7 +192,8 @@ class FastStep:
         self.dict_size = declare("PyDict_Size", I64, PTR)
         self.new_float = declare("PyFloat_FromDouble", PTR, ir.DoubleType())
         self.vectorcall = declare("PyObject_Vectorcall", PTR, PTR, PTR, I64, PTR)
-        self.array_data = self._array_data()
+        lanes = 0  # array_data does not depend on the vector width; one per dtype
+        self.array_data = array_data_function(module, None, runtime_name("array_data", t, lanes))
         self.specs = 0
 
     # ------------------------------------------------------------------ helpers
@@ -147,55 +204,6 @@ class FastStep:
     def ctx_slot(self, b: ir.IRBuilder, slot: int) -> ir.Value:
         return b.load(b.gep(self.ctx, [i64(0), i64(slot)], source_etype=self.ctx.value_type),
                       typ=PTR)
-
-    def _array_data(self) -> ir.Function:
-        """`ptr bpc.array_data(obj, ndarray, descr, flags, rank, spec, sizes)`: obj's data
-        pointer if obj is exactly an ndarray with that descriptor, those flags set, that
-        rank and the sizes `spec` gives, else null. spec[k] >= 0 is a fixed size; -1 - s
-        is symbol s, bound in `sizes` (where -1 means not yet bound) or checked against it.
-        """
-        fnty = ir.FunctionType(PTR, [PTR, PTR, PTR, I32, I32, PTR, PTR])
-        f = ir.Function(self.module, fnty, "bpc.array_data")
-        f.linkage = "internal"
-        f.attributes.add("noinline")
-        obj, ndarray, descr, flags, rank, spec, sizes = f.args
-        for arg, name in zip(f.args, ("obj", "ndarray", "descr", "flags", "rank", "spec",
-                                      "sizes")):
-            arg.name = name
-        fields = self.fields
-        b = ir.IRBuilder(f.append_basic_block("entry"))
-        bad = f.append_basic_block("bad")
-        ir.IRBuilder(bad).ret(ir.Constant(PTR, None))
-
-        def check(condition: ir.Value, label: str) -> None:
-            ok = f.append_basic_block(label)
-            b.cbranch(condition, ok, bad)
-            b.position_at_end(ok)
-
-        check(b.icmp_unsigned("!=", obj, ir.Constant(PTR, None)), "given")
-        check(b.icmp_unsigned("==", self.field(b, obj, OB_TYPE, PTR), ndarray), "ndarray")
-        same = b.and_(b.icmp_unsigned("==", self.field(b, obj, fields.descr, PTR), descr),
-                      b.icmp_signed("==", b.and_(self.field(b, obj, fields.flags, I32), flags),
-                                    flags))
-        check(b.and_(same, b.icmp_signed("==", self.field(b, obj, fields.nd, I32), rank)),
-              "layout")
-        dims = self.field(b, obj, fields.dimensions, PTR)
-        count = b.sext(rank, I64)
-        with for_range(b, count, "axis") as axis:
-            size = b.load(b.gep(dims, [axis], source_etype=I64), typ=I64)
-            wanted = b.load(b.gep(spec, [axis], source_etype=I64), typ=I64)
-            fixed = b.icmp_signed(">=", wanted, i64(0))
-            slot = b.gep(sizes, [b.sub(i64(-1), b.select(fixed, i64(-1), wanted))],
-                         source_etype=I64)
-            bound = b.load(slot, typ=I64)
-            unbound = b.and_(b.not_(fixed), b.icmp_signed("==", bound, i64(-1)))
-            with b.if_then(unbound):
-                b.store(size, slot)
-            expected = b.select(fixed, wanted, b.select(unbound, size, bound))
-            ok = b.and_(b.icmp_signed("==", size, expected), b.icmp_signed(">", size, i64(0)))
-            check(ok, "size")
-        b.ret(self.field(b, obj, fields.data, PTR))
-        return f
 
     def spec(self, shape: tuple) -> ir.GlobalVariable:
         """The size spec of `shape` for `bpc.array_data`, as a constant global."""

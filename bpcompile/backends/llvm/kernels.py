@@ -203,6 +203,13 @@ class Kernels:
 
 # --------------------------------------------------------------- shared kernels
 
+
+def runtime_name(name: str, t: ir.Type, lanes: int) -> str:
+    """The symbol of a runtime library kernel: one per dtype and vector width."""
+    dtype = "f64" if isinstance(t, ir.DoubleType) else "f32"
+    return f"bpc_runtime.{name}.{dtype}x{lanes}"
+
+
 Pattern = tuple[bool, ...]  # per axis of the loop nest: is this operand broadcast along it?
 
 
@@ -230,7 +237,8 @@ class KernelLibrary:
     on digits.bp) for the same machine code in the hot loops.
     """
 
-    def __init__(self, module: ir.Module, lib: MathLibrary, lanes: int):
+    def __init__(self, module: ir.Module, lib: MathLibrary, lanes: int,
+                 runtime: bool = False):
         self.module = module
         self.lib = lib
         self.t = lib.t
@@ -239,18 +247,28 @@ class KernelLibrary:
         self.itemsize = 8 if isinstance(self.t, ir.DoubleType) else 4
         self.cache: dict[tuple, ir.Function] = {}
         self.names: Counter[str] = Counter()
+        # Kernels no network shapes (matmul, softmax, ...) live in the runtime library
+        # (library.py), compiled once per machine: a network's module only declares them;
+        # the library's module (runtime=True) defines them.
+        self.runtime = runtime
 
     def _function(self, key: tuple, name: str, args: list[tuple[str, ir.Type]],
-                  returns: ir.Type, body: Callable[[ir.IRBuilder, dict], ir.Value | None]
-                  ) -> ir.Function:
+                  returns: ir.Type, body: Callable[[ir.IRBuilder, dict], ir.Value | None],
+                  shared: bool = False) -> ir.Function:
         function = self.cache.get(key)
         if function is not None:
             return function
-        self.names[name] += 1
-        unique = name if self.names[name] == 1 else f"{name}.{self.names[name]}"
         fnty = ir.FunctionType(returns, [t for _, t in args])
-        function = ir.Function(self.module, fnty, f"bpc.{unique}")
-        function.linkage = "internal"
+        if shared:
+            function = ir.Function(self.module, fnty, runtime_name(name, self.t, self.lanes))
+            self.cache[key] = function
+            if not self.runtime:
+                return function  # a declaration: the library defines it
+        else:
+            self.names[name] += 1
+            unique = name if self.names[name] == 1 else f"{name}.{self.names[name]}"
+            function = ir.Function(self.module, fnty, f"bpc.{unique}")
+            function.linkage = "internal"
         function.attributes.add("nounwind")
         # Kept out of line: each kernel is optimized once, on its own, instead of inside
         # one huge entry function (which cost several times the compile time).
@@ -432,7 +450,7 @@ class KernelLibrary:
             view = AxisView(arg["outer"], arg["axis"], arg["inner"])
             getattr(Kernels(b, self.lib), kind)(arg["out"], arg["x"], view, kind)
 
-        return self._function((kind,), kind, args, ir.VoidType(), body)
+        return self._function((kind,), kind, args, ir.VoidType(), body, shared=True)
 
     def softmax_cross_entropy(self) -> ir.Function:
         args = [("out", PTR), ("logits", PTR), ("t", PTR), ("rows", I64), ("classes", I64)]
@@ -442,7 +460,8 @@ class KernelLibrary:
             Kernels(b, self.lib).softmax_cross_entropy(arg["out"], arg["logits"], arg["t"],
                                                        view, "xent")
 
-        return self._function(("xent",), "softmax_cross_entropy", args, ir.VoidType(), body)
+        return self._function(("xent",), "softmax_cross_entropy", args, ir.VoidType(), body,
+                              shared=True)
 
     def transpose(self) -> ir.Function:
         args = [("out", PTR), ("x", PTR), ("rows", I64), ("cols", I64)]
@@ -450,7 +469,8 @@ class KernelLibrary:
         def body(b: ir.IRBuilder, arg: dict) -> None:
             Kernels(b, self.lib).transpose(arg["out"], arg["x"], arg["rows"], arg["cols"], "t")
 
-        return self._function(("transpose",), "transpose", args, ir.VoidType(), body)
+        return self._function(("transpose",), "transpose", args, ir.VoidType(), body,
+                              shared=True)
 
     def non_finite(self) -> ir.Function:
         """1 if any of the n values is inf or NaN, else 0: sum(x * 0) is 0 exactly when
@@ -474,4 +494,4 @@ class KernelLibrary:
                            b.load(acc, typ=self.t))
             return b.zext(b.fcmp_unordered("!=", total, total), I32)
 
-        return self._function(("non_finite",), "non_finite", args, I32, body)
+        return self._function(("non_finite",), "non_finite", args, I32, body, shared=True)

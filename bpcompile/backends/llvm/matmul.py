@@ -25,6 +25,7 @@ from functools import lru_cache
 import numpy as np
 from llvmlite import ir
 
+from .kernels import runtime_name
 from .loops import I32, I64, PTR, for_range, i64
 from .mathlib import MathLibrary, declare_intrinsic
 
@@ -74,8 +75,13 @@ def find_blas() -> Blas | None:
 
 
 class Matmul:
-    def __init__(self, module: ir.Module, lib: MathLibrary, vector_bytes: int):
+    """The matmul kernel of one dtype and vector width. It lives in the runtime library
+    (library.py): a network's module declares it, the library's (runtime=True) defines it."""
+
+    def __init__(self, module: ir.Module, lib: MathLibrary, vector_bytes: int,
+                 runtime: bool = False):
         self.module = module
+        self.runtime = runtime
         self.lib = lib
         self.t = lib.t
         self.itemsize = 8 if isinstance(self.t, ir.DoubleType) else 4
@@ -129,34 +135,39 @@ class Matmul:
 
     def function(self) -> ir.Function:
         if self._function is None:
-            self._function = self._define()
+            fnty = ir.FunctionType(ir.VoidType(), [PTR, PTR, PTR, I64, I64, I64, I64, I64])
+            name = runtime_name("matmul", self.t, self.lanes)
+            self._function = ir.Function(self.module, fnty, name)
+            if self.runtime:
+                self._define(self._function)
         return self._function
 
-    def _define(self) -> ir.Function:
-        fnty = ir.FunctionType(ir.VoidType(), [PTR, PTR, PTR, I64, I64, I64, I64, I64])
-        f = ir.Function(self.module, fnty, "bpc.matmul")
-        f.linkage = "internal"
+    def _define(self, f: ir.Function) -> None:
         f.attributes.add("noinline")
         for arg, name in zip(f.args, ("c", "a", "b", "m", "n", "k", "a_row", "a_col")):
             arg.name = name
         b = ir.IRBuilder(f.append_basic_block("entry"))
         c_ptr, a_ptr, b_ptr, m, n, k, a_row, a_col = f.args
         block = self.lanes * self.vectors
-        full_rows = b.sub(m, b.srem(m, i64(ROWS)), name="full_rows")
         block_cols = b.sub(n, b.srem(n, i64(block)), name="block_cols")
-
-        def row_block(i0: ir.Value, rows: int) -> None:
+        left = b.sub(n, block_cols, name="left")  # columns after the whole blocks
+        # Rows go by ROWS; a last partial group reads a valid row in place of the missing
+        # ones and does not store them, so one kernel shape serves every row.
+        # the columns after the whole blocks need `tail` vectors, the last one masked
+        tail = b.sdiv(b.add(left, i64(self.lanes - 1)), i64(self.lanes), name="tail")
+        with for_range(b, m, "i", step=ROWS) as i0:
             with for_range(b, block_cols, "j", step=block) as j0:
-                self._micro(b, f.args, i0, j0, rows, self.vectors, None)
-            with for_range(b, n, "jv", start=block_cols, step=self.lanes) as j0:
-                self._micro(b, f.args, i0, j0, rows, 1, b.sub(n, j0))
-
-        with for_range(b, full_rows, "i", step=ROWS) as i0:
-            row_block(i0, ROWS)
-        with for_range(b, m, "ir", start=full_rows) as i0:
-            row_block(i0, 1)
+                self._micro(b, f.args, i0, j0, self.vectors, None)
+            done = b.append_basic_block("tail.done")
+            cases = {v: b.append_basic_block(f"tail{v}") for v in range(1, self.vectors + 1)}
+            switch = b.switch(tail, done)
+            for vectors, case in cases.items():
+                switch.add_case(ir.Constant(I64, vectors), case)
+                b.position_at_end(case)
+                self._micro(b, f.args, i0, block_cols, vectors, left)
+                b.branch(done)
+            b.position_at_end(done)
         b.ret_void()
-        return f
 
     def _splat(self, b: ir.IRBuilder, x: ir.Value) -> ir.Value:
         single = b.insert_element(ir.Constant(self.vt, ir.Undefined), x, i64(0))
@@ -164,7 +175,7 @@ class Matmul:
         return b.shuffle_vector(single, ir.Constant(self.vt, ir.Undefined), zeros)
 
     def _mask(self, b: ir.IRBuilder, remaining: ir.Value) -> ir.Value:
-        """Lanes below `remaining` (all of them when at least a vector is left)."""
+        """Lanes below `remaining`: all when a whole vector is left, none when nothing is."""
         lanes = ir.Constant(ir.VectorType(I64, self.lanes), list(range(self.lanes)))
         bound = b.insert_element(ir.Constant(ir.VectorType(I64, self.lanes), ir.Undefined),
                                  remaining, i64(0))
@@ -189,12 +200,20 @@ class Matmul:
                                   [self.vt, PTR, self.mask_type], ir.VoidType(), [self.vt, PTR])
         b.call(store, [value, pointer, mask])
 
-    def _micro(self, b: ir.IRBuilder, args, i0: ir.Value, j0: ir.Value, rows: int,
-               vectors: int, remaining: ir.Value | None) -> None:
-        """C[i0:i0+rows, j0:j0+vectors*lanes] from accumulators held across the k loop;
-        with `remaining`, one vector masked to the columns left."""
+    def _micro(self, b: ir.IRBuilder, args, i0: ir.Value, j0: ir.Value, vectors: int,
+               remaining: ir.Value | None) -> None:
+        """C[i0:i0+ROWS, j0:j0+vectors*lanes] from accumulators held across the k loop; with
+        `remaining`, the last vector is masked to the columns left."""
         c_ptr, a_ptr, b_ptr, m, n, k, a_row, a_col = args
-        mask = None if remaining is None else self._mask(b, remaining)
+        # only the last vector can be partial; the others load and store whole
+        masks: list[ir.Value | None] = [None] * vectors
+        if remaining is not None:
+            masks[-1] = self._mask(b, b.sub(remaining, i64((vectors - 1) * self.lanes)))
+        last_row = b.sub(m, i64(1))
+        rows = [b.add(i0, i64(r)) for r in range(ROWS)]
+        # a row past the end reads the last row instead (its results are not stored)
+        sources = [b.select(b.icmp_signed("<", row, m), row, last_row) for row in rows]
+        a_rows = [b.mul(row, a_row) for row in sources]
         fma = self.lib.intrinsic("llvm.fma", self.vt, self.vt, self.vt)
         zero = ir.Constant(self.vt, [0.0] * self.lanes)
         before = b.block
@@ -205,7 +224,8 @@ class Matmul:
         b.position_at_end(loop)
         p = b.phi(I64, name="p")
         p.add_incoming(i64(0), before)
-        acc = [[b.phi(self.vt, name=f"acc{r}{v}") for v in range(vectors)] for r in range(rows)]
+        acc = [[b.phi(self.vt, name=f"acc{r}{v}") for v in range(vectors)]
+               for r in range(ROWS)]
         for row in acc:
             for phi in row:
                 phi.add_incoming(zero, before)
@@ -213,23 +233,26 @@ class Matmul:
         b.position_at_end(body)
         b_row = b.mul(p, n)
         columns = [self._load(b, b.gep(b_ptr, [b.add(b_row, b.add(j0, i64(v * self.lanes)))],
-                                       source_etype=self.t), mask)
+                                       source_etype=self.t), masks[v])
                    for v in range(vectors)]
+        a_offset = b.mul(p, a_col)
         updated = []
-        for r in range(rows):
-            a_index = b.add(b.mul(b.add(i0, i64(r)), a_row), b.mul(p, a_col))
-            a_value = b.load(b.gep(a_ptr, [a_index], source_etype=self.t), typ=self.t)
+        for r in range(ROWS):
+            a_value = b.load(b.gep(a_ptr, [b.add(a_rows[r], a_offset)], source_etype=self.t),
+                             typ=self.t)
             broadcast = self._splat(b, a_value)
             updated.append([b.call(fma, [broadcast, columns[v], acc[r][v]])
                             for v in range(vectors)])
         p.add_incoming(b.add(p, i64(1)), b.block)
-        for r in range(rows):
+        for r in range(ROWS):
             for v in range(vectors):
                 acc[r][v].add_incoming(updated[r][v], b.block)
         b.branch(loop)
         b.position_at_end(done)
-        for r in range(rows):
-            row_start = b.mul(b.add(i0, i64(r)), n)
-            for v in range(vectors):
-                index = b.add(row_start, b.add(j0, i64(v * self.lanes)))
-                self._store(b, acc[r][v], b.gep(c_ptr, [index], source_etype=self.t), mask)
+        for r in range(ROWS):
+            with b.if_then(b.icmp_signed("<", rows[r], m), likely=True):
+                row_start = b.mul(rows[r], n)
+                for v in range(vectors):
+                    index = b.add(row_start, b.add(j0, i64(v * self.lanes)))
+                    self._store(b, acc[r][v], b.gep(c_ptr, [index], source_etype=self.t),
+                                masks[v])

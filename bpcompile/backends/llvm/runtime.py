@@ -28,7 +28,8 @@ from ...errors import BPNumericError
 from ...network import Signature
 from ...runtime import CompiledNet
 from ...shapes import Shape
-from . import cache
+from ... import cache
+from . import library
 from .codegen import ALIGN, Layout, generate, layout_of, workspace_bytes
 from .fastcall import Context, array_fields, builtin, python_symbols
 from .jit import Engine, compile_ir, host, vector_bytes
@@ -109,8 +110,11 @@ class LLVMExecutor:
 
     @property
     def code(self) -> str:
-        """The IR of every entry point, as one module."""
-        return generate(self.compiled(), self.dtype.name, vector_bytes()).ir
+        """The IR of every entry point, as one module, then the runtime library's."""
+        network = generate(self.compiled(), self.dtype.name, vector_bytes()).ir
+        runtime = library.library_ir(self.dtype.name, vector_bytes())
+        return (f"{network}\n; ---- the runtime library (library.py), shared by every "
+                f"network compiled for {self.dtype.name} ----\n{runtime}")
 
     # ---------------------------------------------------------------- compiling
 
@@ -126,6 +130,7 @@ class LLVMExecutor:
     def _engine(self, entry: str) -> tuple[Engine, list[Shape]]:
         """The compiled entry point, from the disk cache if it holds it, else compiled (and
         stored there); with the shapes of its workspace buffers."""
+        library.load(self.dtype.name, vector_bytes())
         name = object_key(self.signature, self.dtype, entry) + ".o"
         cached = cache.load(name)
         if cached is not None:

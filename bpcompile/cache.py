@@ -38,7 +38,7 @@ def directory() -> Path | None:
 def compiler_fingerprint() -> str:
     """A hash of bpcompile's own source files: any change to the compiler changes every key,
     so an edited or upgraded compiler never loads code an older one made."""
-    package = Path(__file__).resolve().parents[2]
+    package = Path(__file__).resolve().parent
     digest = hashlib.sha256()
     for path in sorted(package.rglob("*")):
         if path.suffix in (".py", ".lark"):
