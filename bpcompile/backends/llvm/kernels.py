@@ -20,6 +20,7 @@ from ...shapes import dim_symbol
 from .expr import ExprCompiler
 from .loops import I32, I64, PTR, for_range, i64, product
 from .mathlib import MathLibrary
+from .rows import RowKernels
 
 REASSOC = ("reassoc", "contract")  # sums may be reordered (pairwise or vector lanes), as NumPy does
 
@@ -443,12 +444,23 @@ class KernelLibrary:
     # -------------------------------------------------------- along one axis
 
     def along_axis(self, kind: str) -> ir.Function:
-        """softmax, log_softmax, logsumexp or argmax_onehot over an [outer, axis, inner] view."""
+        """softmax, log_softmax, logsumexp or argmax_onehot over an [outer, axis, inner] view;
+        rows along the last axis (inner = 1) go through the vector kernels of rows.py."""
         args = [("out", PTR), ("x", PTR), ("outer", I64), ("axis", I64), ("inner", I64)]
 
         def body(b: ir.IRBuilder, arg: dict) -> None:
             view = AxisView(arg["outer"], arg["axis"], arg["inner"])
-            getattr(Kernels(b, self.lib), kind)(arg["out"], arg["x"], view, kind)
+            scalar = lambda: getattr(Kernels(b, self.lib), kind)(  # noqa: E731
+                arg["out"], arg["x"], view, kind)
+            row_kernel = getattr(RowKernels(b, self.lib, self.lanes), kind, None)
+            if row_kernel is None:  # argmax_onehot: rare, scalar is fine
+                scalar()
+                return
+            with b.if_else(b.icmp_signed("==", arg["inner"], i64(1))) as (rows, other):
+                with rows:
+                    row_kernel(arg["out"], arg["x"], arg["outer"], arg["axis"])
+                with other:
+                    scalar()
 
         return self._function((kind,), kind, args, ir.VoidType(), body, shared=True)
 
@@ -456,9 +468,8 @@ class KernelLibrary:
         args = [("out", PTR), ("logits", PTR), ("t", PTR), ("rows", I64), ("classes", I64)]
 
         def body(b: ir.IRBuilder, arg: dict) -> None:
-            view = AxisView(arg["rows"], arg["classes"], i64(1))
-            Kernels(b, self.lib).softmax_cross_entropy(arg["out"], arg["logits"], arg["t"],
-                                                       view, "xent")
+            RowKernels(b, self.lib, self.lanes).cross_entropy(
+                arg["out"], arg["logits"], arg["t"], arg["rows"], arg["classes"])
 
         return self._function(("xent",), "softmax_cross_entropy", args, ir.VoidType(), body,
                               shared=True)

@@ -1,0 +1,201 @@
+"""The softmax family over contiguous rows (the last axis), on vectors.
+
+Each row is walked a vector at a time, the last vector masked to the row's end, so a row of
+10 logits is one masked vector and its `exp`s run in parallel. Masked-off lanes load as
+-inf where a maximum or `exp` follows (exp(-inf) = 0 adds nothing) and as 0 where a sum
+follows. The scalar kernels in kernels.py remain for other axes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+from llvmlite import ir
+
+from .loops import I32, I64, PTR, for_range, i64
+from .mathlib import MathLibrary, declare_intrinsic
+
+REASSOC = ("reassoc", "contract")
+
+
+class RowKernels:
+    """Row-wise kernels for one builder, dtype and vector width."""
+
+    def __init__(self, b: ir.IRBuilder, lib: MathLibrary, lanes: int):
+        self.b = b
+        self.lib = lib
+        self.t = lib.t
+        self.lanes = lanes
+        self.vt = ir.VectorType(self.t, lanes)
+        self.vops = lib.ops(self.vt)
+        self.mask_type = ir.VectorType(ir.IntType(1), lanes)
+
+    # ------------------------------------------------------------------ vectors
+
+    def mask(self, remaining: ir.Value) -> ir.Value:
+        """Lanes below `remaining` (all of them when a whole vector is left)."""
+        b = self.b
+        lanes = ir.Constant(ir.VectorType(I64, self.lanes), list(range(self.lanes)))
+        single = b.insert_element(ir.Constant(ir.VectorType(I64, self.lanes), ir.Undefined),
+                                  remaining, i64(0))
+        bound = b.shuffle_vector(single, ir.Constant(ir.VectorType(I64, self.lanes),
+                                                     ir.Undefined),
+                                 ir.Constant(ir.VectorType(I32, self.lanes), [0] * self.lanes))
+        return b.icmp_signed("<", lanes, bound)
+
+    def load(self, base: ir.Value, offset: ir.Value, mask: ir.Value, fill: float) -> ir.Value:
+        load = declare_intrinsic(self.lib.module, "llvm.masked.load",
+                                 [PTR, self.mask_type, self.vt], self.vt, [self.vt, PTR])
+        pointer = self.b.gep(base, [offset], source_etype=self.t)
+        return self.b.call(load, [pointer, mask, self.vops.const(fill)])
+
+    def store(self, value: ir.Value, base: ir.Value, offset: ir.Value, mask: ir.Value) -> None:
+        store = declare_intrinsic(self.lib.module, "llvm.masked.store",
+                                  [self.vt, PTR, self.mask_type], ir.VoidType(), [self.vt, PTR])
+        self.b.call(store, [value, self.b.gep(base, [offset], source_etype=self.t), mask])
+
+    def across(self, count: ir.Value, body: Callable[[ir.Value, ir.Value], None],
+               name: str) -> None:
+        """`body(j, mask)` for each vector of a row of `count` elements."""
+        b = self.b
+        with for_range(b, count, name, step=self.lanes) as j:
+            body(j, self.mask(b.sub(count, j)))
+
+    def accumulate(self, start: float, name: str) -> ir.Value:
+        entry = self.b.function.entry_basic_block
+        with self.b.goto_block(entry):
+            self.b.position_at_start(entry)
+            slot = self.b.alloca(self.vt, name=name)
+        self.b.store(self.vops.const(start), slot)
+        return slot
+
+    def reduce(self, kind: str, vector: ir.Value) -> ir.Value:
+        if kind == "sum":
+            function = self.lib.intrinsic("llvm.vector.reduce.fadd", self.t, self.vt,
+                                          result=self.t, overload=(self.vt,))
+            return self.b.call(function, [ir.Constant(self.t, 0.0), vector],
+                               fastmath=("reassoc",))
+        function = self.lib.intrinsic("llvm.vector.reduce.fmaximum", self.vt, result=self.t,
+                                      overload=(self.vt,))
+        return self.b.call(function, [vector])
+
+    def splat(self, x: ir.Value) -> ir.Value:
+        b = self.b
+        single = b.insert_element(ir.Constant(self.vt, ir.Undefined), x, i64(0))
+        return b.shuffle_vector(single, ir.Constant(self.vt, ir.Undefined),
+                                ir.Constant(ir.VectorType(I32, self.lanes), [0] * self.lanes))
+
+    # ---------------------------------------------------------------- row parts
+
+    def maximum(self, x: ir.Value, start: ir.Value, count: ir.Value) -> ir.Value:
+        best = self.accumulate(-math.inf, "max.v")
+        maximum = self.lib.intrinsic("llvm.maximum", self.vt, self.vt)
+
+        def body(j: ir.Value, mask: ir.Value) -> None:
+            value = self.load(x, self.b.add(start, j), mask, -math.inf)
+            self.b.store(self.b.call(maximum, [self.b.load(best, typ=self.vt), value]), best)
+
+        self.across(count, body, "m")
+        return self.reduce("max", self.b.load(best, typ=self.vt))
+
+    def shift(self, top: ir.Value) -> ir.Value:
+        """The max to subtract: 0 for a row of -inf, so exp gives 0 there, not NaN."""
+        finite = self.b.fcmp_ordered("!=", top, ir.Constant(self.t, -math.inf))
+        return self.b.select(finite, top, ir.Constant(self.t, 0.0))
+
+    def exp_sum(self, x: ir.Value, start: ir.Value, count: ir.Value, shift: ir.Value,
+                out: ir.Value | None = None) -> ir.Value:
+        """sum(exp(x - shift)) over the row, storing each exp in `out` if given."""
+        total = self.accumulate(0.0, "sum.v")
+        shift_v = self.splat(shift)
+
+        def body(j: ir.Value, mask: ir.Value) -> None:
+            offset = self.b.add(start, j)
+            value = self.load(x, offset, mask, -math.inf)
+            e = self.lib.call(self.b, "exp", self.b.fsub(value, shift_v))
+            if out is not None:
+                self.store(e, out, offset, mask)
+            self.b.store(self.b.fadd(self.b.load(total, typ=self.vt), e, flags=REASSOC),
+                         total)
+
+        self.across(count, body, "e")
+        return self.reduce("sum", self.b.load(total, typ=self.vt))
+
+    def log_sum_exp(self, x: ir.Value, start: ir.Value, count: ir.Value) -> ir.Value:
+        shift = self.shift(self.maximum(x, start, count))
+        return self.b.fadd(shift, self.lib.call(self.b, "log",
+                                                self.exp_sum(x, start, count, shift)))
+
+    # ------------------------------------------------------------------ kernels
+
+    def rows(self, outer: ir.Value, count: ir.Value,
+             body: Callable[[ir.Value, ir.Value], None]) -> None:
+        """`body(o, start)` for each row o, starting at element `start`."""
+        with for_range(self.b, outer, "row") as o:
+            body(o, self.b.mul(o, count))
+
+    def softmax(self, out: ir.Value, x: ir.Value, outer: ir.Value, count: ir.Value) -> None:
+        def body(o: ir.Value, start: ir.Value) -> None:
+            shift = self.shift(self.maximum(x, start, count))
+            total = self.exp_sum(x, start, count, shift, out)
+            scale = self.splat(self.b.fdiv(ir.Constant(self.t, 1.0), total))
+
+            def normalize(j: ir.Value, mask: ir.Value) -> None:
+                offset = self.b.add(start, j)
+                self.store(self.b.fmul(self.load(out, offset, mask, 0.0), scale), out, offset,
+                           mask)
+
+            self.across(count, normalize, "w")
+
+        self.rows(outer, count, body)
+
+    def log_softmax(self, out: ir.Value, x: ir.Value, outer: ir.Value,
+                    count: ir.Value) -> None:
+        def body(o: ir.Value, start: ir.Value) -> None:
+            lse = self.splat(self.log_sum_exp(x, start, count))
+
+            def write(j: ir.Value, mask: ir.Value) -> None:
+                offset = self.b.add(start, j)
+                self.store(self.b.fsub(self.load(x, offset, mask, 0.0), lse), out, offset, mask)
+
+            self.across(count, write, "w")
+
+        self.rows(outer, count, body)
+
+    def logsumexp(self, out: ir.Value, x: ir.Value, outer: ir.Value, count: ir.Value) -> None:
+        def body(o: ir.Value, start: ir.Value) -> None:
+            self.b.store(self.log_sum_exp(x, start, count),
+                         self.b.gep(out, [o], source_etype=self.t))
+
+        self.rows(outer, count, body)
+
+    def cross_entropy(self, out: ir.Value, z: ir.Value, t: ir.Value, outer: ir.Value,
+                      count: ir.Value) -> None:
+        """mean over rows of sum_c t_c (lse - z_c) = lse * sum(t) - sum(t * z)."""
+        total = self.b.alloca(self.t, name="total")
+        self.b.store(ir.Constant(self.t, 0.0), total)
+
+        def body(o: ir.Value, start: ir.Value) -> None:
+            lse = self.log_sum_exp(z, start, count)
+            weights = self.accumulate(0.0, "t.v")
+            products = self.accumulate(0.0, "tz.v")
+
+            def add(j: ir.Value, mask: ir.Value) -> None:
+                offset = self.b.add(start, j)
+                tv = self.load(t, offset, mask, 0.0)
+                zv = self.load(z, offset, mask, 0.0)
+                self.b.store(self.b.fadd(self.b.load(weights, typ=self.vt), tv, flags=REASSOC),
+                             weights)
+                self.b.store(self.b.fadd(self.b.load(products, typ=self.vt),
+                                         self.b.fmul(tv, zv), flags=REASSOC), products)
+
+            self.across(count, add, "c")
+            row = self.b.fsub(self.b.fmul(lse, self.reduce("sum", self.b.load(weights,
+                                                                                typ=self.vt))),
+                              self.reduce("sum", self.b.load(products, typ=self.vt)))
+            self.b.store(self.b.fadd(self.b.load(total, typ=self.t), row, flags=REASSOC), total)
+
+        self.rows(outer, count, body)
+        mean = self.b.fdiv(self.b.load(total, typ=self.t), self.b.sitofp(outer, self.t))
+        self.b.store(mean, out)
