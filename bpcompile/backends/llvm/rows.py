@@ -17,6 +17,10 @@ from .loops import I32, I64, PTR, for_range, i64
 from .mathlib import MathLibrary, declare_intrinsic
 
 REASSOC = ("reassoc", "contract")
+# Rows that fit in one vector are done this many at a time, as straight-line code: each row
+# is a chain of dependent steps (max, exp, sum, log), and interleaving independent chains
+# keeps the core busy where one chain alone would leave it waiting.
+GROUP = 4
 
 
 class RowKernels:
@@ -127,13 +131,75 @@ class RowKernels:
         return self.b.fadd(shift, self.lib.call(self.b, "log",
                                                 self.exp_sum(x, start, count, shift)))
 
+    # ---------------------------------------------------------- short rows
+
+    def short_rows(self, kind: str, out: ir.Value, x: ir.Value, t: ir.Value | None,
+                   outer: ir.Value, count: ir.Value, total: ir.Value | None) -> None:
+        """`kind` for rows of at most one vector, GROUP rows at a time. A row past the end
+        gets an all-false mask: it loads nothing and stores nothing."""
+        b = self.b
+        row_mask = self.mask(count)
+        no_lanes = ir.Constant(self.mask_type, [0] * self.lanes)
+        with for_range(b, outer, "rows", step=GROUP) as o:
+            rows = [b.add(o, i64(r)) for r in range(GROUP)]
+            valid = [b.icmp_signed("<", row, outer) for row in rows]
+            masks = [b.select(ok, row_mask, no_lanes) for ok in valid]
+            starts = [b.mul(row, count) for row in rows]
+            values = [self.load(x, start, mask, -math.inf) for start, mask in zip(starts, masks)]
+            shifts = [self.shift(self.reduce("max", v)) for v in values]
+            exps = [self.lib.call(b, "exp", b.fsub(v, self.splat(shift)))
+                    for v, shift in zip(values, shifts)]
+            sums = [self.reduce("sum", e) for e in exps]
+            # every log before any branch, so the rows' chains stay interleaved
+            lses = [b.fadd(shift, self.lib.call(b, "log", total_exp))
+                    for shift, total_exp in zip(shifts, sums)] if kind != "softmax" else sums
+            for r in range(GROUP):
+                self.finish_short(kind, out, t, rows[r], valid[r], masks[r], starts[r],
+                                  values[r], exps[r], sums[r], lses[r], total)
+
+    def finish_short(self, kind: str, out: ir.Value, t: ir.Value | None, row: ir.Value,
+                     valid: ir.Value, mask: ir.Value, start: ir.Value, value: ir.Value,
+                     e: ir.Value, total_exp: ir.Value, lse: ir.Value,
+                     total: ir.Value | None) -> None:
+        """What each kernel does with a short row's max-shifted exps and log-sum-exp."""
+        b = self.b
+        if kind == "softmax":
+            scale = self.splat(b.fdiv(ir.Constant(self.t, 1.0), total_exp))
+            self.store(b.fmul(e, scale), out, start, mask)
+            return
+        if kind == "log_softmax":
+            self.store(b.fsub(value, self.splat(lse)), out, start, mask)
+        elif kind == "logsumexp":
+            with b.if_then(valid):
+                b.store(lse, b.gep(out, [row], source_etype=self.t))
+        else:  # cross-entropy: this row's lse * sum(t) - sum(t * z)
+            tv = self.load(t, start, mask, 0.0)
+            weights = self.reduce("sum", tv)
+            products = self.reduce("sum", b.fmul(tv, b.select(mask, value,
+                                                                self.vops.const(0.0))))
+            row_loss = b.select(valid, b.fsub(b.fmul(lse, weights), products),
+                                ir.Constant(self.t, 0.0))
+            b.store(b.fadd(b.load(total, typ=self.t), row_loss, flags=REASSOC), total)
+
     # ------------------------------------------------------------------ kernels
 
     def rows(self, outer: ir.Value, count: ir.Value,
-             body: Callable[[ir.Value, ir.Value], None]) -> None:
-        """`body(o, start)` for each row o, starting at element `start`."""
-        with for_range(self.b, outer, "row") as o:
-            body(o, self.b.mul(o, count))
+             body: Callable[[ir.Value, ir.Value], None], kind: str = "",
+             out: ir.Value | None = None, x: ir.Value | None = None,
+             t: ir.Value | None = None, total: ir.Value | None = None) -> None:
+        """`body(o, start)` for each row o, starting at element `start`; rows of at most
+        one vector go through `short_rows` instead when `kind` is given."""
+        if not kind:
+            with for_range(self.b, outer, "row") as o:
+                body(o, self.b.mul(o, count))
+            return
+        short = self.b.icmp_signed("<=", count, i64(self.lanes))
+        with self.b.if_else(short) as (few, many):
+            with few:
+                self.short_rows(kind, out, x, t, outer, count, total)
+            with many:
+                with for_range(self.b, outer, "row") as o:
+                    body(o, self.b.mul(o, count))
 
     def softmax(self, out: ir.Value, x: ir.Value, outer: ir.Value, count: ir.Value) -> None:
         def body(o: ir.Value, start: ir.Value) -> None:
@@ -148,7 +214,7 @@ class RowKernels:
 
             self.across(count, normalize, "w")
 
-        self.rows(outer, count, body)
+        self.rows(outer, count, body, "softmax", out, x)
 
     def log_softmax(self, out: ir.Value, x: ir.Value, outer: ir.Value,
                     count: ir.Value) -> None:
@@ -161,14 +227,14 @@ class RowKernels:
 
             self.across(count, write, "w")
 
-        self.rows(outer, count, body)
+        self.rows(outer, count, body, "log_softmax", out, x)
 
     def logsumexp(self, out: ir.Value, x: ir.Value, outer: ir.Value, count: ir.Value) -> None:
         def body(o: ir.Value, start: ir.Value) -> None:
             self.b.store(self.log_sum_exp(x, start, count),
                          self.b.gep(out, [o], source_etype=self.t))
 
-        self.rows(outer, count, body)
+        self.rows(outer, count, body, "logsumexp", out, x)
 
     def cross_entropy(self, out: ir.Value, z: ir.Value, t: ir.Value, outer: ir.Value,
                       count: ir.Value) -> None:
@@ -196,6 +262,6 @@ class RowKernels:
                               self.reduce("sum", self.b.load(products, typ=self.vt)))
             self.b.store(self.b.fadd(self.b.load(total, typ=self.t), row, flags=REASSOC), total)
 
-        self.rows(outer, count, body)
+        self.rows(outer, count, body, "cross_entropy", out, z, t, total)
         mean = self.b.fdiv(self.b.load(total, typ=self.t), self.b.sitofp(outer, self.t))
         self.b.store(mean, out)
