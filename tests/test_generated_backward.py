@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import importlib.util
 import re
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 import bpcompile as bpc
+from bpcompile import symbolic
 from conftest import EXAMPLES, example_paths
 
 TRANSCENDENTAL_CALL = re.compile(r"\b(np\.exp|np\.expm1|np\.log|np\.log1p|np\.tanh|np\.sin|"
@@ -322,16 +322,21 @@ def _deep_mlp(depth: int, width: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def test_compile_time_grows_with_the_graph_not_the_weights() -> None:
-    """20 dense relu layers of width 512 (5.2 million weights) compile in well under a second:
-    SymPy sees one expression per layer, never one per weight."""
-    source = _deep_mlp(20, 512)
-    start = time.perf_counter()
-    net = bpc.compile(source, backend="numpy")
-    elapsed = time.perf_counter() - start
-    print(f"20 x 512 dense relu MLP compiled in {elapsed:.3f} s")
+def test_compile_work_grows_with_the_graph_not_the_weights() -> None:
+    """20 dense relu layers of width 512 (5.2 million weights): SymPy derives each distinct
+    expression once, so the derivatives taken do not depend on the width and hardly on the
+    depth (oracle: the same count for a narrow, shallow net). The time this takes is
+    measured in benchmarks/compile_times.py, not asserted here."""
+    def derivatives_taken(source: str) -> tuple[int, bpc.CompiledNet]:
+        symbolic.partial.cache_clear()
+        symbolic.backward.cache_clear()
+        net = bpc.compile(source, backend="numpy")
+        return symbolic.partial.cache_info().misses, net
+
+    small, _ = derivatives_taken(_deep_mlp(2, 8))
+    large, net = derivatives_taken(_deep_mlp(20, 512))
     assert sum(int(np.prod(s)) for s in net.params.values()) == 20 * (512 * 512 + 512)
-    assert elapsed < 3.0, f"compiling took {elapsed:.2f} s"
+    assert large == small, f"{large} derivatives for 20 x 512, {small} for 2 x 8"
     # and its gradient is right (a few entries of the first and last layer, batch of 2)
     rng = np.random.default_rng(0)
     p = net.init(seed=0)
