@@ -189,7 +189,9 @@ def _expm1(lib: MathLibrary, o: Ops, b: ir.IRBuilder, x: ir.Value) -> ir.Value:
     # for large n, 2^n alone may overflow while exp(x) does not: use exp(x) - 1 there
     large = b.fsub(o.scale(b, b.fadd(p, o.const(1.0)), n), o.const(1.0))
     far = b.fcmp_ordered(">", n, o.const(float(o.fmt.mantissa_bits + 2)))
-    return b.select(far, large, small)
+    # the reduction turns -0 into +0 (-0 * -ln2 + -0 is +0); expm1(-0) is -0
+    zero = b.fcmp_ordered("==", x, o.const(0.0))
+    return b.select(zero, x, b.select(far, large, small))
 
 
 def _log(lib: MathLibrary, o: Ops, b: ir.IRBuilder, x: ir.Value) -> ir.Value:
@@ -224,7 +226,8 @@ def _log1p(lib: MathLibrary, o: Ops, b: ir.IRBuilder, x: ir.Value) -> ir.Value:
     """log(1 + x), accurate for tiny x: log(u) * x / (u - 1) with u = 1 + x (Goldberg)."""
     u = b.fadd(x, o.const(1.0))
     d = b.fsub(u, o.const(1.0))
-    exact = b.fdiv(b.fmul(lib.call(b, "log", u), x), d)
+    # x / d first: it is near 1, where log(u) * x would overflow for x above max / log(max)
+    exact = b.fmul(lib.call(b, "log", u), b.fdiv(x, d))
     exact = b.select(b.fcmp_ordered("==", x, o.const(math.inf)), x, exact)
     return b.select(b.fcmp_ordered("==", d, o.const(0.0)), x, exact)
 
@@ -237,8 +240,12 @@ def _tanh(lib: MathLibrary, o: Ops, b: ir.IRBuilder, x: ir.Value) -> ir.Value:
 
 
 def _sigmoid(lib: MathLibrary, o: Ops, b: ir.IRBuilder, x: ir.Value) -> ir.Value:
-    """1 / (1 + exp(-x)); exp(-x) = inf for very negative x gives exactly 0."""
-    return b.fdiv(o.const(1.0), b.fadd(o.const(1.0), lib.call(b, "exp", b.fneg(x))))
+    """1 / (1 + e) for x >= 0 and e / (1 + e) below, e = exp(-|x|): exp never overflows,
+    so where sigmoid(x) is subnormal (x below about -709 in float64) it keeps exp(x)'s
+    digits instead of flushing to 0 through 1 / inf."""
+    e = lib.call(b, "exp", b.fneg(o.call(b, "llvm.fabs", x)))
+    top = b.select(b.fcmp_ordered("<", x, o.const(0.0)), e, o.const(1.0))
+    return b.fdiv(top, b.fadd(o.const(1.0), e))
 
 
 def _softplus(lib: MathLibrary, o: Ops, b: ir.IRBuilder, x: ir.Value) -> ir.Value:
@@ -250,14 +257,23 @@ def _softplus(lib: MathLibrary, o: Ops, b: ir.IRBuilder, x: ir.Value) -> ir.Valu
 
 
 def _pow(lib: MathLibrary, o: Ops, b: ir.IRBuilder, x: ir.Value, y: ir.Value) -> ir.Value:
-    """x ** y = exp(y log|x|), with NumPy's signs: a negative x needs an integer y."""
+    """x ** y = exp(y log|x|), with the special cases of C99's pow, which NumPy follows: a
+    finite negative x needs an integer y; the sign of x (-0 and -inf too) goes to odd
+    integer powers; x ** 0, 1 ** y and (-1) ** +-inf are 1, even for NaN or inf operands."""
     magnitude = lib.call(b, "exp", b.fmul(y, lib.call(b, "log", o.call(b, "llvm.fabs", x))))
     whole = b.fcmp_ordered("==", o.call(b, "llvm.rint", y), y)
     half = b.fmul(y, o.const(0.5))
-    odd = b.fcmp_ordered("!=", o.call(b, "llvm.rint", half), half)
-    negative = b.fcmp_ordered("<", x, o.const(0.0))
-    signed = b.select(b.and_(negative, odd), b.fneg(magnitude), magnitude)
-    return b.select(b.and_(negative, b.not_(whole)), o.const(math.nan), signed)
+    odd = b.and_(whole, b.fcmp_ordered("!=", o.call(b, "llvm.rint", half), half))
+    sign_bit = b.icmp_signed("<", b.bitcast(x, o.it), o.int_const(0))
+    signed = b.select(b.and_(sign_bit, odd), b.fneg(magnitude), magnitude)
+    negative = b.and_(b.fcmp_ordered("<", x, o.const(0.0)),
+                      b.fcmp_ordered("!=", x, o.const(-math.inf)))
+    result = b.select(b.and_(negative, b.not_(whole)), o.const(math.nan), signed)
+    infinite_y = b.fcmp_ordered("==", o.call(b, "llvm.fabs", y), o.const(math.inf))
+    one = b.or_(b.or_(b.fcmp_ordered("==", y, o.const(0.0)),
+                      b.fcmp_ordered("==", x, o.const(1.0))),
+                b.and_(b.fcmp_ordered("==", x, o.const(-1.0)), infinite_y))
+    return b.select(one, o.const(1.0), result)
 
 
 BODIES: dict[str, Body] = {

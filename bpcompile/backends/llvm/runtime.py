@@ -21,6 +21,7 @@ from collections.abc import Callable
 import numpy as np
 
 import llvmlite
+import llvmlite.binding as llvm
 
 from ... import __version__
 from ...compiler import Compiled, build, signature
@@ -110,11 +111,16 @@ class LLVMExecutor:
 
     @property
     def code(self) -> str:
-        """The IR of every entry point, as one module, then the runtime library's."""
-        network = generate(self.compiled(), self.dtype.name, vector_bytes()).ir
-        runtime = library.library_ir(self.dtype.name, vector_bytes())
-        return (f"{network}\n; ---- the runtime library (library.py), shared by every "
-                f"network compiled for {self.dtype.name} ----\n{runtime}")
+        """The IR of every entry point with the runtime library linked in: one module, so
+        the text is a whole program that LLVM's parser and tools accept (two modules'
+        texts one after the other are not: each repeats the other's definitions)."""
+        network = llvm.parse_assembly(generate(self.compiled(), self.dtype.name,
+                                               vector_bytes()).ir)
+        network.link_in(llvm.parse_assembly(library.library_ir(self.dtype.name,
+                                                               vector_bytes())))
+        network.name = self.signature.name
+        return (f"; network {self.signature.name} ({self.dtype.name}): every entry point, "
+                f"then the runtime library (library.py) its kernels call\n{network}")
 
     # ---------------------------------------------------------------- compiling
 
