@@ -3,12 +3,14 @@ frozen dataclasses of `syntax.py` and lark's exceptions into `BPSyntaxError` wit
 
 from __future__ import annotations
 
+import hashlib
+import io
 from collections.abc import Iterator
-import os
 from functools import lru_cache
 from importlib import resources
 from typing import Any
 
+import lark
 from lark import Lark, Token, Transformer, v_args
 from lark.exceptions import (
     UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError,
@@ -42,30 +44,31 @@ class _BracketNewlines:
             yield token
 
 
+GRAMMAR_CACHE = "grammar.lark-cache"
+
+
 @lru_cache(maxsize=1)
 def _lark() -> Lark:
-    """The parser. Lark's analysis of the grammar takes a tenth of a second; it keeps it in
-    the disk cache (keyed by the grammar's hash) so later processes start faster."""
+    """The parser. Lark's analysis of the grammar takes a few hundredths of a second; its
+    result is kept in the disk cache (checksummed, written atomically, stamped with the
+    grammar's hash and lark's version) so later processes start faster."""
     grammar = resources.files("bpcompile").joinpath("grammar.lark").read_text()
-    folder = cache.directory()
-    return Lark(
+    stamp = {"grammar": hashlib.sha256(grammar.encode()).hexdigest(), "lark": lark.__version__}
+    cached = cache.load(GRAMMAR_CACHE)
+    if cached is not None and cached[0] == stamp:
+        return Lark.load(io.BytesIO(cached[1]))
+    parser = Lark(
         grammar,
         parser="lalr",
         lexer="basic",
         postlex=_BracketNewlines(),
         propagate_positions=True,
         maybe_placeholders=True,
-        cache=str(folder / "grammar.lark-cache") if folder is not None and
-        _writable(folder) else False,
     )
-
-
-def _writable(folder) -> bool:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError:
-        return False
-    return os.access(folder, os.W_OK)
+    saved = io.BytesIO()
+    parser.save(saved)
+    cache.store(GRAMMAR_CACHE, stamp, saved.getvalue())
+    return parser
 
 
 def _pos(item: Any) -> Pos:

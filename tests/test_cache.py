@@ -313,12 +313,6 @@ print(loaded)
 '''
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "parser.py gives the cache folder to lark's own cache of its grammar analysis "
-    "(grammar.lark-cache): a pickle whose first line hashes the grammar, not the file, so "
-    "a damaged file that still unpickles is loaded; about one flipped byte in five is, and "
-    "some of those parse .bp text differently. The fix belongs in parser.py (keep "
-    "Lark.save()'s bytes through cache.store / cache.load, which checksum them)"))
 def test_a_damaged_grammar_cache_is_never_loaded(tmp_path: Path) -> None:
     folder = tmp_path / "cache"
     script = tmp_path / "grammar_worker.py"

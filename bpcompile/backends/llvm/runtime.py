@@ -182,7 +182,22 @@ class LLVMExecutor:
                                        "One training step (native fast path).")
         self._fast_keepalive += [keys, definition, fallback]
         self.fast_step = function
+        if getattr(self, "_last_step_sizes", None) is not None:
+            with self.lock:  # so the very next call runs natively, at these sizes
+                self._bind_fast_workspace(self._last_step_sizes)
         return function
+
+    def _bind_fast_workspace(self, sizes: dict[str, int]) -> None:
+        """Point the fast path's table at step's workspace for `sizes`."""
+        key = tuple(sizes[d] for d in self.layout.dims)
+        self._workspace("step", sizes)  # allocates it if it was evicted
+        buffer = self.workspaces["step"][key]
+        self._fast_workspace = buffer  # kept alive while the fast table points into it
+        address = buffer.ctypes.data
+        self.fast_table.pointers[self.layout.workspace] = address + (-address % ALIGN)
+        for k, name in enumerate(self.layout.dims):
+            self.fast_bound[k] = sizes[name]
+        self.fast_bound[len(self.layout.dims)] = 1  # the workspace is set
 
     # ----------------------------------------------------------------- plumbing
 
@@ -256,14 +271,9 @@ class LLVMExecutor:
             table = self._bind("step", p, data, sizes, s)
             status = self._call("step", table)
             loss = float(table.loss[0])
+            self._last_step_sizes = sizes
             if self.fast_step is not None:  # let the fast path use this batch size next
-                workspace = table.pointers[self.layout.workspace]
-                self.fast_table.pointers[self.layout.workspace] = workspace
-                self._fast_workspace = self.workspaces["step"][
-                    tuple(sizes[d] for d in self.layout.dims)]
-                for k, name in enumerate(self.layout.dims):
-                    self.fast_bound[k] = sizes[name]
-                self.fast_bound[len(self.layout.dims)] = 1  # the workspace is set
+                self._bind_fast_workspace(sizes)
         if status:
             raise BPNumericError(f"step: {self.describe_status(status, loss)}; "
                                  f"step changed nothing")
