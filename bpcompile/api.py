@@ -56,7 +56,9 @@ def compile_file(path: str | Path, backend: str = "numpy",
     """Compile the `.bp` file at `path`; messages name it."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        # newline="": the text as it is, so positions agree with compile() on the same text
+        with open(path, encoding="utf-8", newline="") as handle:
+            text = handle.read()
     except (OSError, UnicodeDecodeError) as error:
         raise BPError(f"cannot read {path}: {error}") from None
     return compile(text, backend=backend, dtype=dtype, filename=path.name)
