@@ -19,3 +19,14 @@ __all__ = [
     "compile", "compile_file", "gradcheck", "GradcheckResult", "CompiledNet",
     "BPError", "BPSyntaxError", "BPNameError", "BPShapeError", "BPTypeError", "BPNumericError",
 ]
+
+
+def _finish_sympy_import() -> None:
+    """SymPy imports more of itself (combinatorics, tensor) the first time it adds two
+    expressions. Do that while bpcompile is imported, not inside the first compile."""
+    import sympy
+
+    sympy.Symbol("a", real=True) + 2 * sympy.Symbol("b", real=True)
+
+
+_finish_sympy_import()
