@@ -30,18 +30,38 @@ def _names(kind: str, given: Mapping, expected: Mapping | list, call: str) -> No
         )
 
 
-def as_real_array(value: object, name: str, dtype: np.dtype, call: str) -> np.ndarray:
-    """`value` as a C-contiguous array of `dtype`; only real numbers (bools, ints, floats)."""
+def real_array(value: object, name: str, call: str) -> np.ndarray:
+    """`value` as an array (not yet converted) if it holds real numbers: bools, ints, floats."""
     try:
         array = np.asarray(value)
     except (ValueError, TypeError) as error:  # ragged lists and the like: NumPy says why
         raise BPTypeError(f"{call}: {name} is not an array of numbers ({error})") from None
+    except MemoryError:
+        raise BPTypeError(f"{call}: {name} is too large to hold in memory") from None
     if array.dtype.kind not in "biuf":
         raise BPTypeError(
             f"{call}: {name} must hold real numbers, but its dtype is {array.dtype}"
         )
-    # Not np.ascontiguousarray: it turns a 0-d array into shape (1,), and `[]` params are 0-d.
-    return np.asarray(array, dtype=dtype, order="C")
+    return array
+
+
+def converted(array: np.ndarray, name: str, dtype: np.dtype, call: str) -> np.ndarray:
+    """`array` as a C-contiguous array of `dtype` (a copy only where it must be)."""
+    try:
+        # Not np.ascontiguousarray: it turns a 0-d array into shape (1,), and `[]` params
+        # are 0-d.
+        return np.asarray(array, dtype=dtype, order="C")
+    except MemoryError:  # e.g. a broadcast view of a vast shape, which has to be copied
+        raise BPTypeError(
+            f"{call}: {name} {array.shape} would need "
+            f"{array.size * dtype.itemsize:,} bytes as a C-contiguous {dtype}, more memory "
+            f"than there is"
+        ) from None
+
+
+def as_real_array(value: object, name: str, dtype: np.dtype, call: str) -> np.ndarray:
+    """`value` as a C-contiguous array of `dtype`; only real numbers (bools, ints, floats)."""
+    return converted(real_array(value, name, call), name, dtype, call)
 
 
 def bind_shape(name: str, actual: tuple[int, ...], declared: Shape,
@@ -80,9 +100,9 @@ def check_data(data: Mapping, declared: dict[str, Shape], dtype: np.dtype,
     arrays: dict[str, np.ndarray] = {}
     bindings: dict[str, tuple[int, str]] = {}
     for name, shape in declared.items():
-        array = as_real_array(data[name], name, dtype, call)
-        bind_shape(name, array.shape, shape, bindings, call)
-        arrays[name] = array
+        array = real_array(data[name], name, call)
+        bind_shape(name, array.shape, shape, bindings, call)  # before any copy is made
+        arrays[name] = converted(array, name, dtype, call)
     return arrays, {symbol: size for symbol, (size, _) in bindings.items()}
 
 
@@ -92,12 +112,12 @@ def check_params(p: Mapping, shapes: dict[str, tuple[int, ...]], dtype: np.dtype
     _names("param", p, shapes, call)
     result = {}
     for name, shape in shapes.items():
-        array = as_real_array(p[name], f"param {name}", dtype, call)
+        array = real_array(p[name], f"param {name}", call)
         if array.shape != shape:
             raise BPShapeError(
                 f"{call}: param {name} has shape {array.shape}, not {shape}"
             )
-        result[name] = array
+        result[name] = converted(array, f"param {name}", dtype, call)
     return result
 
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from . import checks, initializers
 from .compiler import Compiled
-from .errors import BPNameError
+from .errors import BPNameError, BPShapeError
 from .network import Network, Signature
 from .shapes import Shape
 
@@ -81,12 +81,19 @@ class CompiledNet:
     def init(self, seed: int = 0) -> Arrays:
         """Fresh params: C-contiguous arrays of the net's dtype, drawn in declaration order."""
         rng = np.random.default_rng(seed)
-        return {
-            # np.asarray, not np.ascontiguousarray, which makes a 0-d (`[]`) param 1-d
-            name: np.asarray(initializers.draw(info.init, info.shape, rng), dtype=self.dtype,
-                             order="C")
-            for name, info in self.signature.params.items()
-        }
+        params = {}
+        for name, info in self.signature.params.items():
+            try:
+                # np.asarray, not np.ascontiguousarray, which makes a 0-d (`[]`) param 1-d
+                params[name] = np.asarray(initializers.draw(info.init, info.shape, rng),
+                                          dtype=self.dtype, order="C")
+            except MemoryError:
+                size = int(np.prod(info.shape, dtype=np.float64))
+                raise BPShapeError(
+                    f"init: param {name} {list(info.shape)} has {size:,} elements, more than "
+                    f"fit in memory"
+                ) from None
+        return params
 
     def init_state(self, p: Mapping | None = None) -> Arrays:
         """Zeroed optimizer state (momentum buffers, Adam moments and step count)."""
@@ -95,20 +102,21 @@ class CompiledNet:
     def forward(self, p: Mapping, /, **data: object) -> Arrays:
         params = checks.check_params(p, self.params, self.dtype, "forward")
         arrays, sizes = checks.check_data(data, self.inputs, self.dtype, "forward")
-        return self._executor.forward(params, arrays, sizes)
+        return _within_memory("forward", self._executor.forward, params, arrays, sizes)
 
     def loss(self, p: Mapping, /, **data: object) -> float:
         self._need_loss("loss")
         params = checks.check_params(p, self.params, self.dtype, "loss")
         arrays, sizes = checks.check_data(data, self.signature.data, self.dtype, "loss")
-        return self._executor.loss(params, arrays, sizes)
+        return _within_memory("loss", self._executor.loss, params, arrays, sizes)
 
     def value_and_grad(self, p: Mapping, /, **data: object) -> tuple[float, Arrays]:
         self._need_loss("value_and_grad")
         params = checks.check_params(p, self.params, self.dtype, "value_and_grad")
         arrays, sizes = checks.check_data(data, self.signature.data, self.dtype,
                                           "value_and_grad")
-        return self._executor.value_and_grad(params, arrays, sizes)
+        return _within_memory("value_and_grad", self._executor.value_and_grad, params, arrays,
+                              sizes)
 
     def step(self, p: Mapping, s: Mapping, /, **data: object) -> float:
         """One training step in place on `p` and `s`; the loss before the update."""
@@ -118,7 +126,7 @@ class CompiledNet:
         checks.check_disjoint({**{f"param {n}": a for n, a in params.items()},
                                **{f"state {n}": a for n, a in state.items()}}, "step")
         arrays, sizes = checks.check_data(data, self.signature.data, self.dtype, "step")
-        loss = self._executor.step(params, state, arrays, sizes)
+        loss = _within_memory("step", self._executor.step, params, state, arrays, sizes)
         self._install_fast_step()
         return loss
 
@@ -139,3 +147,15 @@ class CompiledNet:
     def _need_loss(self, call: str) -> None:
         if not self.has_loss:
             raise BPNameError(f"{call}: network {self.name} has no loss statement")
+
+
+def _within_memory(call: str, run: Callable, *args: object):
+    """Run a call; a batch too large for memory is a BPError, not a MemoryError. Nothing
+    has been changed then: both backends compute every new value before writing any."""
+    try:
+        return run(*args)
+    except MemoryError:
+        sizes = args[-1]
+        raise BPShapeError(
+            f"{call}: not enough memory for these arrays (sizes {sizes})"
+        ) from None
