@@ -276,6 +276,13 @@ def dense(lw: Lowerer, call: S.Call, name: str) -> Value:
             f"{S.expr_text(bound['x'])} is {format_shape(x.shape)}",
             call.pos,
         )
+    if len(x.shape) > 2:  # it computes x @ W, and '@' takes 1-D and 2-D tensors
+        raise lw.error(
+            BPShapeError,
+            f"dense() takes a 1-D or 2-D tensor (it computes x @ W), but "
+            f"{S.expr_text(bound['x'])} is {format_shape(x.shape)}",
+            call.pos,
+        )
     act = bound["act"]
     act_name = "linear" if act is None else act.id if isinstance(act, S.Name) else None
     activation = _activation(lw, act_name, act, call.pos)

@@ -17,6 +17,7 @@ from functools import lru_cache
 
 import sympy
 from sympy import Piecewise
+from sympy.core.evalf import prec_to_dps
 
 from .ir import operand
 
@@ -117,6 +118,32 @@ def _lowercase_names() -> None:
 
 
 _lowercase_names()
+
+
+# Each of our functions in standard SymPy terms. A constant such as sigmoid(1/4) stays
+# symbolic (as exp(1/4) does), and the printers turn constants into numbers with
+# sympy.N: that needs these forms, or it gives back sigmoid(0.25) and no float.
+STANDARD_FORMS: dict[type[sympy.Function], Callable[..., sympy.Expr]] = {
+    Sigmoid: lambda x: 1 / (1 + sympy.exp(-x)),
+    Softplus: lambda x: sympy.log(1 + sympy.exp(x)),
+    Relu: lambda x: sympy.Max(x, 0),
+    LeakyRelu: lambda x, alpha: Piecewise((x, x > 0), (alpha * x, True)),
+    Elu: lambda x, alpha: Piecewise((x, x > 0), (alpha * (sympy.exp(x) - 1), True)),
+}
+
+
+def _numeric_values() -> None:
+    """Let sympy.N evaluate our functions of numbers (and leave them alone otherwise)."""
+    for function, standard in STANDARD_FORMS.items():
+        def evalf(self, prec: int, standard=standard) -> sympy.Expr | None:
+            if any(arg.free_symbols for arg in self.args):
+                return None
+            return standard(*self.args).evalf(prec_to_dps(prec))
+
+        function._eval_evalf = evalf
+
+
+_numeric_values()
 
 
 def _gelu(x: sympy.Expr) -> sympy.Expr:

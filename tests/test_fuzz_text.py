@@ -16,11 +16,13 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import bpcompile as bpc
+from bp_strategies import networks
 from conftest import example_paths
 
 SETTINGS = settings(max_examples=200, deadline=None,
@@ -252,3 +254,42 @@ def test_large_integer_exponent_compiles() -> None:
     except subprocess.TimeoutExpired:
         pytest.fail("compiling took more than 60 s")
     assert result.returncode == 0 and "finished" in result.stdout, result.stderr[-2000:]
+
+
+# ------------------------------------------------------------ mutated random networks
+
+
+def run_or_bperror(net: bpc.CompiledNet, seed: int) -> None:
+    """Call every entry point with data of the shapes the net declares (each symbolic dim
+    2): each call gives a result or raises a BPError. Compiling a mutated program may
+    succeed with shapes nobody meant, and the backends' code for it must hold up too."""
+    rng = np.random.default_rng(seed)
+    arrays = {name: rng.uniform(-1, 1, tuple(d if isinstance(d, int) else 2 for d in shape))
+              for name, shape in {**net.inputs, **net.targets}.items()}
+    inputs = {name: arrays[name] for name in net.inputs}
+    try:
+        p = net.init(seed=seed)
+        net.forward(p, **inputs)
+        if net.has_loss:
+            net.value_and_grad(p, **arrays)
+            net.step(p, net.init_state(p), **arrays)
+    except bpc.BPError:
+        pass
+
+
+@settings(max_examples=60, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(data=st.data())
+def test_mutations_of_random_networks(data: st.DataObject) -> None:
+    """Random valid networks (the differential tests' generator), mutated: each compiles on
+    both backends and runs, or raises a located BPError."""
+    text = data.draw(networks()).source
+    for _ in range(data.draw(st.integers(1, 3))):
+        text = data.draw(MUTATIONS[data.draw(st.sampled_from(sorted(MUTATIONS)))](text))
+    for backend in ("numpy", "llvm"):
+        try:
+            net = bpc.compile(text, filename="fuzz.bp", backend=backend)
+        except bpc.BPError as error:
+            check_position(text, error)
+            return
+        run_or_bperror(net, seed=data.draw(st.integers(0, 2**16)))

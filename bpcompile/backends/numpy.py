@@ -20,7 +20,7 @@ import sympy
 from .. import __version__
 from ..compiler import Compiled
 from ..initializers import source as init_source
-from ..ir import Graph, Node, Op, operand
+from ..ir import LEAVES, Graph, Node, Op, operand
 from ..optim import state_names
 from ..shapes import Shape, broadcast, dim_symbol, symbols_of
 from .numpy_expr import ATOM, MUL, POWER, Code, NumpyPrinter, number
@@ -319,6 +319,8 @@ class ModuleWriter:
         self.helpers.add("refuse_non_finite")
         head += self.prologue(w, [])
         for name, i in g.grads.items():
+            if i in w.bound:  # the gradient is a param's value itself, or another's gradient
+                continue
             var = w.names.fresh(f"d_{name}")
             w.bound[i] = var
             head.append(f'{var} = grads["{name}"]')
@@ -338,9 +340,28 @@ class ModuleWriter:
 
     def _updates(self, w: FunctionWriter) -> None:
         """New values into params and state, in place. A value is written into its array as
-        soon as it is computed, unless something later still reads the old value."""
+        soon as it is computed, unless something later still reads the old value.
+
+        An update may also be a value that exists before any is written (Adam's first moment
+        is the gradient itself when beta1 = 0) or one shared with another leaf's update:
+        those are copied in at the end, from a snapshot if the value is a leaf that an
+        update overwrites meanwhile."""
         g = self.graph
-        leaf_of = dict(g.leaf_updates())
+        leaf_of: dict[int, int] = {}
+        copies: list[tuple[int, int]] = []
+        ready = set(w.bound)  # values the step has before computing any update
+        for node, leaf in g.leaf_updates():
+            if node == leaf:  # unchanged
+                continue
+            if node in ready or node in leaf_of:
+                copies.append((node, leaf))
+            else:
+                leaf_of[node] = leaf
+        snapshots: dict[int, str] = {}
+        for node, leaf in copies:
+            if g.nodes[node].op in LEAVES and node not in snapshots:
+                snapshots[node] = w.names.fresh(f"old_{w.bound[node]}")
+                w.statement(f"{snapshots[node]} = {w.bound[node]}.copy()")
         order = w._live(list(leaf_of))
         last_read: dict[int, int] = {}
         for position, i in enumerate(order):
@@ -364,6 +385,9 @@ class ModuleWriter:
             w.bound[i] = target
         for i, temp in pending:
             w.lines.append(f"{w.bound[leaf_of[i]]}[...] = {temp}")
+        for node, leaf in copies:
+            value = snapshots.get(node, w.bound[node])
+            w.lines.append(f"{w.bound[leaf]}[...] = {value}")
 
     def _in_place(self, node: Node, target: str, leaf: int, w: FunctionWriter) -> str:
         """`W -= lr * d_W` where the update is the old value minus something, else `W[...] =`."""

@@ -137,12 +137,22 @@ class NumpyPrinter:
             else rest[0].expr
         if value == 1 and otherwise == 0:  # an indicator: the comparison as 0/1 values
             text = f"({self.print(condition).text})"
-            return Code(text if self.math else f"{text}.astype({self.dtype})", ATOM)
+            if self.math:
+                return Code(text, ATOM)
+            if not any(map(_is_array, condition.free_symbols)):
+                # sizes only, as `N > 2`: a Python bool, which has no astype
+                return Code(f"{self.dtype}{text}", ATOM)
+            return Code(f"{text}.astype({self.dtype})", ATOM)
         code = self.call(f"{self.np}where", condition, value, otherwise)
         if not self.math and all(not v.free_symbols for v in (value, otherwise)):
             # np.where of two Python numbers would make float64 whatever the dtype
             return Code(f"{code.text}.astype({self.dtype})", ATOM)
         return code
+
+
+def _is_array(symbol: sympy.Symbol) -> bool:
+    """Does this symbol stand for an array? The others are sizes (`dim:N`), Python ints."""
+    return not symbol.name.startswith("dim:")
 
 
 def _product(factors: list[Code]) -> str:
@@ -205,7 +215,11 @@ def _leaky_relu(printer: NumpyPrinter, expr: sympy.Basic) -> Code:
     if printer.math:
         return printer.call("leaky_relu", *expr.args)
     x, alpha = expr.args
-    return printer.print(sympy.Piecewise((x, x > 0), (alpha * x, True)))
+    # Spelled here, not as a SymPy Piecewise: for an x that is itself piecewise (a `where`)
+    # SymPy folds `x > 0` into an ITE condition, which has no NumPy spelling.
+    value = printer.print(x)
+    slope = printer.print(alpha * x)
+    return Code(f"np.where({value.at(ADD)} > 0, {value.text}, {slope.text})", ATOM)
 
 
 def _heaviside(printer: NumpyPrinter, expr: sympy.Basic) -> Code:
@@ -222,6 +236,10 @@ _DISPATCH: tuple[tuple[type, Callable[[NumpyPrinter, sympy.Basic], Code]], ...] 
     (sympy.And, _logical("logical_and")),
     (sympy.Or, _logical("logical_or")),
     (sympy.Not, _logical("logical_not")),
+    # a condition on a piecewise value, as `where(c, a, b) != 0.5`: SymPy makes it an ITE,
+    # whose branches may be plain True or False
+    (sympy.ITE, _spelled("where")),
+    (sympy.logic.boolalg.BooleanAtom, lambda printer, expr: Code(str(bool(expr)), ATOM)),
     (sympy.exp, _spelled("exp")),
     (sympy.log, _spelled("log")),
     (sympy.sin, _spelled("sin")),

@@ -27,9 +27,20 @@ FORWARD: list[Pass] = [
     ("fuse", fuse),
 ]
 
+def fold_and_fuse(graph: Graph) -> Graph:
+    """Fold constants and fuse until neither changes the graph. Fusing can reduce an adjoint
+    to a constant (0 * f'(x) is 0) whose sums and reshapes only folding removes, else a
+    backend is left reshaping a number; and what folding frees, fusing merges further."""
+    for _ in range(len(graph.nodes) + 1):  # a guard: two or three rounds settle it
+        settled = fuse(fold_constants(graph), differentiate=False)
+        if settled == graph:
+            break
+        graph = settled
+    return settled
+
+
 BACKWARD: list[Pass] = [
-    ("fold constants", fold_constants),
-    ("fuse", lambda graph: fuse(graph, differentiate=False)),
+    ("fold constants and fuse", fold_and_fuse),
 ]
 
 

@@ -153,6 +153,12 @@ class EntryWriter:
         self.work.append(shape)
         return pointer
 
+    def pointer(self, i: int) -> ir.Value:
+        """Where node i's values are; a leaf no one has read yet gets its slot loaded."""
+        if i not in self.storage:
+            self.storage[i] = self.leaf(self.graph.nodes[i])
+        return self.storage[i]
+
     def leaf(self, node: Node) -> ir.Value:
         if node.op is Op.PARAM:
             return self.slot(self.layout.param(node.name), node.name)
@@ -196,7 +202,7 @@ class EntryWriter:
         if i in self.views or i in self.virtual:
             return None
         if i in in_place:
-            return self.storage[in_place[i]]
+            return self.pointer(in_place[i])
         if i in results:
             slot, name = results[i][0]
             return self.slot(slot, name.replace(".", "_"))
@@ -437,7 +443,7 @@ def _write_entry(module: ir.Module, graph: Graph, layout: Layout, lib: MathLibra
     first = graph.live([graph.loss, *graph.grads.values()])
     pairs = graph.leaf_updates()
     rest = [i for i in graph.live([node for node, _ in pairs]) if i not in set(first)]
-    in_place = _in_place(graph, first + rest)
+    in_place = _in_place(graph, first + rest, set(rest))
     writer.plan(first + rest, results, in_place)
     writer.emit(first, results, {})
     writer.copy_results(results)
@@ -448,23 +454,33 @@ def _write_entry(module: ir.Module, graph: Graph, layout: Layout, lib: MathLibra
         with writer.b.if_then(writer.b.icmp_signed("!=", bad, ir.Constant(I32, 0)),
                               likely=False):
             writer.b.ret(ir.Constant(I32, k + 1))
+    # A new value computed before the update phase (a gradient, or a param itself: Adam's
+    # first moment is the gradient when beta1 = 0) is set aside now, since the updates
+    # may overwrite what it is read from; it is written to its leaf at the end.
+    set_aside: dict[tuple[int, int], ir.Value] = {}
+    for node, leaf in pairs:
+        if node != leaf and node not in set(rest):
+            shape = graph.nodes[node].shape
+            set_aside[node, leaf] = writer.allocate(shape, f"new_{writer.label(leaf)}")
+            writer.copy(set_aside[node, leaf], writer.pointer(node), shape)
     writer.emit(rest, {}, in_place)
     for node, leaf in pairs:
         if node != leaf and in_place.get(node) != leaf:
-            # a leaf nothing reads (Adam's moment when beta1 = 0) has no pointer yet
-            target = writer.storage.get(leaf) or writer.leaf(graph.nodes[leaf])
-            writer.copy(target, writer.storage[node], graph.nodes[node].shape)
+            source = set_aside.get((node, leaf)) or writer.pointer(node)
+            writer.copy(writer.pointer(leaf), source, graph.nodes[node].shape)
     writer.b.ret(ir.Constant(I32, 0))
     return writer
 
 
-def _in_place(graph: Graph, order: list[int]) -> dict[int, int]:
-    """Update node -> the leaf it may overwrite directly: an elementwise update, with no
-    later node reading the leaf's old value."""
+def _in_place(graph: Graph, order: list[int], updating: set[int]) -> dict[int, int]:
+    """Update node -> the leaf it may overwrite directly: an elementwise update computed in
+    the update phase (`updating`), with no later node reading the leaf's old value, and
+    written into no other leaf."""
     position = {i: k for k, i in enumerate(order)}
-    result = {}
+    result: dict[int, int] = {}
     for node, leaf in graph.leaf_updates():
-        if graph.nodes[node].op is not Op.ELEMENTWISE or node == leaf:
+        if graph.nodes[node].op is not Op.ELEMENTWISE or node not in updating \
+                or node in result:
             continue
         readers = [i for i in order if leaf in graph.nodes[i].inputs and i != node]
         if all(position[r] < position[node] for r in readers):

@@ -141,6 +141,9 @@ class ExprCompiler:
             return result
         if isinstance(expr, sympy.Not):
             return self.b.not_(self.emit(expr.args[0]))
+        if isinstance(expr, sympy.ITE):  # SymPy's if-then-else of conditions
+            condition, then, otherwise = (self.emit(a) for a in expr.args)
+            return self.b.select(condition, then, otherwise)
         if expr == sympy.true:
             return self.flag(True)
         if expr == sympy.false:
@@ -216,7 +219,8 @@ _DISPATCH: tuple[tuple[type, Callable[[ExprCompiler, sympy.Basic], Value]], ...]
     (sympy.Pow, ExprCompiler.pow),
     (sympy.Piecewise, ExprCompiler.piecewise),
     (sympy.core.relational.Relational, ExprCompiler.relational),
-    ((sympy.And, sympy.Or, sympy.Not, sympy.logic.boolalg.BooleanAtom), ExprCompiler.boolean),
+    ((sympy.And, sympy.Or, sympy.Not, sympy.ITE, sympy.logic.boolalg.BooleanAtom),
+     ExprCompiler.boolean),
     (sympy.exp, _library("exp")),
     (sympy.log, _library("log")),
     (sympy.tanh, _library("tanh")),

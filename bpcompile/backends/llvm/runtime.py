@@ -189,7 +189,7 @@ class LLVMExecutor:
 
     def _bind_fast_workspace(self, sizes: dict[str, int]) -> None:
         """Point the fast path's table at step's workspace for `sizes`."""
-        key = tuple(sizes[d] for d in self.layout.dims)
+        key = tuple(sizes.get(d, 0) for d in self.layout.dims)
         self._workspace("step", sizes)  # allocates it if it was evicted
         buffer = self.workspaces["step"][key]
         self._fast_workspace = buffer  # kept alive while the fast table points into it
@@ -203,7 +203,7 @@ class LLVMExecutor:
 
     def _workspace(self, entry: str, sizes: dict[str, int]) -> int:
         """The aligned address of `entry`'s workspace for these sizes."""
-        key = tuple(sizes[d] for d in self.layout.dims)
+        key = tuple(sizes.get(d, 0) for d in self.layout.dims)
         buffers = self.workspaces.setdefault(entry, {})
         buffer = buffers.get(key)
         if buffer is None:
@@ -225,7 +225,8 @@ class LLVMExecutor:
         for name in layout.state if s is not None else ():
             table.pointers[layout.state_slot(name)] = s[name].ctypes.data
         for k, name in enumerate(layout.dims):
-            table.dims[k] = sizes[name]
+            # a dim only targets have is unknown to forward, whose code never reads it
+            table.dims[k] = sizes.get(name, 0)
         table.pointers[layout.workspace] = self._workspace(entry, sizes)
         return table
 
