@@ -12,11 +12,16 @@ from .api import compile, compile_file  # noqa: E402
 from .errors import (  # noqa: E402
     BPError, BPNameError, BPNumericError, BPShapeError, BPSyntaxError, BPTypeError,
 )
+from .explain import Explanation, explain  # noqa: E402
 from .gradcheck import GradcheckResult, gradcheck  # noqa: E402
+from .health import HealthReport, gradient_health  # noqa: E402
 from .runtime import CompiledNet  # noqa: E402
+from .training import TrainResult, train  # noqa: E402
 
 __all__ = [
     "compile", "compile_file", "gradcheck", "GradcheckResult", "CompiledNet",
+    "explain", "Explanation",
+    "train", "TrainResult", "gradient_health", "HealthReport",
     "BPError", "BPSyntaxError", "BPNameError", "BPShapeError", "BPTypeError", "BPNumericError",
 ]
 

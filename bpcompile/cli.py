@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
+from . import __version__, train_command
 from .api import compile_file
 from .errors import BPError
 from .gradcheck import gradcheck
@@ -43,7 +43,16 @@ def cmd_show(args: argparse.Namespace) -> int:
     from .show import describe
 
     net = compile_file(args.net, backend=args.backend, dtype=args.dtype)
-    sys.stdout.write(describe(net, args.param))
+    sys.stdout.write(describe(net, args.param, latex=args.latex))
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from .explain import explain
+
+    net = compile_file(args.net, backend="numpy", dtype="float64")
+    explanation = explain(net, batch=args.batch, param=args.param)
+    sys.stdout.write(explanation.latex() if args.latex else explanation.text())
     return 0
 
 
@@ -84,6 +93,22 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0 if result.ok else 1
 
 
+def cmd_graph(args: argparse.Namespace) -> int:
+    from .picture import TEXT_FORMATS, draw, save
+
+    net = compile_file(args.net, backend=args.backend)
+    data = draw(net, args.format, backward=args.backward)
+    if args.output == "-" or (args.output is None and args.format in TEXT_FORMATS):
+        sys.stdout.flush()
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return 0
+    out = Path(args.output) if args.output else Path(f"{Path(args.net).stem}.{args.format}")
+    save(out, data)
+    print(f"wrote {out}")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bpcompile", description="Compile .bp networks to NumPy or LLVM, with gradients."
@@ -108,12 +133,34 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--param", help="only this param")
     p.add_argument("--backend", choices=backends, default="numpy")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float64")
+    p.add_argument("--latex", action="store_true", help="print LaTeX instead of text")
+
+    p = command("explain", cmd_explain,
+                "unroll a small network's gradients into scalars, simplified by SymPy")
+    p.add_argument("--batch", type=int, default=1, help="samples to unroll (default 1)")
+    p.add_argument("--param", help="only this param's gradients")
+    p.add_argument("--latex", action="store_true", help="print LaTeX instead of text")
 
     p = command("check", cmd_check,
                 "compare gradients with central differences on random data (exit 0 or 1)")
     p.add_argument("--batch", type=int, default=5, help="batch size for symbolic dims")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--backend", choices=backends, default="numpy")
+
+    p = command("graph", cmd_graph, "draw the forward graph (with --backward, the backward "
+                "graph too) as Graphviz DOT or Mermaid, or render it to SVG or PNG")
+    p.add_argument("--format", choices=("dot", "mermaid", "svg", "png"), default="dot",
+                   help="svg and png need Graphviz's `dot` program (default: dot)")
+    p.add_argument("--backward", action="store_true",
+                   help="add the backward pass: adjoints d_NAME and each param's gradient")
+    p.add_argument("-o", "--output", help="output file ('-' for standard output; default: "
+                   "standard output for dot and mermaid, NET.svg or NET.png in the current "
+                   "directory for svg and png)")
+    p.add_argument("--backend", choices=backends, default="numpy")
+
+    p = command("train", train_command.run,
+                "train on an .npz or .csv: minibatches, progress bar, checkpoints")
+    train_command.add_arguments(p)
     return parser
 
 

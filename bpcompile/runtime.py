@@ -72,6 +72,12 @@ class CompiledNet:
         return (f"<CompiledNet {self.name} backend={self.backend} dtype={self.dtype.name} "
                 f"params={list(self.params)}>")
 
+    def _repr_html_(self) -> str:
+        """Jupyter's view: a table of params, data, outputs and optimizer (see notebook)."""
+        from .notebook import net_html
+
+        return net_html(self)
+
     @property
     def has_loss(self) -> bool:
         return self.signature.has_loss

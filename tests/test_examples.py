@@ -38,6 +38,8 @@ def random_data(net: bpc.CompiledNet, n: int = BATCH, seed: int = 0) -> dict[str
         if name in one_hot:
             rows = rng.integers(0, concrete[-1], size=concrete[:-1])
             data[name] = np.eye(concrete[-1])[rows]
+        elif name in net.targets:  # in [0, 1], as the bce losses of the examples need
+            data[name] = rng.uniform(0.0, 1.0, concrete)
         else:
             data[name] = rng.standard_normal(concrete)
     return data
