@@ -224,6 +224,7 @@ def differentiate(graph: Graph) -> Graph:
         shape = graph.nodes[p].shape
         if p in adjoints:
             grads[name] = bw.accumulate(adjoints[p], shape, name)
-        else:  # the loss does not depend on this param
-            grads[name] = bw.elementwise(sympy.Integer(0), (), shape)
+        else:  # the loss does not depend on this param: zero, from its declaration line
+            grads[name] = bw.elementwise(sympy.Integer(0), (), shape,
+                                         lines=graph.nodes[p].lines)
     return replace(graph, nodes=tuple(bw.builder.nodes), grads=grads)

@@ -8,7 +8,7 @@ Every failure is a BPError naming the array and both shapes; nothing has been co
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 
@@ -157,3 +157,22 @@ def check_disjoint(arrays: Mapping[str, np.ndarray], call: str) -> None:
         if next_start < start + size:
             raise BPTypeError(f"{call}: {next_label} shares memory with {label}; "
                               f"step updates both in place")
+
+
+def check_gradients(grads: Mapping, shapes: dict[str, tuple[int, ...]], dtype: np.dtype,
+                    updated: Iterable[np.ndarray], call: str) -> dict[str, np.ndarray]:
+    """Gradients for an update: one per param, of its shape, converted to `dtype`; copied
+    where they share memory with an array the update writes (a param or state entry), which
+    would change under the update while it still reads them."""
+    _names("gradient", grads, shapes, call)
+    written = list(updated)
+    result = {}
+    for name, shape in shapes.items():
+        array = real_array(grads[name], f"gradient {name}", call)
+        if array.shape != shape:
+            raise BPShapeError(f"{call}: gradient {name} has shape {array.shape}, not {shape}")
+        array = converted(array, f"gradient {name}", dtype, call)
+        if any(np.may_share_memory(array, other) for other in written):
+            array = array.copy()
+        result[name] = array
+    return result

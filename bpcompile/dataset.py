@@ -61,10 +61,10 @@ def load(path: str | Path, signature: Signature) -> Dataset:
     """The network's data from `path` (.npz or .csv), checked against its declarations."""
     path = Path(path)
     readers = {".npz": _read_npz, ".csv": _read_csv}
-    reader = readers.get(path.suffix.lower())
+    reader = _read_folder if path.is_dir() else readers.get(path.suffix.lower())
     if reader is None:
-        raise BPTypeError(f"{path}: data must be an .npz archive or a .csv table "
-                          f"(by its extension), not '{path.suffix or 'no extension'}'")
+        raise BPTypeError(f"{path}: data must be an .npz archive, a .csv table or a folder "
+                          f"of NAME.npy files, not '{path.suffix or 'no extension'}'")
     arrays = reader(path, signature)
     return dataset(arrays, signature, str(path))
 
@@ -138,6 +138,24 @@ def _read_npz(path: Path, signature: Signature) -> dict[str, object]:
         raise
     except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as error:
         raise BPError(f"{path}: not a readable .npz archive ({error})") from None
+
+
+def npy_files(path: Path, signature: Signature) -> dict[str, Path]:
+    """The `NAME.npy` files of a folder named after the network's data arrays."""
+    return {name: path / f"{name}.npy" for name in signature.data
+            if (path / f"{name}.npy").is_file()}
+
+
+def _read_folder(path: Path, signature: Signature) -> dict[str, object]:
+    """`NAME.npy` files, memory-mapped: rows are read from disk as minibatches take them,
+    so the data need not fit in memory."""
+    arrays = {}
+    for name, file in npy_files(path, signature).items():
+        try:
+            arrays[name] = np.load(file, mmap_mode="r", allow_pickle=False)
+        except (ValueError, OSError) as error:
+            raise BPError(f"{file}: not a readable .npy file ({error})") from None
+    return arrays
 
 
 def _read_csv(path: Path, signature: Signature) -> dict[str, object]:

@@ -33,9 +33,12 @@ class Op(Enum):
     LOG_SOFTMAX = auto()    # along axes[0], max-shifted
     LOGSUMEXP = auto()      # over axes, max-shifted
     SOFTMAX_XENT = auto()   # mean over rows of -sum(t * log_softmax(logits), axis=-1)
+    GRAD = auto()           # a param's gradient as the optimizer reads it (name): what
+                            # value_and_grad computed (step), or what the caller gave
+                            # (apply_gradients)
 
 
-LEAVES = frozenset({Op.INPUT, Op.PARAM, Op.STATE})
+LEAVES = frozenset({Op.INPUT, Op.PARAM, Op.STATE, Op.GRAD})
 
 
 def operand(index: int) -> sympy.Symbol:
@@ -66,7 +69,9 @@ class Graph:
 
     `updates` maps a param's name to the node computing its value after one step, and
     `state_updates` does the same for optimizer state (two tables: a param may be called
-    like a state entry, `step`).
+    like a state entry, `step`). The updates read each param's gradient from a leaf of its
+    own (`gradient_leaves`, Op.GRAD), not from the node computing it in `grads`, so the
+    same update serves `step` and `apply_gradients`.
     """
 
     nodes: tuple[Node, ...]
@@ -78,6 +83,7 @@ class Graph:
     grads: dict[str, int] = field(default_factory=dict)
     updates: dict[str, int] = field(default_factory=dict)
     state_updates: dict[str, int] = field(default_factory=dict)
+    gradient_leaves: dict[str, int] = field(default_factory=dict)
 
     def roots(self) -> list[int]:
         ids = [*self.outputs.values(), *self.grads.values(), *self.updates.values(),
@@ -120,13 +126,14 @@ class Graph:
             loss=None if self.loss is None else remap[self.loss],
             grads=move(self.grads), updates=move(self.updates),
             state_updates=move(self.state_updates),
+            gradient_leaves=move(self.gradient_leaves),
         )
 
     def pretty(self) -> str:
         """One line per node, for debugging (`BPCOMPILE_DEBUG=1` prints each stage)."""
         roles: dict[int, list[str]] = {}
         for kind in ("inputs", "params", "state", "outputs", "grads", "updates",
-                     "state_updates"):
+                     "state_updates", "gradient_leaves"):
             for name, i in getattr(self, kind).items():
                 roles.setdefault(i, []).append(f"{kind[:-1] if kind != 'state' else kind}:{name}")
         if self.loss is not None:

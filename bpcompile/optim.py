@@ -99,13 +99,19 @@ def add_updates(graph: Graph, config: OptimizerConfig, shapes: dict[str, tuple])
                                shapes[name.rsplit(".", 1)[0]], name=name, lines=lines))
         for name in state_names(config, list(graph.params))
     }
-    grads = dict(graph.grads)
+    # The update reads gradients from leaves of their own: step binds them to the gradients
+    # it computed, apply_gradients to the ones it is given.
+    gradient_leaves = {
+        name: builder.add(Node(Op.GRAD, (), shapes[name], name=name, lines=lines))
+        for name in graph.grads
+    }
+    grads = dict(gradient_leaves)
     if config.options["clip_norm"]:
         grads = _clip(builder, grads, float(config.options["clip_norm"]), lines)
     update = _sgd if config.kind == "sgd" else _adam
     updates, state_updates = update(builder, graph, config, grads, state, lines)
     return replace(graph, nodes=tuple(builder.nodes), state=state, updates=updates,
-                   state_updates=state_updates)
+                   state_updates=state_updates, gradient_leaves=gradient_leaves)
 
 
 def _clip(builder: GraphBuilder, grads: dict[str, int], max_norm: float,

@@ -32,6 +32,8 @@ class Executor(Protocol):
 
     def step(self, p: Arrays, s: Arrays, data: Arrays, sizes: dict[str, int]) -> float: ...
 
+    def apply_gradients(self, p: Arrays, s: Arrays, grads: Arrays) -> None: ...
+
 
 class CompiledNet:
     """A compiled `.bp` network: init, forward, loss, value_and_grad, step, code.
@@ -135,6 +137,21 @@ class CompiledNet:
         loss = _within_memory("step", self._executor.step, params, state, arrays, sizes)
         self._install_fast_step()
         return loss
+
+    def apply_gradients(self, p: Mapping, s: Mapping, grads: Mapping, /) -> None:
+        """One optimizer update with the gradients given (as value_and_grad returns them,
+        e.g. summed or averaged over several batches or machines), in place on `p` and `s`.
+        `step` is value_and_grad followed by this. A gradient that is not finite raises
+        BPNumericError and changes nothing."""
+        self._need_loss("apply_gradients")
+        call = "apply_gradients"
+        params = checks.check_in_place(p, self.params, self.dtype, "param", call)
+        state = checks.check_in_place(s, self.state, self.dtype, "state", call)
+        updated = {**{f"param {n}": a for n, a in params.items()},
+                   **{f"state {n}": a for n, a in state.items()}}
+        checks.check_disjoint(updated, call)
+        given = checks.check_gradients(grads, self.params, self.dtype, updated.values(), call)
+        self._executor.apply_gradients(params, state, given)
 
     def _install_fast_step(self) -> None:
         """Once a backend has a native step that checks arrays itself (the llvm backend),

@@ -14,13 +14,15 @@ import io
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from . import checkpoint, plot
+from . import checkpoint, cluster, plot
 from .api import compile_file
-from .dataset import load
+from .dataset import Dataset, load, npy_files
+from .runtime import CompiledNet
 from .errors import BPTypeError
 from .health import HealthReport
 from .training import Epoch, TrainResult, accuracy, batches, fit, split
@@ -58,6 +60,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--every", type=int, metavar="K",
                         help="print a line every K epochs (default: about 20 lines a run)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--dask", metavar="ADDRESS",
+                        help="train data-parallel on a Dask cluster: a scheduler's address "
+                             "(tcp://HOST:PORT), or local:N to start N worker processes here")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -67,6 +72,10 @@ def run(args: argparse.Namespace) -> int:
         raise BPTypeError(f"--epochs must be at least 1, not {args.epochs}")
     if args.every is not None and args.every < 1:
         raise BPTypeError(f"--every must be at least 1, not {args.every}")
+    if args.dask and (args.validation or args.diagnose):
+        raise BPTypeError("--validation and --diagnose are not available with --dask yet")
+    if args.dask:
+        cluster.require()
     net = compile_file(args.net, backend=args.backend, dtype=args.dtype)
     data = load(args.data, net.signature)
     start = checkpoint.load(args.resume, net) if args.resume else None
@@ -102,9 +111,12 @@ def run(args: argparse.Namespace) -> int:
             checkpoint.save(out, net, result.checkpoint(seed))
             clock["saved"] = now
 
-    result = fit(net, parts.train, epochs=args.epochs, batch_size=args.batch_size, seed=seed,
-                 validation=parts.validation, diagnose=args.diagnose, start=start,
-                 progress_bar=not args.quiet, on_epoch=on_epoch)
+    if args.dask:
+        result = _train_on_cluster(args, net, data, start, seed, on_epoch)
+    else:
+        result = fit(net, parts.train, epochs=args.epochs, batch_size=args.batch_size,
+                     seed=seed, validation=parts.validation, diagnose=args.diagnose,
+                     start=start, progress_bar=not args.quiet, on_epoch=on_epoch)
     checkpoint.save(out, net, result.checkpoint(seed))
     if result.history and result.history[-1].health is not None:
         _health_summary(result.history[-1].health, flagged)
@@ -129,6 +141,26 @@ def run(args: argparse.Namespace) -> int:
         return INTERRUPTED
     print(f"saved params to {out}")
     return 0
+
+
+def _train_on_cluster(args: argparse.Namespace, net: CompiledNet, data: Dataset,
+                      start: checkpoint.Checkpoint | None, seed: int,
+                      on_epoch: Callable[[Epoch, TrainResult], None]) -> TrainResult:
+    """The same run with each step's gradient computed on the cluster. A folder of .npy
+    files is read by the workers, chunk by chunk; other data goes out from here."""
+    with cluster.start_client(args.dask) as client:
+        workers = len(client.scheduler_info()["workers"])
+        print(f"Dask cluster at {client.scheduler.address}: {workers} workers")
+        arrays: dict[str, object] = dict(data.arrays)
+        if Path(args.data).is_dir() and data.rows is not None:
+            per_chunk = -(-data.rows // max(1, workers))
+            for name, file in npy_files(Path(args.data), net.signature).items():
+                if name in data.batched and data.arrays[name].ndim == \
+                        len(net.signature.data[name]):
+                    arrays[name] = cluster.lazy_npy(file, per_chunk)
+        return cluster.train_on_cluster(
+            client, net, arrays, epochs=args.epochs, batch_size=args.batch_size, seed=seed,
+            start=start, progress_bar=not args.quiet, on_epoch=on_epoch)
 
 
 def _describe(parts) -> str:

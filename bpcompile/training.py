@@ -151,15 +151,26 @@ class Interrupt:
 
 
 EpochHook = Callable[[Epoch, TrainResult], None]
+# One step on the rows given, in place on params and state; the loss before it.
+Stepper = Callable[[Arrays, Arrays, np.ndarray], float]
+
+
+def local_stepper(net: CompiledNet, data: datasets.Dataset) -> Stepper:
+    """Steps in this process: `net.step` on the rows, taken from `data`."""
+    if data.rows is None:
+        return lambda p, s, rows: net.step(p, s, **data.arrays)
+    return lambda p, s, rows: net.step(p, s, **data.take(rows))
 
 
 def fit(net: CompiledNet, data: datasets.Dataset, *, epochs: int, batch_size: int = 32,
         seed: int = 0, validation: datasets.Dataset | None = None, diagnose: bool = False,
         start: Checkpoint | None = None, progress_bar: bool = True,
         on_epoch: EpochHook | None = None, interrupt: Interrupt | None = None,
-        after_step: Callable[[int, int], None] | None = None) -> TrainResult:
+        after_step: Callable[[int, int], None] | None = None,
+        stepper: Stepper | None = None) -> TrainResult:
     """Train `net` on `data` until `epochs` epochs are done in all (counting a checkpoint's),
-    from `start` or from `net.init(seed)`. Params and state are updated in place."""
+    from `start` or from `net.init(seed)`. Params and state are updated in place, by
+    `stepper` (default: `net.step` in this process)."""
     if not net.has_loss:
         raise BPTypeError(f"network {net.name} has no loss, so it cannot be trained")
     if batch_size < 1:
@@ -176,8 +187,8 @@ def fit(net: CompiledNet, data: datasets.Dataset, *, epochs: int, batch_size: in
     with interrupt.deferring_sigint(), bar:
         for epoch in range(done.epoch, epochs):
             bar.set_description(f"epoch {epoch + 1}/{epochs}", refresh=False)
-            _run_epoch(net, data, result, epoch, batch_size, seed, interrupt, bar,
-                       after_step)
+            _run_epoch(stepper or local_stepper(net, data), data, result, epoch, batch_size,
+                       seed, interrupt, bar, after_step)
             if result.interrupted or result.error is not None:
                 break
             record = _evaluate(net, data, validation, result, epoch, batch_size, seed,
@@ -189,7 +200,7 @@ def fit(net: CompiledNet, data: datasets.Dataset, *, epochs: int, batch_size: in
     return result
 
 
-def _run_epoch(net: CompiledNet, data: datasets.Dataset, result: TrainResult, epoch: int,
+def _run_epoch(stepper: Stepper, data: datasets.Dataset, result: TrainResult, epoch: int,
                batch_size: int, seed: int, interrupt: Interrupt, bar: tqdm,
                after_step: Callable[[int, int], None] | None) -> None:
     plan = batches(data, batch_size, seed, epoch)
@@ -199,10 +210,9 @@ def _run_epoch(net: CompiledNet, data: datasets.Dataset, result: TrainResult, ep
         if interrupt.requested:
             result.interrupted = True
             return
-        arrays = data.take(plan[k]) if data.rows is not None else data.arrays
         rows = len(plan[k]) if data.rows is not None else 1
         try:
-            loss = net.step(result.params, result.state, **arrays)
+            loss = stepper(result.params, result.state, plan[k])
         except BPError as error:  # refused: nothing changed; stop with what we have
             result.error = type(error)(f"training stopped in epoch {epoch + 1}, step {k + 1}: {error}")
             return

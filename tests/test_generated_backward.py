@@ -186,6 +186,8 @@ optimize sgd(lr=0.1, momentum=0.9, nesterov=true, weight_decay=0.01, clip_norm=2
 # derivatives are made of softmax (exp of log_softmax, or of x - logsumexp). No other
 # backward evaluates one.
 NEEDED_IN_BACKWARD = {"softplus-elu.bp": ["sigmoid"],
+                      # bce_with_logits: the forward has softplus(z), its derivative sigmoid(z)
+                      "vanishing.bp": ["sigmoid"], "vanishing_relu.bp": ["sigmoid"],
                       "reductions.bp": ["np.exp", "np.exp"]}
 
 

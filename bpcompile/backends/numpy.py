@@ -31,7 +31,8 @@ INLINE_LIMIT = 60  # characters; longer unnamed expressions get a line of their 
 RESERVED = set(keyword.kwlist) | {
     "np", "p", "s", "rng", "seed", "DTYPE", "PARAMS", "INPUTS", "TARGETS", "OUTPUTS",
     "STATE", "NonFiniteError", "float", "dict", "print", "range", "len", "grads",
-    "init", "forward", "loss", "value_and_grad", "init_state", "step",
+    "init", "forward", "loss", "value_and_grad", "init_state", "step", "apply_gradients",
+    "update",
 } | set(HELPERS)
 
 
@@ -302,7 +303,10 @@ class ModuleWriter:
         g = self.graph
         w = FunctionWriter(self, {g.loss: "loss"})
         body = self.body(w, data, [g.loss, *g.grads.values()])
-        grads = {n: w.bound[i] for n, i in g.grads.items()}
+        # a gradient that is a param's own value (d/dv of sum(u * v) is u) is handed out as
+        # a copy: step updates the param in place while its update still reads the gradient
+        grads = {n: f"{w.bound[i]}.copy()" if g.nodes[i].op is Op.PARAM else w.bound[i]
+                 for n, i in g.grads.items()}
         body += _dict_lines(f"return float({w.bound[g.loss]}), ", grads)
         return self.function(
             "value_and_grad", ["p", *(self.var[n] for n in data)],
@@ -311,16 +315,34 @@ class ModuleWriter:
 
     def step(self) -> str:
         data = list(self.network.data)
+        call_args = ", ".join(["p", *(self.var[n] for n in data)])
+        body = [f"loss, grads = value_and_grad({call_args})",
+                "refuse_non_finite(loss, grads)",
+                "update(p, s, grads)",
+                "return loss"]
+        self.helpers.add("refuse_non_finite")
+        optimizer = self.network.optimizer
+        doc = (f"One training step with {optimizer.text}, in place on p and s; returns the "
+               f"loss before the update. Raises NonFiniteError, changing nothing, if the "
+               f"loss or a gradient is not finite.")
+        return self.function("step", ["p", "s", *(self.var[n] for n in data)], doc, body)
+
+    def apply_gradients(self) -> str:
+        optimizer = self.network.optimizer
+        doc = (f"One update of {optimizer.text} with the gradients given (a dict like "
+               f"value_and_grad's), in place on p and s. Raises NonFiniteError, changing "
+               f"nothing, if a gradient is not finite.")
+        body = ['refuse_non_finite(0.0, grads, "apply_gradients")', "update(p, s, grads)"]
+        return self.function("apply_gradients", ["p", "s", "grads"], doc, body)
+
+    def update(self) -> str:
+        """The optimizer's update, reading gradients from `grads`: what step and
+        apply_gradients share."""
         g = self.graph
         w = FunctionWriter(self)
-        w.names.taken |= {"loss", "grads"}
-        call_args = ", ".join(["p", *(self.var[n] for n in data)])
-        head = [f"loss, grads = value_and_grad({call_args})", "refuse_non_finite(loss, grads)"]
-        self.helpers.add("refuse_non_finite")
-        head += self.prologue(w, [])
-        for name, i in g.grads.items():
-            if i in w.bound:  # the gradient is a param's value itself, or another's gradient
-                continue
+        w.names.taken |= {"grads"}
+        head = self.prologue(w, [])
+        for name, i in g.gradient_leaves.items():
             var = w.names.fresh(f"d_{name}")
             w.bound[i] = var
             head.append(f'{var} = grads["{name}"]')
@@ -328,15 +350,9 @@ class ModuleWriter:
             var = w.names.fresh(name)
             w.bound[i] = var
             head.append(f'{var} = s["{name}"]')
-        for name in data:  # sizes are read off the data, which step does not convert
-            w.bound[g.inputs[name]] = self.var[name]
         self._updates(w)
-        body = head + self.sizes(w, data) + w.lines + ["return loss"]
-        optimizer = self.network.optimizer
-        doc = (f"One training step with {optimizer.text}, in place on p and s; returns the "
-               f"loss before the update. Raises NonFiniteError, changing nothing, if the "
-               f"loss or a gradient is not finite.")
-        return self.function("step", ["p", "s", *(self.var[n] for n in data)], doc, body)
+        doc = f"The update of {self.network.optimizer.text}, in place on p and s."
+        return self.function("update", ["p", "s", "grads"], doc, head + w.lines)
 
     def _updates(self, w: FunctionWriter) -> None:
         """New values into params and state, in place. A value is written into its array as
@@ -361,7 +377,8 @@ class ModuleWriter:
         for node, leaf in copies:
             if g.nodes[node].op in LEAVES and node not in snapshots:
                 snapshots[node] = w.names.fresh(f"old_{w.bound[node]}")
-                w.statement(f"{snapshots[node]} = {w.bound[node]}.copy()")
+                # np.copy, not .copy(): a constant gradient may be a plain number
+                w.statement(f"{snapshots[node]} = np.copy({w.bound[node]})")
         order = w._live(list(leaf_of))
         last_read: dict[int, int] = {}
         for position, i in enumerate(order):
@@ -434,7 +451,8 @@ class ModuleWriter:
         net = self.network
         functions = [self.init(), self.forward()]
         if self.graph.loss is not None:
-            functions += [self.loss(), self.value_and_grad(), self.init_state(), self.step()]
+            functions += [self.loss(), self.value_and_grad(), self.init_state(), self.step(),
+                          self.apply_gradients(), self.update()]
         header = [
             f'"""{net.name}: compiled by bpcompile {__version__} from {self.filename}.',
             "",
@@ -452,7 +470,8 @@ class ModuleWriter:
             "",
             "",
             "class NonFiniteError(FloatingPointError):",
-            '    """step met a loss or gradient that is not finite, and changed nothing."""',
+            '    """step or apply_gradients met a loss or gradient that is not finite, and '
+            'changed nothing."""',
         ]
         helpers = [HELPERS[h] for h in helper_closure(self.helpers)]
         parts = ["\n".join(header), *helpers, *functions]

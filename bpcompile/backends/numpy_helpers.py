@@ -37,14 +37,14 @@ HELPERS: dict[str, str] = {
     onehot = np.zeros_like(flat)
     np.put_along_axis(onehot, np.argmax(flat, axis=-1)[..., None], 1, axis=-1)
     return np.moveaxis(onehot.reshape(moved.shape), last, axes)''',
-    "refuse_non_finite": '''def refuse_non_finite(loss, grads):
+    "refuse_non_finite": '''def refuse_non_finite(loss, grads, call="step"):
     """Raise NonFiniteError naming the loss or the first gradient that is not finite."""
     if not np.isfinite(loss):
-        raise NonFiniteError(f"the loss is {loss}; step changed nothing")
+        raise NonFiniteError(f"the loss is {loss}; {call} changed nothing")
     for name, grad in grads.items():
         if not np.isfinite(grad).all():
             raise NonFiniteError(
-                f"the gradient of {name} is not finite; step changed nothing"
+                f"the gradient of {name} is not finite; {call} changed nothing"
             )''',
 }
 

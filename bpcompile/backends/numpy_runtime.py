@@ -59,3 +59,9 @@ class NumpyExecutor:
             return self.module.step(p, s, *(data[n] for n in self.data))
         except self.module.NonFiniteError as error:
             raise BPNumericError(f"step: {error}") from None
+
+    def apply_gradients(self, p: Arrays, s: Arrays, grads: Arrays) -> None:
+        try:
+            self.module.apply_gradients(p, s, grads)
+        except self.module.NonFiniteError as error:
+            raise BPNumericError(f"apply_gradients: {error}") from None

@@ -22,7 +22,7 @@ from llvmlite import ir
 
 from ...compiler import Compiled, signature
 from ...network import Signature
-from ...ir import Graph, Node, Op, operand
+from ...ir import LEAVES, Graph, Node, Op, operand
 from ...passes.fuse import fuse
 from ...shapes import Shape
 from .fastcall import FastStep, array_fields
@@ -31,7 +31,7 @@ from .loops import I32, I64, PTR, i64, product
 from .mathlib import MathLibrary
 from .matmul import Matmul
 
-ENTRIES = ("forward", "loss", "value_and_grad", "step")
+ENTRIES = ("forward", "loss", "value_and_grad", "step", "apply_gradients")
 ALIGN = 64  # bytes: every workspace buffer starts on a cache line
 
 
@@ -160,6 +160,10 @@ class EntryWriter:
         return self.storage[i]
 
     def leaf(self, node: Node) -> ir.Value:
+        if node.op is Op.GRAD:  # step: the gradient just computed; else the caller's array
+            if self.entry == "step":
+                return self.pointer(self.graph.grads[node.name])
+            return self.slot(self.layout.grad(node.name), f"d_{node.name}")
         if node.op is Op.PARAM:
             return self.slot(self.layout.param(node.name), node.name)
         if node.op is Op.STATE:
@@ -167,8 +171,9 @@ class EntryWriter:
         return self.slot(self.layout.data_slot(node.name), node.name)
 
     def plan(self, live: list[int], results: dict[int, list[tuple[int, str]]],
-             in_place: dict[int, int]) -> None:
-        """Decide where each live node's values go (see the module docstring)."""
+             in_place: dict[int, int], keep: set[int] = frozenset()) -> None:
+        """Decide where each live node's values go (see the module docstring); `keep`
+        names nodes read later through an alias, which need storage of their own."""
         g = self.graph
         readers: dict[int, list[int]] = {i: [] for i in live}
         for i in live:
@@ -177,6 +182,8 @@ class EntryWriter:
         for i in live:
             node = g.nodes[i]
             users = [g.nodes[r] for r in readers[i]]
+            if i in keep:
+                continue
             if node.op is Op.TRANSPOSE and users and i not in results and all(
                 u.op is Op.MATMUL and u.inputs[0] == i and u.inputs[1] != i for u in users
             ):
@@ -195,7 +202,7 @@ class EntryWriter:
                     in_place: dict[int, int]) -> ir.Value | None:
         node = self.graph.nodes[i]
         label = (node.name or f"t{i}").replace(".", "_")
-        if node.op in (Op.PARAM, Op.STATE, Op.INPUT):
+        if node.op in LEAVES:
             return self.leaf(node)
         if node.op is Op.RESHAPE:
             return self.storage[node.inputs[0]]
@@ -432,34 +439,67 @@ def _write_entry(module: ir.Module, graph: Graph, layout: Layout, lib: MathLibra
                  matmul: Matmul, library: KernelLibrary, entry: str) -> EntryWriter:
     writer = EntryWriter(module, graph, layout, lib, matmul, library, entry)
     results = _roots(graph, layout, entry)
-    if entry != "step":
+    if entry not in ("step", "apply_gradients"):
         order = graph.live(list(results))
         writer.plan(order, results, {})
         writer.emit(order, results, {})
         writer.copy_results(results)
         writer.b.ret(ir.Constant(I32, 0))
         return writer
-    # step: loss and gradients, the finiteness check, then updates in place
+    if entry == "apply_gradients":  # the caller's gradients: checked, then the updates
+        leaves = list(graph.gradient_leaves.values())
+        rest, in_place = _update_order(graph, leaves, {})
+        writer.plan(leaves + rest, {}, in_place)
+        _refuse_non_finite(writer, library, leaves, first_status=2)
+        _write_updates(writer, graph, set(leaves), rest, in_place)
+        return writer
+    # step: loss and gradients, the finiteness check, then the updates, which read each
+    # gradient where step computed it
     first = graph.live([graph.loss, *graph.grads.values()])
-    pairs = graph.leaf_updates()
-    rest = [i for i in graph.live([node for node, _ in pairs]) if i not in set(first)]
-    in_place = _in_place(graph, first + rest, set(rest))
-    writer.plan(first + rest, results, in_place)
+    aliases = {leaf: graph.grads[name] for name, leaf in graph.gradient_leaves.items()}
+    rest, in_place = _update_order(graph, first, aliases)
+    writer.plan(first + rest, results, in_place, keep=set(graph.grads.values()))
     writer.emit(first, results, {})
     writer.copy_results(results)
-    quantities = [graph.loss, *graph.grads.values()]
+    _refuse_non_finite(writer, library, [graph.loss, *graph.grads.values()], first_status=1)
+    _write_updates(writer, graph, set(first), rest, in_place)
+    return writer
+
+
+def _refuse_non_finite(writer: EntryWriter, library: KernelLibrary, quantities: list[int],
+                       first_status: int) -> None:
+    """Return status first_status + k, changing nothing, if quantity k is not finite."""
     check = library.non_finite()
     for k, node in enumerate(quantities):
-        bad = writer.b.call(check, [writer.storage[node], writer.count(graph.nodes[node].shape)])
+        bad = writer.b.call(check, [writer.pointer(node),
+                                    writer.count(writer.graph.nodes[node].shape)])
         with writer.b.if_then(writer.b.icmp_signed("!=", bad, ir.Constant(I32, 0)),
                               likely=False):
-            writer.b.ret(ir.Constant(I32, k + 1))
-    # A new value computed before the update phase (a gradient, or a param itself: Adam's
+            writer.b.ret(ir.Constant(I32, first_status + k))
+
+
+def _update_order(graph: Graph, computed: list[int],
+                  aliases: dict[int, int]) -> tuple[list[int], dict[int, int]]:
+    """The nodes left to compute for the updates, given `computed`, and which updates may
+    overwrite their leaf in place; `aliases` maps a gradient leaf to the node whose storage
+    it reads."""
+    done = set(computed)
+    rest = [i for i in graph.live([node for node, _ in graph.leaf_updates()])
+            if i not in done]
+    return rest, _in_place(graph, computed + rest, set(rest), aliases)
+
+
+def _write_updates(writer: EntryWriter, graph: Graph, done: set[int], rest: list[int],
+                   in_place: dict[int, int]) -> None:
+    """Every param's and state entry's new value, written into it; `done` is what the
+    entry has computed already."""
+    pairs = graph.leaf_updates()
+    # A new value that exists before the updates (a gradient, or a param itself: Adam's
     # first moment is the gradient when beta1 = 0) is set aside now, since the updates
     # may overwrite what it is read from; it is written to its leaf at the end.
     set_aside: dict[tuple[int, int], ir.Value] = {}
     for node, leaf in pairs:
-        if node != leaf and node not in set(rest):
+        if node != leaf and (node in done or graph.nodes[node].op in LEAVES):
             shape = graph.nodes[node].shape
             set_aside[node, leaf] = writer.allocate(shape, f"new_{writer.label(leaf)}")
             writer.copy(set_aside[node, leaf], writer.pointer(node), shape)
@@ -469,20 +509,21 @@ def _write_entry(module: ir.Module, graph: Graph, layout: Layout, lib: MathLibra
             source = set_aside.get((node, leaf)) or writer.pointer(node)
             writer.copy(writer.pointer(leaf), source, graph.nodes[node].shape)
     writer.b.ret(ir.Constant(I32, 0))
-    return writer
 
 
-def _in_place(graph: Graph, order: list[int], updating: set[int]) -> dict[int, int]:
+def _in_place(graph: Graph, order: list[int], updating: set[int],
+              aliases: dict[int, int]) -> dict[int, int]:
     """Update node -> the leaf it may overwrite directly: an elementwise update computed in
-    the update phase (`updating`), with no later node reading the leaf's old value, and
-    written into no other leaf."""
+    the update phase (`updating`), with no later node reading the leaf's old value (itself,
+    or through a gradient leaf aliasing it), and written into no other leaf."""
     position = {i: k for k, i in enumerate(order)}
     result: dict[int, int] = {}
     for node, leaf in graph.leaf_updates():
         if graph.nodes[node].op is not Op.ELEMENTWISE or node not in updating \
                 or node in result:
             continue
-        readers = [i for i in order if leaf in graph.nodes[i].inputs and i != node]
+        names = {leaf} | {g for g, target in aliases.items() if target == leaf}
+        readers = [i for i in order if names & set(graph.nodes[i].inputs) and i != node]
         if all(position[r] < position[node] for r in readers):
             result[node] = leaf
     return result
@@ -497,7 +538,7 @@ def layout_of(signature: Signature) -> Layout:
 
 
 def entries_of(compiled: Compiled) -> tuple[str, ...]:
-    """The entry points a network has: all four with a loss, else only forward."""
+    """The entry points a network has: all five with a loss, else only forward."""
     return ENTRIES if compiled.graph.loss is not None else ("forward",)
 
 

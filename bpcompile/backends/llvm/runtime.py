@@ -280,6 +280,16 @@ class LLVMExecutor:
                                  f"step changed nothing")
         return loss
 
+    def apply_gradients(self, p: Arrays, s: Arrays, grads: Arrays) -> None:
+        with self.lock:
+            table = self._bind("apply_gradients", p, {}, {}, s)
+            for name, array in grads.items():
+                table.pointers[self.layout.grad(name)] = array.ctypes.data
+            status = self._call("apply_gradients", table)
+        if status:
+            raise BPNumericError(f"apply_gradients: {self.describe_status(status, 0.0)}; "
+                                 f"apply_gradients changed nothing")
+
     def describe_status(self, status: int, loss: float) -> str:
         if status == 1:
             return f"the loss is {loss}"
