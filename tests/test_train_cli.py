@@ -115,7 +115,7 @@ def test_plot_without_matplotlib_says_how_to_install(tmp_path: Path,
 
 @pytest.mark.parametrize("data, message", [
     ("missing.npz", "No such file"),
-    ("data.txt", "data must be an .npz archive or a .csv table"),
+    ("data.txt", "data must be an .npz archive, a .csv table or a folder of NAME.npy files"),
 ])
 def test_bad_data_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture, data: str,
                           message: str) -> None:
