@@ -7,16 +7,17 @@ one stopped: the same epoch, the same step within it, the same shuffle.
 
 from __future__ import annotations
 
-import os
-import tempfile
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
-from .errors import BPError, BPNameError, BPShapeError
+from . import atomic
+from .dataset import read_archive
+from .errors import BPNameError, BPShapeError
 from .runtime import CompiledNet
 
 STATE = "state:"
@@ -36,15 +37,19 @@ class Progress:
 
 @dataclass(frozen=True)
 class Checkpoint:
+    """Params and state, and where the run stood: its seed, and the batch size and row count
+    its epochs were cut with (None for a plain file of params)."""
+
     params: dict[str, np.ndarray]
     state: dict[str, np.ndarray]
     progress: Progress
-    seed: int
+    seed: int | None
+    batch_size: int | None = None
+    rows: int | None = None
 
 
 def save(path: str | Path, net: CompiledNet, checkpoint: Checkpoint) -> None:
-    """Write `checkpoint` to `path` so that a reader (or a crash) never meets half a file:
-    into a temporary file beside it, flushed to disk, then renamed over it."""
+    """Write `checkpoint` to `path`, atomically."""
     path = Path(path)
     arrays: dict[str, np.ndarray] = dict(checkpoint.params)
     arrays.update({STATE + name: value for name, value in checkpoint.state.items()})
@@ -52,36 +57,31 @@ def save(path: str | Path, net: CompiledNet, checkpoint: Checkpoint) -> None:
     arrays.update({
         META + "network": np.array(net.name),
         META + "dtype": np.array(net.dtype.name),
-        META + "seed": np.array(checkpoint.seed),
+        META + "seed": np.array(-1 if checkpoint.seed is None else checkpoint.seed),
+        META + "batch_size": np.array(checkpoint.batch_size or 0),
+        META + "rows": np.array(-1 if checkpoint.rows is None else checkpoint.rows),
         META + "epoch": np.array(progress.epoch),
         META + "step": np.array(progress.step),
         META + "loss_sum": np.array(progress.loss_sum),
         META + "loss_rows": np.array(progress.loss_rows),
     })
-    directory = path.parent if str(path.parent) else Path(".")
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            np.savez(file, **arrays)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    atomic.write(path, lambda file: _write_npz(file, arrays))
+
+
+def _write_npz(file: BinaryIO, arrays: dict[str, np.ndarray]) -> None:
+    """An .npz archive as np.load reads it, written member by member (np.savez takes names
+    as keyword arguments, and a param may be called `file` or `allow_pickle`)."""
+    with zipfile.ZipFile(file, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
+        for name, array in arrays.items():
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
 
 
 def load(path: str | Path, net: CompiledNet) -> Checkpoint:
     """A checkpoint (or a plain `.npz` of params) for `net`: every param present with its
     shape; state and progress when the file has them, else fresh ones."""
     path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            stored = {name: archive[name] for name in archive.files}
-    except FileNotFoundError:
-        raise
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as error:
-        raise BPError(f"{path}: not a readable .npz archive ({error})") from None
+    stored = read_archive(path)
     params = {name: _param(path, stored, name, shape, net)
               for name, shape in net.params.items()}
     if any(STATE + name in stored for name in net.state):
@@ -96,7 +96,14 @@ def load(path: str | Path, net: CompiledNet) -> Checkpoint:
 
     progress = Progress(int(meta("epoch", 0)), int(meta("step", 0)),
                         float(meta("loss_sum", 0.0)), int(meta("loss_rows", 0)))
-    return Checkpoint(params, state, progress, int(meta("seed", 0)))
+
+    def known(name: str, absent: int) -> int | None:
+        """A number saved only when known; `absent` stands for unknown."""
+        value = int(meta(name, absent))
+        return None if value == absent else value
+
+    return Checkpoint(params, state, progress, known("seed", -1), known("batch_size", 0),
+                      known("rows", -1))
 
 
 def _param(path: Path, stored: Mapping[str, np.ndarray], key: str, shape: tuple[int, ...],

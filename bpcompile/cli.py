@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__, train_command
+from . import __version__, atomic, train_command
 from .api import compile_file
 from .errors import BPError
 from .gradcheck import gradcheck
@@ -20,13 +20,6 @@ from .runtime import CompiledNet
 EXTENSIONS = {"numpy": ".py", "llvm": ".ll"}
 
 
-def _write(path: Path, text: str) -> None:
-    """Write atomically: a reader never sees half a file."""
-    temp = path.with_name(f".{path.name}.tmp")
-    temp.write_text(text, encoding="utf-8")
-    temp.replace(path)
-
-
 def cmd_compile(args: argparse.Namespace) -> int:
     net = compile_file(args.net, backend=args.backend, dtype=args.dtype)
     if args.output == "-":
@@ -34,7 +27,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
         return 0
     out = Path(args.output) if args.output else Path(Path(args.net).stem +
                                                       EXTENSIONS[args.backend])
-    _write(out, net.code())
+    atomic.write_text(out, net.code())
     print(f"wrote {out}")
     return 0
 

@@ -3,7 +3,7 @@
 Dask moves the data and the gradients; the compiled network makes each worker fast. Each
 step of synchronous data parallelism:
 
-1. the driver broadcasts the params to the workers;
+1. the params go out to the workers, inside the tasks that need them;
 2. the global batch (the rows `training.batches` picks, exactly as one process would) is
    split by the row chunks the data lives in, and each chunk's worker computes
    `value_and_grad` on its share with its own compiled network, compiled there from the
@@ -93,8 +93,14 @@ def share(spec: NetSpec, weighting: str, params: Arrays, whole: Arrays,
 
 
 def same(value: object) -> object:
-    """The value itself: a task that holds the step's params on the cluster."""
+    """The value itself: a task that keeps arrays without the batch dim on the cluster,
+    rebuilt from its spec if its worker dies."""
     return value
+
+
+def first_rows(chunk: Arrays, count: int) -> Arrays:
+    """The first `count` rows of each array of a chunk (on a worker)."""
+    return {name: array[:count] for name, array in chunk.items()}
 
 
 def combine(a: Share, b: Share) -> Share:
@@ -178,7 +184,7 @@ class ClusterData:
     for all), persisted on the workers; arrays without the batch dim, broadcast whole."""
 
     def __init__(self, client: Client, arrays: Mapping[str, object], batched: frozenset[str],
-                 workers: int):
+                 workers: int) -> None:
         first = next(name for name in arrays if name in batched)
         lead = _as_dask(arrays[first], None, workers)
         self.rows = int(lead.shape[0])
@@ -201,12 +207,20 @@ class ClusterData:
         self.whole = client.submit(same, whole, pure=False) if whole else None
         self.whole_local = whole
         self.batched = batched
+        self.client = client
 
     def head(self, count: int) -> Arrays:
-        """Up to `count` rows of the batched arrays (from the first chunk), on the driver,
-        for checks."""
-        first = {name: future.result() for name, future in self.chunk_futures[0].items()}
-        return {name: array[:count] for name, array in first.items()}
+        """Up to `count` rows of the batched arrays, on the driver, for checks: sliced on
+        the workers, chunk after chunk (a chunk may hold fewer rows than wanted, and the
+        driver need not hold a whole one)."""
+        parts: list[Arrays] = []
+        for chunk in self.chunk_futures:
+            have = sum(len(next(iter(part.values()))) for part in parts)
+            if have >= count:
+                break
+            parts.append(self.client.submit(first_rows, chunk, count - have,
+                                            pure=False).result())
+        return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
 
     def split(self, rows: np.ndarray) -> list[tuple[int, np.ndarray]]:
         """A global batch's rows, as (chunk, rows within it) for the chunks it touches."""
@@ -240,7 +254,7 @@ def tree_reduce(client: Client, shares: list[Future]) -> Future:
     return shares[0]
 
 
-def global_gradient(client: Client, spec: NetSpec, weighting: str, params: Arrays | Future,
+def global_gradient(client: Client, spec: NetSpec, weighting: str, params: Arrays,
                     data: ClusterData, rows: np.ndarray) -> tuple[float, Arrays]:
     """The loss and gradient of one global batch, computed where its rows are."""
     shares = [client.submit(share, spec, weighting, params, data.whole or {},

@@ -13,6 +13,7 @@ import csv
 import re
 import zipfile
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -130,14 +131,27 @@ def _as_one_hot(array: np.ndarray, shape: Shape, name: str, source: str) -> np.n
     return np.eye(classes)[labels]
 
 
-def _read_npz(path: Path, signature: Signature) -> dict[str, object]:
+def read_archive(path: Path, wanted: Callable[[str], bool] = lambda name: True
+                 ) -> dict[str, np.ndarray]:
+    """The arrays of an .npz archive that `wanted` names; BPError for anything else (a
+    damaged file, or an .npy under an .npz name)."""
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            return {name: archive[name] for name in archive.files if name in signature.data}
+        loaded = np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as error:
+        raise BPError(f"{path}: not a readable .npz archive ({error})") from None
+    if not isinstance(loaded, np.lib.npyio.NpzFile):
+        raise BPError(f"{path}: an .npy array, not an .npz archive of named arrays")
+    try:
+        with loaded as archive:
+            return {name: archive[name] for name in archive.files if wanted(name)}
     except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as error:
         raise BPError(f"{path}: not a readable .npz archive ({error})") from None
+
+
+def _read_npz(path: Path, signature: Signature) -> dict[str, object]:
+    return read_archive(path, lambda name: name in signature.data)
 
 
 def npy_files(path: Path, signature: Signature) -> dict[str, Path]:
@@ -161,7 +175,8 @@ def _read_folder(path: Path, signature: Signature) -> dict[str, object]:
 def _read_csv(path: Path, signature: Signature) -> dict[str, object]:
     """Columns named `x` or `x_0, x_1, ...` after the network's arrays; other columns are
     ignored. Every value must be a number."""
-    with path.open(newline="", encoding="utf-8") as file:
+    # utf-8-sig: a byte-order mark, as spreadsheets write, is not part of the first name
+    with path.open(newline="", encoding="utf-8-sig") as file:
         try:
             table = list(csv.reader(file))
         except (csv.Error, UnicodeDecodeError) as error:
@@ -183,12 +198,14 @@ def _read_csv(path: Path, signature: Signature) -> dict[str, object]:
         columns[name][index] = position
     body = [(number, row) for number, row in enumerate(table[1:], start=2)
             if any(cell.strip() for cell in row)]
-    values = np.empty((len(body), len(header)))
+    used = sorted(c for found in columns.values() for c in found.values())
+    values = np.empty((len(body), len(header)))  # the columns not used stay unread
     for r, (number, row) in enumerate(body):
         if len(row) != len(header):
             raise BPError(f"{path}:{number}: {len(row)} values, but the header names "
                           f"{len(header)} columns")
-        for c, cell in enumerate(row):
+        for c in used:
+            cell = row[c]
             try:
                 values[r, c] = float(cell)
             except ValueError:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import sympy
 
+from . import atomic
 from .backends.numpy import FunctionWriter, ModuleWriter
 from .backends.numpy_expr import ATOM, MUL, UNARY, Code, NumpyPrinter
 from .errors import BPError
@@ -410,9 +411,4 @@ def render(dot_text: str, format: str) -> bytes:
 def save(path: Path, data: bytes) -> None:
     """Write atomically: a reader never sees half a file, and a failed write leaves the old
     file (if any) as it was."""
-    temp = path.with_name(f".{path.name}.tmp")
-    try:
-        temp.write_bytes(data)
-        temp.replace(path)
-    finally:
-        temp.unlink(missing_ok=True)
+    atomic.write_bytes(path, data)

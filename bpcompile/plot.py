@@ -3,11 +3,10 @@ extra: `pip install "bpcompile[plot]"`)."""
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from . import atomic
 from .errors import BPError
 
 INSTALL = 'pip install "bpcompile[plot]"  (or: pip install matplotlib)'
@@ -23,9 +22,11 @@ def require_matplotlib() -> None:
 
 def loss_curve(path: str | Path, step_losses: Sequence[float], steps_per_epoch: float,
                epochs: Sequence[int], train: Sequence[float],
-               validation: Sequence[float | None], title: str) -> None:
+               validation: Sequence[float | None], title: str,
+               first_step: float = 0.0) -> None:
     """Each step's loss (faint), each epoch's mean and validation loss, written atomically
-    in the format the file name's extension names (png, svg, pdf...)."""
+    in the format the file name's extension names (png, svg, pdf...). `first_step` is
+    where the steps start, in epochs (a resumed run starts part of the way in)."""
     require_matplotlib()
     import matplotlib
 
@@ -35,7 +36,7 @@ def loss_curve(path: str | Path, step_losses: Sequence[float], steps_per_epoch: 
     path = Path(path)
     figure, axes = pyplot.subplots(figsize=(7, 4.2), layout="constrained")
     try:
-        steps = [(k + 1) / steps_per_epoch for k in range(len(step_losses))]
+        steps = [first_step + (k + 1) / steps_per_epoch for k in range(len(step_losses))]
         axes.plot(steps, step_losses, color="tab:blue", alpha=0.25, linewidth=0.8,
                   label="step loss")
         axes.plot(epochs, train, color="tab:blue", marker="o", label="train loss (epoch)")
@@ -48,16 +49,8 @@ def loss_curve(path: str | Path, step_losses: Sequence[float], steps_per_epoch: 
         axes.set_ylabel("loss")
         axes.set_title(title)
         axes.legend()
-        directory = path.parent if str(path.parent) else Path(".")
-        handle, temp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix,
-                                        dir=directory)
-        os.close(handle)
-        try:
-            figure.savefig(temp, format=path.suffix.lstrip(".") or "png")
-            os.replace(temp, path)
-        except BaseException:
-            Path(temp).unlink(missing_ok=True)
-            raise
+        fmt = path.suffix.lstrip(".") or "png"
+        atomic.write(path, lambda file: figure.savefig(file, format=fmt))
     except ValueError as error:  # e.g. an unknown image format
         raise BPError(f"{path}: cannot write the plot ({error})") from None
     finally:

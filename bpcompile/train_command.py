@@ -1,8 +1,8 @@
 """`bpcompile train NET.bp --data DATA.npz`: the command-line face of `training.fit`.
 
 Prints a line every few epochs (under a progress bar when the terminal shows one), saves
-params and optimizer state atomically every SAVE_INTERVAL seconds and when the run ends,
-and exits 0 when done, 130 when Ctrl-C stopped it (after saving), 2 when a step was refused
+params and optimizer state atomically at the end of an epoch (at most every SAVE_INTERVAL
+seconds) and when the run ends, and exits 0 when done, 130 when Ctrl-C stopped it (after saving), 2 when a step was refused
 (after saving the last good params) or the input was bad.
 """
 
@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -19,7 +18,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from . import checkpoint, cluster, plot
+from . import atomic, checkpoint, cluster, plot
 from .api import compile_file
 from .dataset import Dataset, load, npy_files
 from .runtime import CompiledNet
@@ -28,9 +27,9 @@ from .health import HealthReport
 from .training import Epoch, TrainResult, accuracy, batches, fit, split
 
 INTERRUPTED = 130  # the shell's status for a program stopped by SIGINT
-# Seconds between checkpoints while training (one is always written when the run ends, is
-# stopped or fails): a crash loses at most this much, and an epoch of four rows is not
-# slowed by a file written and synced after each.
+# The least time between two checkpoints taken at the ends of epochs (one is always
+# written when the run ends, is stopped or fails): a crash loses at most this much plus an
+# epoch, and an epoch of four rows is not slowed by a file written and synced after each.
 SAVE_INTERVAL = 10.0
 
 
@@ -65,13 +64,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(tcp://HOST:PORT), or local:N to start N worker processes here")
 
 
+# Options that count something, and so must be at least 1.
+COUNTS = {"epochs": "--epochs", "batch_size": "--batch-size", "every": "--every"}
+
+
 def run(args: argparse.Namespace) -> int:
     if args.plot:
         plot.require_matplotlib()
-    if args.epochs < 1:
-        raise BPTypeError(f"--epochs must be at least 1, not {args.epochs}")
-    if args.every is not None and args.every < 1:
-        raise BPTypeError(f"--every must be at least 1, not {args.every}")
+    for name, option in COUNTS.items():
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise BPTypeError(f"{option} must be at least 1, not {value}")
     if args.dask and (args.validation or args.diagnose):
         raise BPTypeError("--validation and --diagnose are not available with --dask yet")
     if args.dask:
@@ -79,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     net = compile_file(args.net, backend=args.backend, dtype=args.dtype)
     data = load(args.data, net.signature)
     start = checkpoint.load(args.resume, net) if args.resume else None
-    seed = start.seed if start is not None else args.seed
+    seed = start.seed if start is not None and start.seed is not None else args.seed
     parts = split(data, args.validation, seed)
     out = Path(args.out) if args.out else Path(f"{Path(args.net).stem}.params.npz")
     steps_per_epoch = len(batches(parts.train, args.batch_size, seed, 0))
@@ -121,12 +124,14 @@ def run(args: argparse.Namespace) -> int:
     if result.history and result.history[-1].health is not None:
         _health_summary(result.history[-1].health, flagged)
     if args.history:
-        _write_history(Path(args.history), result.history)
+        _write_history(Path(args.history), result.history, resumed=start is not None)
     if args.plot and result.history:
         epochs = [r.epoch for r in result.history]
+        done = start.progress if start is not None else checkpoint.Progress()
         plot.loss_curve(args.plot, result.step_losses, steps_per_epoch, epochs,
                         [r.loss for r in result.history],
-                        [r.val_loss for r in result.history], f"{net.name}: training loss")
+                        [r.val_loss for r in result.history], f"{net.name}: training loss",
+                        first_step=done.epoch + done.step / steps_per_epoch)
         print(f"plotted the loss to {args.plot}")
     if result.error is not None:
         print(f"saved the last good params to {out}", file=sys.stderr)
@@ -207,21 +212,26 @@ def _ranges(numbers: list[int]) -> str:
     return ", ".join(f"{a}-{b}" if a != b else f"{a}" for a, b in spans)
 
 
-def _write_history(path: Path, history: list[Epoch]) -> None:
-    """epoch, loss, val_loss, val_accuracy and each param's gradient norm, atomically."""
+def _write_history(path: Path, history: list[Epoch], resumed: bool) -> None:
+    """epoch, loss, val_loss, val_accuracy and each param's gradient norm, atomically. A
+    resumed run keeps the earlier epochs of the file it continues (if its columns match)."""
     names = [p.name for p in history[0].health.params] if history and history[0].health \
         else []
+    header = ["epoch", "loss", "val_loss", "val_accuracy", *[f"grad_norm_{n}" for n in names]]
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
-    writer.writerow(["epoch", "loss", "val_loss", "val_accuracy",
-                     *[f"grad_norm_{n}" for n in names]])
+    writer.writerow(header)
+    if resumed and history and path.is_file():
+        with path.open(newline="", encoding="utf-8") as file:
+            earlier = list(csv.reader(file))
+        if earlier and earlier[0] == header:
+            writer.writerows(row for row in earlier[1:]
+                             if row and row[0].isdigit() and int(row[0]) < history[0].epoch)
     for r in history:
         norms = [p.grad_norm for p in r.health.params] if r.health else []
         writer.writerow([r.epoch, repr(r.loss), _cell(r.val_loss), _cell(r.val_accuracy),
                          *map(repr, norms)])
-    temp = path.with_name(f".{path.name}.tmp")
-    temp.write_text(text.getvalue(), encoding="utf-8")
-    os.replace(temp, path)
+    atomic.write_text(path, text.getvalue())
 
 
 def _cell(value: float | None) -> str:

@@ -54,9 +54,12 @@ class TrainResult:
     progress: Progress = Progress()
     interrupted: bool = False
     error: BPError | None = None   # a step refused (a non-finite loss or gradient)
+    batch_size: int | None = None
+    rows: int | None = None         # the training rows the epochs were cut from
 
     def checkpoint(self, seed: int) -> Checkpoint:
-        return Checkpoint(self.params, self.state, self.progress, seed)
+        return Checkpoint(self.params, self.state, self.progress, seed, self.batch_size,
+                          self.rows)
 
 
 @dataclass(frozen=True)
@@ -178,7 +181,9 @@ def fit(net: CompiledNet, data: datasets.Dataset, *, epochs: int, batch_size: in
     if start is None:
         params = net.init(seed=seed)
         start = Checkpoint(params, net.init_state(params), Progress(), seed)
-    result = TrainResult(start.params, start.state, progress=start.progress)
+    _check_resumable(start, batch_size, data.rows)
+    result = TrainResult(start.params, start.state, progress=start.progress,
+                         batch_size=batch_size, rows=data.rows)
     interrupt = interrupt or Interrupt()
     per_epoch = len(batches(data, batch_size, seed, 0))
     done = start.progress
@@ -200,6 +205,21 @@ def fit(net: CompiledNet, data: datasets.Dataset, *, epochs: int, batch_size: in
     return result
 
 
+def _check_resumable(start: Checkpoint, batch_size: int, rows: int | None) -> None:
+    """A run stopped inside an epoch continues only with the same batches: the same batch
+    size over the same rows (the same data and validation split)."""
+    if start.progress.step == 0:
+        return
+    saved = (start.batch_size, start.rows)
+    if saved != (batch_size, rows) and saved != (None, None):
+        raise BPTypeError(
+            f"the saved run stopped {start.progress.step} steps into epoch "
+            f"{start.progress.epoch + 1}, cutting {start.rows} training rows into batches of "
+            f"{start.batch_size}; this run has {rows} rows in batches of {batch_size}. "
+            f"Resume with the same batch size, data and validation split, or from a "
+            f"checkpoint saved at the end of an epoch")
+
+
 def _run_epoch(stepper: Stepper, data: datasets.Dataset, result: TrainResult, epoch: int,
                batch_size: int, seed: int, interrupt: Interrupt, bar: tqdm,
                after_step: Callable[[int, int], None] | None) -> None:
@@ -214,7 +234,8 @@ def _run_epoch(stepper: Stepper, data: datasets.Dataset, result: TrainResult, ep
         try:
             loss = stepper(result.params, result.state, plan[k])
         except BPError as error:  # refused: nothing changed; stop with what we have
-            result.error = type(error)(f"training stopped in epoch {epoch + 1}, step {k + 1}: {error}")
+            result.error = type(error)(
+                f"training stopped in epoch {epoch + 1}, step {k + 1}: {error}")
             return
         result.step_losses.append(loss)
         loss_sum += loss * rows
@@ -236,8 +257,10 @@ def _evaluate(net: CompiledNet, data: datasets.Dataset,
         record = replace(record, val_loss=mean_loss(net, result.params, validation, batch_size),
                          val_accuracy=accuracy(net, result.params, validation))
     if diagnose:
-        rows = batches(data, DIAGNOSE_ROWS, seed, DIAGNOSE_STREAM)[0] if data.rows is not None else None
-        arrays = data.take(rows) if rows is not None else data.arrays
+        if data.rows is None:
+            arrays = data.arrays
+        else:
+            arrays = data.take(batches(data, DIAGNOSE_ROWS, seed, DIAGNOSE_STREAM)[0])
         record = replace(record, health=gradient_health(net, result.params, **arrays))
     return record
 

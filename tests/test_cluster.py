@@ -185,3 +185,15 @@ def test_missing_dask_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setattr(cluster, "da", None)
     with pytest.raises(bpc.BPError, match=r'pip install "bpcompile\[dask\]"'):
         cluster.require()
+
+
+def test_small_chunks_still_find_the_loss_kind(client) -> None:
+    """Found by review: the mean/sum probe read the first chunk only, and refused 8 rows in
+    chunks of 2. Oracle: one process on the same data."""
+    net = bpc.compile_file(EXAMPLES / "xor.bp")
+    rng = np.random.default_rng(3)
+    arrays = {"x": rng.uniform(0, 1, (8, 2)), "t": rng.integers(0, 2, (8, 1)) * 1.0}
+    alone = bpc.train(net, arrays, epochs=3, batch_size=4, seed=1)
+    spread = cluster.train_on_cluster(client, net, chunked(arrays, (2, 2, 2, 2)), epochs=3,
+                                      batch_size=4, seed=1)
+    assert_same_run(spread, alone)

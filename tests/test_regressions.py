@@ -320,3 +320,39 @@ def test_a_dim_only_a_target_has(backend: str) -> None:
     assert loss == pytest.approx(np.mean((t - total) ** 2), rel=1e-12)
     d_total = np.sum(2 * (total - t), axis=0) / t.size
     np.testing.assert_allclose(grads["W"], np.outer(x.sum(axis=0), d_total), rtol=1e-12)
+
+
+# ------------------------------------------------------------------------------------------
+# The numpy backend's step updated a param with a gradient that was a view of another param
+# already updated: for sum(V * W.T) the gradient of W is V.T, for sum(W * b) the gradient
+# of W is b broadcast, and step wrote V (or b) first. Only a gradient that *was* a param was
+# copied. Found by review. Fixed in backends/numpy.py (_views_a_param: value_and_grad hands
+# out a copy of any param, transpose, reshape or broadcast of one).
+
+VIEWS_OF_PARAMS = {
+    "transpose": "param V[3, 2] = normal(1)\nparam W[2, 3] = normal(1)\nloss sum(V * W.T)\n",
+    "broadcast": "param b[3] = normal(1)\nparam W[2, 3] = normal(1)\nloss sum(W * b)\n",
+}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("network", list(VIEWS_OF_PARAMS))
+@pytest.mark.parametrize("optimizer", ["sgd(lr=0.5)", "adam(beta1=0)",
+                                       "sgd(lr=0.1, momentum=0.9, nesterov=true)"])
+def test_gradient_that_views_another_param(backend: str, network: str, optimizer: str) -> None:
+    """Oracle: value_and_grad then apply_gradients (which copies gradients sharing memory
+    with params), and SGD written out in NumPy for the first case."""
+    net = bpc.compile(VIEWS_OF_PARAMS[network] + f"optimize {optimizer}\n", backend=backend)
+    p = net.init(seed=0)
+    s = net.init_state(p)
+    q = {n: v.copy() for n, v in p.items()}
+    t = net.init_state(q)
+    before = {n: v.copy() for n, v in p.items()}
+    net.step(p, s)
+    _, grads = net.value_and_grad(q)
+    net.apply_gradients(q, t, grads)
+    for name in p:
+        np.testing.assert_array_equal(p[name], q[name])
+    if network == "transpose" and optimizer == "sgd(lr=0.5)":
+        np.testing.assert_allclose(p["W"], before["W"] - 0.5 * before["V"].T, rtol=1e-15)
+        np.testing.assert_allclose(p["V"], before["V"] - 0.5 * before["W"].T, rtol=1e-15)

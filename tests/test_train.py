@@ -256,11 +256,11 @@ def test_a_failed_save_leaves_the_old_file(tmp_path: Path,
     checkpoint.save(path, net, result.checkpoint(seed=0))
     before = path.read_bytes()
 
-    def half_written(file, **arrays) -> None:
-        file.write(b"PK\x03\x04 half a zip")
+    def half_written(file, array, **options) -> None:
+        file.write(b"\x93NUMPY half an array")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(np, "savez", half_written)
+    monkeypatch.setattr(np.lib.format, "write_array", half_written)
     with pytest.raises(KeyboardInterrupt):
         checkpoint.save(path, net, result.checkpoint(seed=0))
     assert path.read_bytes() == before
@@ -339,3 +339,90 @@ def test_digits_reach_97_percent_held_out() -> None:
     result = bpc.train(net, {"x": digits.data / 16.0, "t": digits.target}, epochs=60,
                        validation=0.2)
     assert result.history[-1].val_accuracy >= 0.97
+
+
+# ------------------------------------------------------------------ found by review
+
+
+def test_params_named_like_savez_arguments(tmp_path: Path) -> None:
+    """np.savez takes names as keywords: a param called `file` or `allow_pickle` must still
+    be saved and loaded (oracle: the arrays themselves)."""
+    net = bpc.compile("param file[2] = ones\nparam allow_pickle[3] = normal(1)\n"
+                      "loss sum(file) + sum(square(allow_pickle))\noptimize sgd(lr=0.1)\n")
+    result = bpc.train(net, {}, epochs=2)
+    path = tmp_path / "p.npz"
+    checkpoint.save(path, net, result.checkpoint(seed=0))
+    loaded = checkpoint.load(path, net)
+    for name in net.params:
+        np.testing.assert_array_equal(loaded.params[name], result.params[name])
+
+
+def test_checkpoints_get_the_ordinary_file_mode(tmp_path: Path) -> None:
+    net = bpc.compile(SMALL)
+    old = os.umask(0o022)
+    try:
+        checkpoint.save(tmp_path / "p.npz", net, bpc.train(net, small_data(), epochs=1)
+                        .checkpoint(seed=0))
+    finally:
+        os.umask(old)
+    assert (tmp_path / "p.npz").stat().st_mode & 0o777 == 0o644
+
+
+def test_an_npy_under_an_npz_name_is_refused(tmp_path: Path) -> None:
+    np.save(tmp_path / "a.npy", np.zeros(3))
+    (tmp_path / "a.npy").rename(tmp_path / "fake.npz")
+    net = bpc.compile_file(EXAMPLES / "xor.bp")
+    for read in (lambda: dataset.load(tmp_path / "fake.npz", net.signature),
+                 lambda: checkpoint.load(tmp_path / "fake.npz", net)):
+        with pytest.raises(bpc.BPError, match="an .npy array, not an .npz archive"):
+            read()
+
+
+def test_resuming_mid_epoch_needs_the_same_batches(tmp_path: Path) -> None:
+    net = bpc.compile(SMALL)
+    data = dataset.dataset(small_data(), net.signature, "data")
+
+    def stop(epoch: int, step: int) -> None:
+        if step == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    first = training.fit(net, data, epochs=2, batch_size=5, progress_bar=False,
+                         after_step=stop)
+    checkpoint.save(tmp_path / "p.npz", net, first.checkpoint(seed=0))
+    saved = checkpoint.load(tmp_path / "p.npz", net)
+    assert (saved.batch_size, saved.rows) == (5, 23)
+    with pytest.raises(bpc.BPTypeError, match="batches of 5; this run has 23 rows in "
+                                              "batches of 8"):
+        training.fit(net, data, epochs=2, batch_size=8, start=saved, progress_bar=False)
+
+
+def test_a_plain_params_file_has_no_seed(tmp_path: Path) -> None:
+    net = bpc.compile(SMALL)
+    np.savez(tmp_path / "plain.npz", **net.init(seed=3))
+    loaded = checkpoint.load(tmp_path / "plain.npz", net)
+    assert loaded.seed is None and loaded.progress == checkpoint.Progress()
+
+
+def test_csv_with_a_byte_order_mark_and_a_text_column(tmp_path: Path) -> None:
+    """Oracle: the same table without them."""
+    net = bpc.compile_file(EXAMPLES / "regression.bp")
+    plain = (DATA / "regression.csv").read_text().splitlines()
+    rows = ["id," + plain[0]] + [f"row{k}," + line for k, line in enumerate(plain[1:])]
+    (tmp_path / "r.csv").write_bytes(b"\xef\xbb\xbf" + "\n".join(rows).encode())
+    loaded = dataset.load(tmp_path / "r.csv", net.signature)
+    expected = dataset.load(DATA / "regression.csv", net.signature)
+    for name in ("x", "y"):
+        np.testing.assert_array_equal(loaded.arrays[name], expected.arrays[name])
+
+
+def test_a_folder_of_npy_files_trains_like_the_npz(tmp_path: Path) -> None:
+    """Memory-mapped rows, integer labels made one-hot, and a validation split: the same
+    run as from the .npz (oracle)."""
+    net = bpc.compile_file(EXAMPLES / "vanishing_relu.bp")
+    stored = np.load(DATA / "spirals.npz")
+    for name in stored.files:
+        np.save(tmp_path / f"{name}.npy", stored[name])
+    from_folder = bpc.train(net, tmp_path, epochs=2, validation=0.25)
+    from_npz = bpc.train(net, DATA / "spirals.npz", epochs=2, validation=0.25)
+    assert from_folder.step_losses == from_npz.step_losses
+    assert from_folder.history[-1].val_accuracy == from_npz.history[-1].val_accuracy

@@ -164,3 +164,21 @@ def test_ctrl_c_saves_and_exits_130(tmp_path: Path) -> None:
 
     saved = checkpoint.load(out, net)
     assert saved.progress.epoch == 1 and 0 <= saved.progress.step < 1000
+
+
+@pytest.mark.parametrize("option", ["--batch-size", "--epochs", "--every"])
+def test_counts_below_one_exit_2(option: str, capsys: pytest.CaptureFixture) -> None:
+    assert train(EXAMPLES / "xor.bp", "--data", DATA / "xor.npz", option, "0") == 2
+    assert f"{option} must be at least 1, not 0" in capsys.readouterr().err
+
+
+def test_history_of_a_resumed_run_keeps_the_earlier_epochs(tmp_path: Path) -> None:
+    """Oracle: the history of the run nobody stopped."""
+    args = (EXAMPLES / "xor.bp", "--data", DATA / "xor.npz")
+    assert train(*args, "--epochs", "4", "--history", tmp_path / "whole.csv",
+                 "--out", tmp_path / "whole.npz") == 0
+    assert train(*args, "--epochs", "2", "--history", tmp_path / "h.csv",
+                 "--out", tmp_path / "part.npz") == 0
+    assert train(*args, "--epochs", "4", "--resume", tmp_path / "part.npz", "--history",
+                 tmp_path / "h.csv", "--out", tmp_path / "rest.npz") == 0
+    assert (tmp_path / "h.csv").read_text() == (tmp_path / "whole.csv").read_text()

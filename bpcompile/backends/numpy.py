@@ -303,9 +303,10 @@ class ModuleWriter:
         g = self.graph
         w = FunctionWriter(self, {g.loss: "loss"})
         body = self.body(w, data, [g.loss, *g.grads.values()])
-        # a gradient that is a param's own value (d/dv of sum(u * v) is u) is handed out as
-        # a copy: step updates the param in place while its update still reads the gradient
-        grads = {n: f"{w.bound[i]}.copy()" if g.nodes[i].op is Op.PARAM else w.bound[i]
+        # a gradient that is a param's own values (d/dv of sum(u * v) is u; of sum(V * W.T),
+        # W.T) is handed out as a copy: step updates the param in place while its update
+        # still reads the gradient
+        grads = {n: f"np.copy({w.bound[i]})" if _views_a_param(g, i) else w.bound[i]
                  for n, i in g.grads.items()}
         body += _dict_lines(f"return float({w.bound[g.loss]}), ", grads)
         return self.function(
@@ -476,6 +477,24 @@ class ModuleWriter:
         helpers = [HELPERS[h] for h in helper_closure(self.helpers)]
         parts = ["\n".join(header), *helpers, *functions]
         return "\n\n\n".join(parts) + "\n"
+
+
+# Ops whose NumPy spelling is a view of their first input, not a new array.
+VIEWS = frozenset({Op.TRANSPOSE, Op.RESHAPE})
+
+
+def _views_a_param(graph: Graph, i: int) -> bool:
+    """Is node i, as the generated code holds it, a param's array or a view of one: the
+    param, its transpose or reshape, or an elementwise node that is one operand as it is
+    (printed as that operand, broadcast where the shape grows)?"""
+    node = graph.nodes[i]
+    if node.op is Op.PARAM:
+        return True
+    if node.op in VIEWS:
+        return _views_a_param(graph, node.inputs[0])
+    if node.op is Op.ELEMENTWISE and isinstance(node.expr, sympy.Symbol):
+        return _views_a_param(graph, node.inputs[int(node.expr.name[1:])])
+    return False
 
 
 def _dict_lines(prefix: str, items: dict[str, str], width: int = 92) -> list[str]:
