@@ -3,8 +3,8 @@ from an `.npz` archive or a `.csv` table, split into rows.
 
 A network's rows run along one symbolic dim, its batch dim (`N` in `x[N, 2]`): the symbol
 that leads the most of its data arrays. Arrays it leads are cut into minibatches; any other
-array is handed to every step whole. Integer class labels given for a target declared as
-`[N, C]` become one-hot rows, as `cross_entropy` wants them.
+array is handed to every step whole. Integer class labels given for an array declared as
+`[N, C]` (a target, as `cross_entropy` wants, or an input) become one-hot rows.
 """
 
 from __future__ import annotations

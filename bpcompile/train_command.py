@@ -2,8 +2,9 @@
 
 Prints a line every few epochs (under a progress bar when the terminal shows one), saves
 params and optimizer state atomically at the end of an epoch (at most every SAVE_INTERVAL
-seconds) and when the run ends, and exits 0 when done, 130 when Ctrl-C stopped it (after saving), 2 when a step was refused
-(after saving the last good params) or the input was bad.
+seconds) and when the run ends, and exits 0 when done, 130 when Ctrl-C stopped it (after
+saving), 2 when a step was refused (after saving the last good params) or the input was
+bad.
 """
 
 from __future__ import annotations

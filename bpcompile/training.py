@@ -103,7 +103,7 @@ def accuracy(net: CompiledNet, p: Arrays, data: datasets.Dataset) -> float | Non
     """The fraction classified right, for a classifier: a target with one-hot rows
     (compared by argmax), or 0/1 values (compared with the output thresholded at 0.5 if it
     lies in [0, 1], else at 0, as logits). None when no output has the target's shape."""
-    outputs = net.forward(p, **{n: data.arrays[n] for n in net.inputs})
+    outputs = _forward_in_batches(net, p, data)
     for name, target in ((n, data.arrays[n]) for n in net.targets):
         output = next((outputs[o] for o in net.outputs if outputs[o].shape == target.shape),
                       None)
@@ -118,6 +118,23 @@ def accuracy(net: CompiledNet, p: Arrays, data: datasets.Dataset) -> float | Non
             right = (output > threshold) == (target == 1)
         return float(np.mean(right))
     return None
+
+
+def _forward_in_batches(net: CompiledNet, p: Arrays, data: datasets.Dataset,
+                        rows: int = 4096) -> Arrays:
+    """The outputs for all of `data`, computed `rows` at a time (memory-mapped data is
+    then read a part at a time)."""
+    inputs = {n: data.arrays[n] for n in net.inputs}
+    if data.rows is None or data.rows <= rows:
+        return net.forward(p, **inputs)
+    parts = []
+    for k in range(0, data.rows, rows):
+        taken = data.take(np.arange(k, min(k + rows, data.rows)))
+        parts.append(net.forward(p, **{n: taken[n] for n in net.inputs}))
+    shapes = net.signature.output_shapes
+    batched = [n for n in net.outputs if shapes[n][:1] and isinstance(shapes[n][0], str)]
+    return {n: np.concatenate([part[n] for part in parts]) if n in batched else parts[0][n]
+            for n in net.outputs}
 
 
 def mean_loss(net: CompiledNet, p: Arrays, data: datasets.Dataset, batch_size: int) -> float:
@@ -146,7 +163,13 @@ class Interrupt:
         if threading.current_thread() is not threading.main_thread():
             yield  # only the main thread receives signals
             return
-        previous = signal.signal(signal.SIGINT, lambda number, frame: self.request())
+        previous = signal.getsignal(signal.SIGINT)
+
+        def first_ctrl_c(number: int, frame: object) -> None:
+            self.request()
+            signal.signal(signal.SIGINT, previous)  # a second Ctrl-C stops a hung step
+
+        signal.signal(signal.SIGINT, first_ctrl_c)
         try:
             yield
         finally:

@@ -426,3 +426,14 @@ def test_a_folder_of_npy_files_trains_like_the_npz(tmp_path: Path) -> None:
     from_npz = bpc.train(net, DATA / "spirals.npz", epochs=2, validation=0.25)
     assert from_folder.step_losses == from_npz.step_losses
     assert from_folder.history[-1].val_accuracy == from_npz.history[-1].val_accuracy
+
+
+def test_outputs_in_parts_are_the_outputs() -> None:
+    """Accuracy reads the outputs a part at a time (for memory-mapped data); oracle: one
+    forward call over every row."""
+    net = bpc.compile_file(EXAMPLES / "vanishing_relu.bp")
+    data = dataset.load(DATA / "spirals.npz", net.signature)
+    p = net.init(seed=0)
+    whole = net.forward(p, x=data.arrays["x"])["z"]
+    np.testing.assert_array_equal(training._forward_in_batches(net, p, data, rows=300)["z"],
+                                  whole)
