@@ -95,9 +95,11 @@ def closed_forms(e: bpc.Explanation, p: dict, data: dict) -> tuple[float, dict]:
     return evaluate(e.loss), grads
 
 
-@pytest.mark.parametrize("backend", ["numpy", "llvm"])
-@pytest.mark.parametrize("name, batch", [("xor", 1), ("xor", 2), ("tanh", 1), ("relu", 2),
-                                         ("softmax", 2), ("def", 1)])
+# Every network against the numpy backend; xor against llvm too (the backends agree with
+# each other everywhere else, and unrolling is the slow part).
+@pytest.mark.parametrize("name, batch, backend", [
+    ("xor", 1, "numpy"), ("xor", 1, "llvm"), ("xor", 2, "numpy"), ("tanh", 1, "numpy"),
+    ("relu", 2, "numpy"), ("softmax", 2, "numpy"), ("def", 1, "numpy")])
 def test_closed_forms_match_value_and_grad(name: str, batch: int, backend: str) -> None:
     net = compiled(name, backend)
     explanation = bpc.explain(net, batch=batch)
