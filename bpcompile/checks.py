@@ -107,17 +107,18 @@ def check_data(data: Mapping, declared: dict[str, Shape], dtype: np.dtype,
 
 
 def check_params(p: Mapping, shapes: dict[str, tuple[int, ...]], dtype: np.dtype,
-                 call: str) -> dict[str, np.ndarray]:
-    """Params converted to `dtype` (for calls that only read them)."""
-    _names("param", p, shapes, call)
+                 call: str, kind: str = "param") -> dict[str, np.ndarray]:
+    """Params (or gradients, one per param) converted to `dtype`, for calls that only read
+    them."""
+    _names(kind, p, shapes, call)
     result = {}
     for name, shape in shapes.items():
-        array = real_array(p[name], f"param {name}", call)
+        array = real_array(p[name], f"{kind} {name}", call)
         if array.shape != shape:
             raise BPShapeError(
-                f"{call}: param {name} has shape {array.shape}, not {shape}"
+                f"{call}: {kind} {name} has shape {array.shape}, not {shape}"
             )
-        result[name] = converted(array, f"param {name}", dtype, call)
+        result[name] = converted(array, f"{kind} {name}", dtype, call)
     return result
 
 
@@ -161,18 +162,10 @@ def check_disjoint(arrays: Mapping[str, np.ndarray], call: str) -> None:
 
 def check_gradients(grads: Mapping, shapes: dict[str, tuple[int, ...]], dtype: np.dtype,
                     updated: Iterable[np.ndarray], call: str) -> dict[str, np.ndarray]:
-    """Gradients for an update: one per param, of its shape, converted to `dtype`; copied
-    where they share memory with an array the update writes (a param or state entry), which
-    would change under the update while it still reads them."""
-    _names("gradient", grads, shapes, call)
+    """Gradients for an update, checked as params are; copied where they share memory with
+    an array the update writes (a param or state entry), which would change under the
+    update while it still reads them."""
     written = list(updated)
-    result = {}
-    for name, shape in shapes.items():
-        array = real_array(grads[name], f"gradient {name}", call)
-        if array.shape != shape:
-            raise BPShapeError(f"{call}: gradient {name} has shape {array.shape}, not {shape}")
-        array = converted(array, f"gradient {name}", dtype, call)
-        if any(np.may_share_memory(array, other) for other in written):
-            array = array.copy()
-        result[name] = array
-    return result
+    return {name: array.copy() if any(np.may_share_memory(array, w) for w in written)
+            else array
+            for name, array in check_params(grads, shapes, dtype, call, "gradient").items()}

@@ -73,11 +73,8 @@ class HealthReport:
         """One sentence per layer in trouble, naming it, where it is declared and its worst
         param, then what to try."""
         largest = max(self.params, key=lambda p: p.grad_norm, default=None)
-        layers: dict[str, list[ParamHealth]] = {}
-        for p in self.params:
-            layers.setdefault(p.layer, []).append(p)
         exploding, vanishing = [], []
-        for layer, members in layers.items():
+        for layer, members in self._by_layer().items():
             where = f"layer {layer} ({self.filename}:{members[0].line})"
             if any(p.exploding for p in members):
                 worst = max(members, key=lambda p: p.grad_norm / max(1.0, p.param_norm))
@@ -100,15 +97,18 @@ class HealthReport:
                              "(sigmoid' <= 1/4): try relu with he init, or fewer layers")
         return exploding + vanishing
 
-    def layers(self) -> dict[str, tuple[float, str]]:
-        """Each layer's gradient norm (all its params together) and its worst status."""
+    def _by_layer(self) -> dict[str, list[ParamHealth]]:
         grouped: dict[str, list[ParamHealth]] = {}
         for p in self.params:
             grouped.setdefault(p.layer, []).append(p)
+        return grouped
+
+    def layers(self) -> dict[str, tuple[float, str]]:
+        """Each layer's gradient norm (all its params together) and its worst status."""
         order = {"exploding": 2, "vanishing": 1, "ok": 0}
         return {layer: (math.sqrt(sum(p.grad_norm ** 2 for p in members)),
                         max((p.status for p in members), key=order.__getitem__))
-                for layer, members in grouped.items()}
+                for layer, members in self._by_layer().items()}
 
     def table(self) -> str:
         width = max([len(p.name) for p in self.params] + [5])

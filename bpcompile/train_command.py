@@ -25,7 +25,7 @@ from .dataset import Dataset, load, npy_files
 from .runtime import CompiledNet
 from .errors import BPTypeError
 from .health import HealthReport
-from .training import Epoch, TrainResult, accuracy, batches, fit, split
+from .training import Epoch, Split, TrainResult, accuracy, batches, fit, split
 
 INTERRUPTED = 130  # the shell's status for a program stopped by SIGINT
 # The least time between two checkpoints taken at the ends of epochs (one is always
@@ -69,7 +69,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 COUNTS = {"epochs": "--epochs", "batch_size": "--batch-size", "every": "--every"}
 
 
-def run(args: argparse.Namespace) -> int:
+def _check_options(args: argparse.Namespace) -> None:
+    """Refuse bad options, and missing extras, before anything is compiled or trained."""
     if args.plot:
         plot.require_matplotlib()
     for name, option in COUNTS.items():
@@ -80,6 +81,10 @@ def run(args: argparse.Namespace) -> int:
         raise BPTypeError("--validation and --diagnose are not available with --dask yet")
     if args.dask:
         cluster.require()
+
+
+def run(args: argparse.Namespace) -> int:
+    _check_options(args)
     net = compile_file(args.net, backend=args.backend, dtype=args.dtype)
     data = load(args.data, net.signature)
     start = checkpoint.load(args.resume, net) if args.resume else None
@@ -124,6 +129,25 @@ def run(args: argparse.Namespace) -> int:
     checkpoint.save(out, net, result.checkpoint(seed))
     if result.history and result.history[-1].health is not None:
         _health_summary(result.history[-1].health, flagged)
+    _write_outputs(args, net, result, start, steps_per_epoch)
+    if result.error is not None:
+        print(f"saved the last good params to {out}", file=sys.stderr)
+        raise result.error
+    right = accuracy(net, result.params, parts.train)
+    if right is not None:
+        print(f"accuracy on the training rows: {100 * right:.2f}%")
+    if result.interrupted:
+        done = result.progress
+        print(f"interrupted in epoch {done.epoch + 1}, after step {done.step}: saved to {out}; "
+              f"continue with --resume {out}")
+        return INTERRUPTED
+    print(f"saved params to {out}")
+    return 0
+
+
+def _write_outputs(args: argparse.Namespace, net: CompiledNet, result: TrainResult,
+                   start: checkpoint.Checkpoint | None, steps_per_epoch: int) -> None:
+    """The history CSV and the loss plot, when asked for."""
     if args.history:
         _write_history(Path(args.history), result.history, resumed=start is not None)
     if args.plot and result.history:
@@ -134,19 +158,6 @@ def run(args: argparse.Namespace) -> int:
                         [r.val_loss for r in result.history], f"{net.name}: training loss",
                         first_step=done.epoch + done.step / steps_per_epoch)
         print(f"plotted the loss to {args.plot}")
-    if result.error is not None:
-        print(f"saved the last good params to {out}", file=sys.stderr)
-        raise result.error
-    right = accuracy(net, result.params, parts.train)
-    if right is not None and result.error is None:
-        print(f"accuracy on the training rows: {100 * right:.2f}%")
-    if result.interrupted:
-        done = result.progress
-        print(f"interrupted in epoch {done.epoch + 1}, after step {done.step}: saved to {out}; "
-              f"continue with --resume {out}")
-        return INTERRUPTED
-    print(f"saved params to {out}")
-    return 0
 
 
 def _train_on_cluster(args: argparse.Namespace, net: CompiledNet, data: Dataset,
@@ -169,7 +180,7 @@ def _train_on_cluster(args: argparse.Namespace, net: CompiledNet, data: Dataset,
             start=start, progress_bar=not args.quiet, on_epoch=on_epoch)
 
 
-def _describe(parts) -> str:
+def _describe(parts: Split) -> str:
     train = parts.train.rows
     if train is None:
         return parts.train.source

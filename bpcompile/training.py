@@ -120,17 +120,21 @@ def accuracy(net: CompiledNet, p: Arrays, data: datasets.Dataset) -> float | Non
     return None
 
 
+def _row_parts(data: datasets.Dataset, rows: int) -> Iterator[tuple[int, Arrays]]:
+    """`data` a part of `rows` rows at a time, in order, with each part's row count
+    (memory-mapped data is then read a part at a time)."""
+    for k in range(0, data.rows, rows):
+        taken = np.arange(k, min(k + rows, data.rows))
+        yield len(taken), data.take(taken)
+
+
 def _forward_in_batches(net: CompiledNet, p: Arrays, data: datasets.Dataset,
                         rows: int = 4096) -> Arrays:
-    """The outputs for all of `data`, computed `rows` at a time (memory-mapped data is
-    then read a part at a time)."""
-    inputs = {n: data.arrays[n] for n in net.inputs}
+    """The outputs for all of `data`, computed `rows` at a time."""
     if data.rows is None or data.rows <= rows:
-        return net.forward(p, **inputs)
-    parts = []
-    for k in range(0, data.rows, rows):
-        taken = data.take(np.arange(k, min(k + rows, data.rows)))
-        parts.append(net.forward(p, **{n: taken[n] for n in net.inputs}))
+        return net.forward(p, **{n: data.arrays[n] for n in net.inputs})
+    parts = [net.forward(p, **{n: part[n] for n in net.inputs})
+             for _, part in _row_parts(data, rows)]
     shapes = net.signature.output_shapes
     batched = [n for n in net.outputs if shapes[n][:1] and isinstance(shapes[n][0], str)]
     return {n: np.concatenate([part[n] for part in parts]) if n in batched else parts[0][n]
@@ -141,10 +145,7 @@ def mean_loss(net: CompiledNet, p: Arrays, data: datasets.Dataset, batch_size: i
     """The loss over `data` in batches of `batch_size`, weighted by rows (as training's)."""
     if data.rows is None:
         return net.loss(p, **data.arrays)
-    total = 0.0
-    for k in range(0, data.rows, batch_size):
-        rows = np.arange(k, min(k + batch_size, data.rows))
-        total += net.loss(p, **data.take(rows)) * len(rows)
+    total = sum(net.loss(p, **part) * count for count, part in _row_parts(data, batch_size))
     return total / data.rows
 
 

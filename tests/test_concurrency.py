@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 import bpcompile as bpc
+import concurrency_workload
 from bpcompile import cache
 
 SOURCE = """
@@ -144,43 +145,17 @@ import bpcompile as bpc
 SOURCE = Path(sys.argv[4]).read_text()
 while not go.exists():  # start compiling together with the other process
     time.sleep(0.001)
-results = {}
-for dtype in ("float64", "float32"):
-    net = bpc.compile(SOURCE, backend="llvm", dtype=dtype)
-    rng = np.random.default_rng(0)
-    x, t = rng.standard_normal((9, 4)), rng.uniform(0, 1, (9, 3))
-    p = net.init(seed=0)
-    s = net.init_state(p)
-    results[f"{dtype} y"] = net.forward(p, x=x)["y"]
-    results[f"{dtype} value"] = np.array(net.loss(p, x=x, t=t))
-    loss, grads = net.value_and_grad(p, x=x, t=t)
-    results[f"{dtype} loss"] = np.array(loss)
-    results.update({f"{dtype} d_{k}": v for k, v in grads.items()})
-    for k in range(3):
-        results[f"{dtype} step {k}"] = np.array(net.step(p, s, x=x, t=t))
-    results.update({f"{dtype} {k}": v for k, v in p.items()})
+import concurrency_workload
+
+results = concurrency_workload.results(
+    lambda dtype: bpc.compile(SOURCE, backend="llvm", dtype=dtype))
 np.savez(out, **results)
 '''
 
 
 def numpy_results() -> dict[str, np.ndarray]:
     """What WORKER computes, on the NumPy backend."""
-    results = {}
-    for dtype in ("float64", "float32"):
-        net = bpc.compile(SOURCE, dtype=dtype)
-        rng = np.random.default_rng(0)
-        x, t = rng.standard_normal((9, 4)), rng.uniform(0, 1, (9, 3))
-        p = net.init(seed=0)
-        s = net.init_state(p)
-        results[f"{dtype} y"] = net.forward(p, x=x)["y"]
-        results[f"{dtype} value"] = np.array(net.loss(p, x=x, t=t))
-        loss, grads = net.value_and_grad(p, x=x, t=t)
-        results[f"{dtype} loss"] = np.array(loss)
-        results.update({f"{dtype} d_{k}": v for k, v in grads.items()})
-        for k in range(3):
-            results[f"{dtype} step {k}"] = np.array(net.step(p, s, x=x, t=t))
-        results.update({f"{dtype} {k}": v for k, v in p.items()})
-    return results
+    return concurrency_workload.results(lambda dtype: bpc.compile(SOURCE, dtype=dtype))
 
 
 def start_workers(tmp_path: Path, folder: Path, modes: list[str]) -> list[dict]:
@@ -190,7 +165,9 @@ def start_workers(tmp_path: Path, folder: Path, modes: list[str]) -> list[dict]:
     source = tmp_path / "shared.bp"
     source.write_text(SOURCE)
     go = tmp_path / f"go-{time.monotonic_ns()}"
-    env = {**os.environ, "BPCOMPILE_CACHE_DIR": str(folder)}
+    tests = str(Path(__file__).resolve().parent)  # the worker imports concurrency_workload
+    env = {**os.environ, "BPCOMPILE_CACHE_DIR": str(folder),
+           "PYTHONPATH": os.pathsep.join([tests, os.environ.get("PYTHONPATH", "")])}
     outs = [tmp_path / f"out-{k}-{go.name}.npz" for k in range(len(modes))]
     processes = [subprocess.Popen([sys.executable, str(script), mode, str(out), str(go),
                                    str(source)], env=env, stderr=subprocess.PIPE, text=True)

@@ -22,7 +22,7 @@ from pathlib import Path
 import llvmlite.binding as llvm
 import numpy as np
 import pytest
-from conftest import EXAMPLES, example_paths
+from conftest import EXAMPLES, PROBE, example_paths
 
 import bpcompile as bpc
 from bpcompile import BPError, BPNumericError
@@ -292,20 +292,6 @@ def test_llvm_agrees_with_numpy(name: str, dtype: str) -> None:
 
 
 # ------------------------------------------------------------ (b) the fast path
-
-PROBE = """
-network probe
-input  x[N, 3]
-input  m[N, 2]
-target t[N, 2]
-param W[3, 2] = normal(0.5)
-param b[2]    = uniform(-0.2, 0.2)
-param a[]     = 0.75
-y = tanh(x @ W + b) * m * a
-output y
-loss mse(y, t)
-optimize adam(lr=0.01)
-"""
 
 
 def probe_data(dtype: np.dtype, n: int = 5, seed: int = 0) -> dict[str, np.ndarray]:

@@ -13,25 +13,12 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
-from conftest import EXAMPLES
+from conftest import EXAMPLES, PROBE
 
 import bpcompile as bpc
 from bpcompile import BPError, BPNameError, BPNumericError, BPShapeError, BPTypeError
 
-# Two inputs and a target sharing the symbol N, Adam so that step has state to protect.
-NETWORK = """
-network probe
-input  x[N, 3]
-input  m[N, 2]
-target t[N, 2]
-param W[3, 2] = normal(0.5)
-param b[2]    = uniform(-0.2, 0.2)
-param a[]     = 0.75
-y = tanh(x @ W + b) * m * a
-output y
-loss mse(y, t)
-optimize adam(lr=0.01)
-"""
+NETWORK = PROBE
 CALLS = ["forward", "loss", "value_and_grad", "step"]
 
 
