@@ -204,6 +204,15 @@ def _elementwise_loss(make: Callable[[sympy.Expr, sympy.Expr], sympy.Expr],
         bound = bind(lw, call, names)
         exprs = [bound[n] for n in names]
         values = [lw.expression(e) for e in exprs]
+        if values[0].shape != values[1].shape:
+            # PyTorch's losses warn of broadcasting here; it is almost always a bug
+            raise lw.error(
+                BPShapeError,
+                f"{call.func} needs {names[0]} and {names[1]} of one shape, but "
+                f"{S.expr_text(exprs[0])} is {format_shape(values[0].shape)} and "
+                f"{S.expr_text(exprs[1])} is {format_shape(values[1].shape)}",
+                call.pos,
+            )
         return _mean_all(lw, lw.combine(call.func, make, values, exprs, call.pos))
 
     return handler

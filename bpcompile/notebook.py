@@ -15,7 +15,7 @@ import sympy
 from sympy.printing.latex import LatexPrinter
 
 from .shapes import Shape, format_shape
-from .symbolic import Elu, LeakyRelu, Relu, Sigmoid, Softplus
+from .symbolic import Elu, LeakyRelu, Power, Relu, Sigmoid, Softplus
 
 if TYPE_CHECKING:
     from .runtime import CompiledNet
@@ -34,6 +34,8 @@ class MathPrinter(LatexPrinter):
     """SymPy's LaTeX printer, taught the functions `symbolic` defines."""
 
     def _print_Function(self, expr: sympy.Basic, exp: str | None = None) -> str:
+        if isinstance(expr, Power):  # written as the power it is: x^{y}
+            return self._print(sympy.Pow(*expr.args, evaluate=False))
         name = FUNCTION_LATEX.get(type(expr))
         if name is None:
             return super()._print_Function(expr, exp)

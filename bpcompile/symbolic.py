@@ -18,6 +18,8 @@ from functools import lru_cache
 import sympy
 from sympy import Piecewise
 from sympy.core.evalf import prec_to_dps
+from sympy.printing.precedence import PRECEDENCE
+from sympy.printing.str import StrPrinter
 
 from .ir import operand
 
@@ -30,10 +32,10 @@ ADJOINT = sympy.Symbol("adjoint", real=True)
 
 
 class Sigmoid(sympy.Function):
-    _name = "sigmoid"  # how math displays spell it
     """The logistic function 1 / (1 + exp(-x))."""
 
     nargs = 1
+    _name = "sigmoid"  # how math displays spell it
 
     @classmethod
     def eval(cls, x: sympy.Expr) -> sympy.Expr | None:
@@ -49,12 +51,15 @@ class Sigmoid(sympy.Function):
     def _eval_is_real(self) -> bool | None:
         return self.args[0].is_real
 
+    def _eval_is_positive(self) -> bool | None:
+        return self.args[0].is_real  # in (0, 1) for every real x
+
 
 class Softplus(sympy.Function):
-    _name = "softplus"  # how math displays spell it
     """log(1 + exp(x)), always computed in a form that cannot overflow."""
 
     nargs = 1
+    _name = "softplus"  # how math displays spell it
 
     def fdiff(self, argindex: int = 1) -> sympy.Expr:
         return Sigmoid(self.args[0])
@@ -62,12 +67,15 @@ class Softplus(sympy.Function):
     def _eval_is_real(self) -> bool | None:
         return self.args[0].is_real
 
+    def _eval_is_positive(self) -> bool | None:
+        return self.args[0].is_real  # log(1 + exp(x)) > 0 for every real x
+
 
 class Relu(sympy.Function):
-    _name = "relu"  # how math displays spell it
     """max(x, 0); its derivative at 0 is 0, as in PyTorch."""
 
     nargs = 1
+    _name = "relu"  # how math displays spell it
 
     def fdiff(self, argindex: int = 1) -> sympy.Expr:
         return Piecewise((1, self.args[0] > 0), (0, True))
@@ -77,10 +85,10 @@ class Relu(sympy.Function):
 
 
 class LeakyRelu(sympy.Function):
-    _name = "leaky_relu"  # how math displays spell it
     """x where x > 0, else alpha * x."""
 
     nargs = 2
+    _name = "leaky_relu"  # how math displays spell it
 
     def fdiff(self, argindex: int = 1) -> sympy.Expr:
         x, alpha = self.args
@@ -93,10 +101,10 @@ class LeakyRelu(sympy.Function):
 
 
 class Elu(sympy.Function):
-    _name = "elu"  # how math displays spell it
     """x where x > 0, else alpha * (exp(x) - 1)."""
 
     nargs = 2
+    _name = "elu"  # how math displays spell it
 
     def fdiff(self, argindex: int = 1) -> sympy.Expr:
         x, alpha = self.args
@@ -107,6 +115,49 @@ class Elu(sympy.Function):
 
     def _eval_is_real(self) -> bool | None:
         return self.args[0].is_real
+
+
+def is_size(symbol: sympy.Basic) -> bool:
+    """Does this symbol stand for a size bound at call time (`dim:N`), not for an array?"""
+    return symbol.is_Symbol and symbol.name.startswith("dim:")
+
+
+class Power(sympy.Function):
+    """base ** exponent where the exponent varies (an input or a param), differentiated with
+    PyTorch's conventions at the singular points, where SymPy's plain derivatives give NaN:
+    d/d base is 0 where the exponent is 0 (else exponent * base ** (exponent - 1), also at
+    base 0), and d/d exponent is 0 where the base is 0 and the exponent is not negative.
+    A constant exponent, or a base known to be positive, has no such points: those stay
+    SymPy powers."""
+
+    nargs = 2
+    _name = "power"
+
+    @classmethod
+    def eval(cls, base: sympy.Expr, exponent: sympy.Expr) -> sympy.Expr | None:
+        if not _varies(exponent) or base.is_positive:
+            return base**exponent
+        return None
+
+    def fdiff(self, argindex: int = 1) -> sympy.Expr:
+        base, exponent = self.args
+        if argindex == 1:
+            return Piecewise((0, sympy.Eq(exponent, 0)),
+                             (exponent * Power(base, exponent - 1), True))
+        if base.is_zero:  # 0 ** y: 0 or 1 where finite, with no slope
+            return sympy.Integer(0)
+        return Piecewise((0, sympy.Eq(base, 0) & (exponent >= 0)),
+                         (self * sympy.log(base), True))
+
+    def _sympystr(self, printer: StrPrinter) -> str:
+        return (f"{printer.parenthesize(self.args[0], PRECEDENCE['Pow'])}**"
+                f"{printer.parenthesize(self.args[1], PRECEDENCE['Pow'])}")
+
+
+def _varies(expr: sympy.Expr) -> bool:
+    """Does `expr` read an array (an operand or a def's argument), not only numbers and
+    sizes?"""
+    return any(not is_size(s) for s in expr.free_symbols)
 
 
 def _lowercase_names() -> None:
@@ -129,6 +180,7 @@ STANDARD_FORMS: dict[type[sympy.Function], Callable[..., sympy.Expr]] = {
     Relu: lambda x: sympy.Max(x, 0),
     LeakyRelu: lambda x, alpha: Piecewise((x, x > 0), (alpha * x, True)),
     Elu: lambda x, alpha: Piecewise((x, x > 0), (alpha * (sympy.exp(x) - 1), True)),
+    Power: lambda base, exponent: base**exponent,
 }
 
 
@@ -176,7 +228,7 @@ BINARY: dict[str, Callable[[sympy.Expr, sympy.Expr], sympy.Expr]] = {
     "-": lambda a, b: a - b,
     "*": lambda a, b: a * b,
     "/": lambda a, b: a / b,
-    "**": lambda a, b: a**b,
+    "**": Power,
 }
 
 
@@ -217,7 +269,8 @@ ELEMENTWISE: dict[str, Builtin] = {
 
 # ------------------------------------------------------------------------ cost model
 
-TRANSCENDENTAL = (sympy.exp, sympy.log, sympy.sin, sympy.cos, sympy.tanh, Sigmoid, Softplus, Elu)
+TRANSCENDENTAL = (sympy.exp, sympy.log, sympy.sin, sympy.cos, sympy.tanh, Sigmoid, Softplus, Elu,
+                  Power)
 CHEAP_FUNCTIONS = (Relu, LeakyRelu, sympy.Max, sympy.Min, sympy.Heaviside, sympy.Abs, sympy.sign)
 
 
@@ -311,7 +364,26 @@ def partial(forward: sympy.Expr, index: int) -> sympy.Expr:
     # Algebraic clean-ups, tried only on small expressions: expand can blow up large ones.
     small = [c for c in candidates if sympy.count_ops(c) <= 40 and _expandable(c)]
     candidates += [sympy.factor_terms(c) for c in small] + [sympy.expand(c) for c in small]
-    return min(candidates, key=lambda c: (cost(c), sympy.count_ops(c)))
+    # A cheaper form is an identity only where it divides by nothing the derivative itself
+    # does not: `y * x**y / x` for d(x**y)/dx is NaN at x = 0, where the derivative is 0.
+    allowed = _divisors(derivative, forward)
+    safe = [c for c in candidates if _divisors(c, forward) <= allowed]
+    return min(safe, key=lambda c: (cost(c), sympy.count_ops(c)))
+
+
+def _divisors(expr: sympy.Expr, forward: sympy.Expr) -> set[sympy.Expr]:
+    """What `expr` divides by that may be zero: the bases of its negative powers, reading
+    OUT as `forward`, with positive powers taken off (sqrt(u) is 0 where u is). Values
+    SymPy proves non-zero are left out: exp, sigmoid, softplus, x ** 2 + 1, constants."""
+    found = set()
+    for term in sympy.preorder_traversal(expr):
+        if term.is_Pow and term.exp.is_negative:
+            base = term.base.xreplace({OUT: forward})
+            while base.is_Pow and base.exp.is_positive:
+                base = base.base
+            if not base.is_nonzero:
+                found.add(base)
+    return found
 
 
 @lru_cache(maxsize=4096)

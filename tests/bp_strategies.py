@@ -1005,9 +1005,8 @@ class Generator:
         func = self.choice(["mse", "cross_entropy", "binary_cross_entropy", "bce_with_logits"])
         shape = self.loss_shape()
         y = self.gen(shape, depth, tensor=True)
-        if func == "mse":
-            t = self.target_for(self.choice(self.partners(shape)) if self.coin(0.3) else shape,
-                                "unit")
+        if func == "mse":  # the built-in losses take operands of one shape
+            t = self.target_for(shape, "unit")
             return mse(y, t) if self.coin(0.8) else mse(t, y)
         if func == "cross_entropy":
             return cross_entropy(y, self.target_for(shape, "prob"))

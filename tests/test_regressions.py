@@ -310,7 +310,7 @@ def test_comparison_of_sizes(backend: str) -> None:
 def test_a_dim_only_a_target_has(backend: str) -> None:
     """Oracle: NumPy for the outputs, the loss and the gradient."""
     net = bpc.compile("input x[N, 3]\nparam W[3, 2]\ntarget t[S, 2]\ny = x @ W\n"
-                      "loss mse(t, sum(y, axis=0, keepdims=true))\n", backend=backend)
+                      "loss mean((t - sum(y, axis=0, keepdims=true)) ** 2)\n", backend=backend)
     rng = np.random.default_rng(3)
     p = {"W": rng.uniform(-1, 1, (3, 2))}
     x, t = rng.uniform(-1, 1, (4, 3)), rng.uniform(-1, 1, (5, 2))

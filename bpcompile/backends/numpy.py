@@ -13,7 +13,7 @@ from __future__ import annotations
 import keyword
 import textwrap
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import sympy
 
@@ -139,8 +139,7 @@ class FunctionWriter:
             if not node.shape:
                 return value
             return Code(f"np.full({self.shape(node.shape)}, {value.text}, dtype=DTYPE)", ATOM)
-        expr = node.expr
-        replacements, (reduced,) = sympy.cse([expr], symbols=self.module.temporaries())
+        replacements, reduced = _common_subexpressions(node.expr, self.module.temporaries())
         for symbol, value in replacements:
             printer = NumpyPrinter(names)
             temp = self.names.fresh("common")
@@ -150,7 +149,12 @@ class FunctionWriter:
         printer = NumpyPrinter(names)
         code = printer.print(reduced)
         self.module.helpers |= printer.helpers
-        reached = broadcast(*(self.graph.nodes[j].shape for j in node.inputs))
+        # what the printed code reads: cse may cancel terms the node's expression kept
+        read = _operands_read(reduced, replacements)
+        reached = broadcast(*(self.graph.nodes[node.inputs[int(s.name[1:])]].shape
+                              for s in read))
+        if not read:
+            return Code(f"np.full({self.shape(node.shape)}, {code.text}, dtype=DTYPE)", ATOM)
         if reached != node.shape:  # the operands alone do not fill the result's shape
             code = Code(f"np.broadcast_to({code.text}, {self.shape(node.shape)})", ATOM)
         return code
@@ -163,6 +167,35 @@ class FunctionWriter:
     def helper_call(self, name: str, *args: str) -> Code:
         self.module.helpers.add(name)
         return Code(f"{name}({', '.join(args)})", ATOM)
+
+
+def _common_subexpressions(expr: sympy.Expr, names: Iterator[sympy.Symbol]
+                           ) -> tuple[list[tuple[sympy.Symbol, sympy.Expr]], sympy.Expr]:
+    """`sympy.cse` of one expression, keeping only the replacements its result still reads
+    (terms that cancel leave some unread)."""
+    replacements, (reduced,) = sympy.cse([expr], symbols=names)
+    needed = set(reduced.free_symbols)
+    kept = []
+    for symbol, value in reversed(replacements):
+        if symbol in needed:
+            kept.append((symbol, value))
+            needed |= value.free_symbols
+    return kept[::-1], reduced
+
+
+def _operands_read(expr: sympy.Expr, replacements: list[tuple[sympy.Symbol, sympy.Expr]]
+                   ) -> set[sympy.Symbol]:
+    """The operand symbols (a0, a1, ...) `expr` reads, directly or through `replacements`."""
+    values = dict(replacements)
+    read: set[sympy.Symbol] = set()
+    stack = list(expr.free_symbols)
+    while stack:
+        symbol = stack.pop()
+        if symbol in values:
+            stack.extend(values[symbol].free_symbols)
+        elif symbol.name[:1] == "a" and symbol.name[1:].isdigit():
+            read.add(symbol)
+    return read
 
 
 def _matmul(w: FunctionWriter, node: Node, args: list[Code]) -> Code:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import sympy
 
-from ..symbolic import Elu, LeakyRelu, Relu, Sigmoid, Softplus
+from ..symbolic import Elu, LeakyRelu, Power, Relu, Sigmoid, Softplus
 
 # Python's precedence levels, loosest first.
 COMPARE, ADD, MUL, UNARY, POWER, ATOM = range(6)
@@ -115,8 +115,11 @@ class NumpyPrinter:
                 text += f" / ({_product(parts)})"
         return Code(text, MUL)
 
-    def pow(self, expr: sympy.Pow) -> Code:
+    def pow(self, expr: sympy.Pow | Power) -> Code:
         base, exponent = expr.args
+        if isinstance(expr, Power):
+            return Code(f"{self.print(base).at(ATOM)} ** {self.print(exponent).at(UNARY)}",
+                        POWER)
         if exponent == sympy.Rational(1, 2):
             return self.call(f"{self.np}sqrt", base)
         if exponent.is_Number and exponent < 0:
@@ -230,7 +233,7 @@ def _heaviside(printer: NumpyPrinter, expr: sympy.Basic) -> Code:
 _DISPATCH: tuple[tuple[type, Callable[[NumpyPrinter, sympy.Basic], Code]], ...] = (
     (sympy.Add, NumpyPrinter.add),
     (sympy.Mul, NumpyPrinter.mul),
-    (sympy.Pow, NumpyPrinter.pow),
+    ((sympy.Pow, Power), NumpyPrinter.pow),
     (sympy.Piecewise, NumpyPrinter.piecewise),
     (sympy.core.relational.Relational, NumpyPrinter.relational),
     (sympy.And, _logical("logical_and")),

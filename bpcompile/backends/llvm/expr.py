@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 import sympy
 from llvmlite import ir
 
-from ...symbolic import Elu, LeakyRelu, Relu, Sigmoid, Softplus
+from ...symbolic import Elu, LeakyRelu, Power, Relu, Sigmoid, Softplus
 from .mathlib import CONTRACT, MathLibrary
 
 Value = ir.Value
@@ -221,6 +221,7 @@ _DISPATCH: tuple[tuple[type, Callable[[ExprCompiler, sympy.Basic], Value]], ...]
     (sympy.core.relational.Relational, ExprCompiler.relational),
     ((sympy.And, sympy.Or, sympy.Not, sympy.ITE, sympy.logic.boolalg.BooleanAtom),
      ExprCompiler.boolean),
+    (Power, _library("pow")),
     (sympy.exp, _library("exp")),
     (sympy.log, _library("log")),
     (sympy.tanh, _library("tanh")),
