@@ -36,7 +36,7 @@ import json, sys, time
 sys.path.insert(0, {here!r})
 import numpy as np
 import bpcompile as bpc
-import bpcompile.backends.llvm.runtime  # an import, like `import jax`: not compile time
+import bpcompile.backends.llvm.executor  # an import, like `import jax`: not compile time
 from workloads import WORKLOADS
 w = next(w for w in WORKLOADS if w.name == {name!r})
 data = {{k: v.astype(w.dtype) for k, v in w.data(np.random.default_rng(0)).items()}}
@@ -55,7 +55,7 @@ print(json.dumps(compiled + first - again))
 """
 
 LIBRARY = """
-import bpcompile.backends.llvm.library as library
+import bpcompile.backends.llvm.prebuilt as library
 from bpcompile.backends.llvm.jit import vector_bytes
 for dtype in ("float32", "float64"):
     library.load(dtype, vector_bytes())

@@ -6,17 +6,15 @@
     loss, grads = net.value_and_grad(p, x=X, t=T)
 """
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 from .api import compile, compile_file  # noqa: E402
-from .errors import (  # noqa: E402
-    BPError, BPNameError, BPNumericError, BPShapeError, BPSyntaxError, BPTypeError,
-)
-from .explain import Explanation, explain  # noqa: E402
-from .gradcheck import GradcheckResult, gradcheck  # noqa: E402
-from .health import HealthReport, gradient_health  # noqa: E402
-from .runtime import CompiledNet  # noqa: E402
-from .training import TrainResult, train  # noqa: E402
+from .errors import BPError, BPNameError, BPNumericError, BPShapeError, BPSyntaxError, BPTypeError
+from .inspect.explain import Explanation, explain  # noqa: E402
+from .inspect.gradcheck import GradcheckResult, gradcheck  # noqa: E402
+from .inspect.health import HealthReport, gradient_health  # noqa: E402
+from .runtime.net import CompiledNet  # noqa: E402
+from .train.loop import TrainResult, train  # noqa: E402
 
 __all__ = [
     "compile", "compile_file", "gradcheck", "GradcheckResult", "CompiledNet",

@@ -6,15 +6,15 @@ from pathlib import Path
 
 import numpy as np
 
-from .compiler import build, signature
+from .driver import build, signature
 from .errors import BPError, BPTypeError
-from .runtime import CompiledNet
+from .runtime.net import CompiledNet
 
 DTYPES = {"float32": np.dtype(np.float32), "float64": np.dtype(np.float64)}
 
 
 def _numpy(source: str, filename: str, dtype: np.dtype) -> CompiledNet:
-    from .backends.numpy_runtime import NumpyExecutor
+    from .backends.numpy.executor import NumpyExecutor
 
     compiled = build(source, filename)
     executor = NumpyExecutor(compiled, dtype)
@@ -22,7 +22,7 @@ def _numpy(source: str, filename: str, dtype: np.dtype) -> CompiledNet:
 
 
 def _llvm(source: str, filename: str, dtype: np.dtype) -> CompiledNet:
-    from .backends.llvm.runtime import open_network  # llvmlite loads only when used
+    from .backends.llvm.executor import open_network  # llvmlite loads only when used
 
     return open_network(source, filename, dtype)
 

@@ -18,8 +18,8 @@ import pytest
 import sympy
 
 import bpcompile as bpc
-from bpcompile.ir import operand
-from bpcompile.symbolic import ELEMENTWISE, OUT, Power, partial
+from bpcompile.graph.ir import operand
+from bpcompile.differentiate.symbolic import ELEMENTWISE, OUT, Power, partial
 
 BACKENDS = ["numpy", "llvm"]
 a0, a1 = operand(0), operand(1)

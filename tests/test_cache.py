@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 
 import bpcompile as bpc
-import bpcompile.backends.llvm.runtime as llvm_runtime
-from bpcompile import cache
-from bpcompile.backends.llvm import library
+import bpcompile.backends.llvm.executor as llvm_runtime
+from bpcompile.runtime import cache
+from bpcompile.backends.llvm import prebuilt as library
 from bpcompile.backends.llvm.jit import vector_bytes
 
 SOURCE = """
@@ -170,22 +170,22 @@ from test_cache import SOURCE, run_all
 mode, out = sys.argv[1], sys.argv[2]
 counts = {"built": 0, "generated": 0, "library": 0}
 if mode == "no-front-end":
-    import bpcompile.api, bpcompile.compiler
+    import bpcompile.api, bpcompile.driver
     import bpcompile.backends.llvm.codegen as codegen
     import bpcompile.backends.llvm.jit as jit
-    import bpcompile.backends.llvm.library as library
-    import bpcompile.backends.llvm.runtime as runtime
+    import bpcompile.backends.llvm.prebuilt as library
+    import bpcompile.backends.llvm.executor as runtime
 
     def refuse(*args, **kwargs):
         raise AssertionError("the front end or code generator ran")
 
-    bpcompile.compiler.build = bpcompile.api.build = runtime.build = refuse
+    bpcompile.driver.build = bpcompile.api.build = runtime.build = refuse
     codegen.generate = runtime.generate = refuse
     library.library_ir = refuse
     jit.optimize = refuse  # nothing is compiled from IR
 if mode == "count":
-    import bpcompile.backends.llvm.library as library
-    import bpcompile.backends.llvm.runtime as runtime
+    import bpcompile.backends.llvm.prebuilt as library
+    import bpcompile.backends.llvm.executor as runtime
 
     def counting(name, function):
         def counted(*args, **kwargs):
@@ -294,7 +294,7 @@ import logging
 import sys
 from pathlib import Path
 
-import bpcompile.parser as parser
+import bpcompile.language.parser as parser
 
 logging.getLogger("lark").setLevel(logging.CRITICAL + 1)  # it logs each load it refuses
 path = Path(sys.argv[1]) / "grammar.lark-cache"

@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 
 import bpcompile as bpc
-import bpcompile.cli as cli
-from bpcompile.gradcheck import GradcheckResult
+import bpcompile.cli.main as cli
+from bpcompile.inspect.gradcheck import GradcheckResult
 from conftest import example_paths
 
 REPO = Path(__file__).resolve().parent.parent

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import bpcompile as bpc
-from bpcompile import cli
+import bpcompile.cli.main as cli
 
 LOCATED = re.compile(r"^(?P<file>[^:\n]+):(?P<line>\d+):(?P<col>\d+): error: ", re.M)
 EXAMPLE = (Path(__file__).resolve().parent.parent / "examples" / "xor.bp").read_bytes()

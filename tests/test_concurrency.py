@@ -22,7 +22,7 @@ import pytest
 
 import bpcompile as bpc
 import concurrency_workload
-from bpcompile import cache
+from bpcompile.runtime import cache
 
 SOURCE = """
 network shared
@@ -129,16 +129,16 @@ import numpy as np
 
 mode, out, go = sys.argv[1], sys.argv[2], Path(sys.argv[3])
 if mode == "no-front-end":
-    import bpcompile.api, bpcompile.compiler
+    import bpcompile.api, bpcompile.driver
     import bpcompile.backends.llvm.codegen as codegen
     import bpcompile.backends.llvm.jit as jit
-    import bpcompile.backends.llvm.library as library
-    import bpcompile.backends.llvm.runtime as runtime
+    import bpcompile.backends.llvm.prebuilt as library
+    import bpcompile.backends.llvm.executor as runtime
 
     def refuse(*args, **kwargs):
         raise AssertionError("compiled again instead of loading the cache")
 
-    bpcompile.compiler.build = bpcompile.api.build = runtime.build = refuse
+    bpcompile.driver.build = bpcompile.api.build = runtime.build = refuse
     codegen.generate = runtime.generate = library.library_ir = jit.optimize = refuse
 import bpcompile as bpc
 

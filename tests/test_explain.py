@@ -17,8 +17,8 @@ import pytest
 import sympy
 
 import bpcompile as bpc
-from bpcompile.explain import MAX_WEIGHTS
-from bpcompile.symbolic import STANDARD_FORMS, Sigmoid
+from bpcompile.inspect.explain import MAX_WEIGHTS
+from bpcompile.differentiate.symbolic import STANDARD_FORMS, Sigmoid
 
 REPO = Path(__file__).resolve().parent.parent
 XOR = REPO / "examples" / "xor.bp"

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import bpcompile as bpc
-from bpcompile import symbolic
+from bpcompile.differentiate import symbolic
 from conftest import EXAMPLES, example_paths
 
 TRANSCENDENTAL_CALL = re.compile(r"\b(np\.exp|np\.expm1|np\.log|np\.log1p|np\.tanh|np\.sin|"

@@ -17,7 +17,7 @@ import bpcompile as bpc
 from bpcompile import BPError, BPNameError, BPTypeError
 
 # bpcompile.gradcheck is the function; the module it lives in, for monkeypatching:
-gradcheck_module = importlib.import_module("bpcompile.gradcheck")
+gradcheck_module = importlib.import_module("bpcompile.inspect.gradcheck")
 
 NETWORKS = {
     "xor": """

@@ -23,8 +23,8 @@ from pathlib import Path
 import pytest
 
 import bpcompile as bpc
-from bpcompile import picture as pic
-from bpcompile.ir import Graph, Op
+from bpcompile.inspect import picture as pic
+from bpcompile.graph.ir import Graph, Op
 from conftest import BACKENDS, example_paths
 
 REPO = Path(__file__).resolve().parent.parent

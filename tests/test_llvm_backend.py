@@ -27,8 +27,8 @@ from conftest import EXAMPLES, PROBE, example_paths
 import bpcompile as bpc
 from bpcompile import BPError, BPNumericError
 from bpcompile.backends.llvm.matmul import BLAS_THRESHOLD, find_blas
-from bpcompile.cli import main as cli_main
-from bpcompile.runtime import CompiledNet
+from bpcompile.cli.main import main as cli_main
+from bpcompile.runtime.net import CompiledNet
 
 RTOL = {"float64": 1e-12, "float32": 1e-5}
 BATCHES = (1, 3, 17, 64)

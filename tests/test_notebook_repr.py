@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import bpcompile as bpc
-from bpcompile.shapes import format_shape
+from bpcompile.graph.shapes import format_shape
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 

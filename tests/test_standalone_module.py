@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 import bpcompile as bpc
-import bpcompile.cli as cli
+import bpcompile.cli.main as cli
 from conftest import example_paths
 
 INITS = """\

@@ -16,8 +16,10 @@ import numpy as np
 import pytest
 
 import bpcompile as bpc
-from bpcompile import checkpoint, dataset, training
-from bpcompile.health import EXPLODE_RATIO, gradient_health
+from bpcompile.train import checkpoint
+from bpcompile.train import dataset
+from bpcompile.train import loop as training
+from bpcompile.inspect.health import EXPLODE_RATIO, gradient_health
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 DATA = EXAMPLES / "data"

@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Callable
 
-from ..ir import Graph, rebuild
+from ..graph.ir import Graph, rebuild
 from .constants import fold_constants
 from .fuse import fuse
 from .split import split_transcendentals

@@ -11,8 +11,8 @@ from collections.abc import Callable
 
 import sympy
 
-from ..ir import Graph, GraphBuilder, Node, Op, copy_node, operand, rebuild
-from ..shapes import count
+from ..graph.ir import Graph, GraphBuilder, Node, Op, copy_node, operand, rebuild
+from ..graph.shapes import count
 
 
 def _same_value(node: Node, value: sympy.Expr, source: Node) -> sympy.Expr:

@@ -20,11 +20,11 @@ from dataclasses import dataclass, field
 import sympy
 from llvmlite import ir
 
-from ...compiler import Compiled, signature
-from ...network import Signature
-from ...ir import LEAVES, Graph, Node, Op, operand
+from ...driver import Compiled, signature
+from ...graph.network import Signature
+from ...graph.ir import LEAVES, Graph, Node, Op, operand
 from ...passes.fuse import fuse
-from ...shapes import Shape
+from ...graph.shapes import Shape
 from .fastcall import FastStep, array_fields
 from .kernels import KernelLibrary, axis_view
 from .loops import I32, I64, PTR, i64, product

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import sympy
 from llvmlite import ir
 
-from ...ir import operand
-from ...shapes import dim_symbol
+from ...graph.ir import operand
+from ...graph.shapes import dim_symbol
 from .expr import ExprCompiler
 from .loops import I32, I64, PTR, for_range, i64, product
 from .mathlib import MathLibrary

@@ -1,0 +1,327 @@
+"""The `llvm` backend's executor: JIT each entry point, keep its engine alive, fill pointer
+tables and call one native function per entry point.
+
+Arrays reach the checked entry points here already checked and converted by `CompiledNet`
+(checks.py). `step` also has a native fast path (fastcall.py) that the network installs as
+its `step` once compiled. Workspaces for intermediate values are allocated once per entry
+and binding of the symbolic sizes, and reused.
+
+Threads: native calls hold the GIL (PYFUNCTYPE, and the fast path is a builtin), and the
+checked path takes a lock around filling its table and calling, so calls on one network
+never overlap. The fast path has its own table and loss buffer.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import sys
+import threading
+from collections.abc import Callable
+
+import numpy as np
+
+import llvmlite
+import llvmlite.binding as llvm
+
+from ..._version import __version__
+from ...driver import Compiled, build, signature
+from ...errors import BPNumericError
+from ...graph.network import Signature
+from ...runtime.net import CompiledNet
+from ...graph.shapes import Shape
+from ...runtime import cache
+from . import prebuilt as library
+from .codegen import ALIGN, Layout, generate, layout_of, workspace_bytes
+from .fastcall import Context, array_fields, builtin, python_symbols
+from .jit import Engine, compile_ir, host, vector_bytes
+from .matmul import find_blas
+
+Arrays = dict[str, np.ndarray]
+# PYFUNCTYPE keeps the GIL during the call: no other thread can touch a table meanwhile.
+ENTRY = ctypes.PYFUNCTYPE(ctypes.c_int32, ctypes.c_void_p, ctypes.c_void_p)
+MAX_WORKSPACES = 8  # per entry point: one per recent batch size
+
+
+def object_key(signature: Signature, dtype: np.dtype, entry: str) -> str:
+    """Everything that decides an entry point's machine code."""
+    cpu, features = host()
+    blas = find_blas()
+    return cache.key("object", __version__, llvmlite.__version__, cpu, features,
+                     repr(blas and (blas.sgemm, blas.dgemm, blas.int_bits)),
+                     repr(array_fields()), dtype.name, entry, signature.filename,
+                     signature.source)
+
+
+def open_network(source: str, filename: str, dtype: np.dtype) -> CompiledNet:
+    """A network on the llvm backend; its signature, and later its entry points, come from
+    the disk cache when it has them, so a second compile skips SymPy and LLVM."""
+    name = cache.key("signature", __version__, filename, source) + ".json"
+    cached = cache.load(name)
+    built: list[Compiled] = []
+
+    def compiled() -> Compiled:
+        if not built:
+            built.append(build(source, filename))
+        return built[0]
+
+    if cached is not None:
+        summary = Signature.from_json(cached[0])
+    else:
+        summary = signature(compiled())
+        cache.store(name, summary.to_json(), b"")
+    executor = LLVMExecutor(summary, dtype, compiled)
+    return CompiledNet(summary, "llvm", dtype, executor, compiled)
+
+
+def external_symbols() -> dict[str, int]:
+    """Functions compiled code may call: the Python C-API (fast path) and BLAS."""
+    blas = find_blas()
+    return {**python_symbols(), **(blas.symbols() if blas is not None else {})}
+
+
+class Table:
+    """A pointer table and sizes array, as an entry function reads them."""
+
+    def __init__(self, layout: Layout, dtype: np.dtype):
+        self.pointers = (ctypes.c_void_p * layout.size)()
+        self.dims = (ctypes.c_int64 * max(1, len(layout.dims)))()
+        self.loss = np.zeros(1, dtype=dtype)
+        self.pointers[layout.loss] = self.loss.ctypes.data
+
+
+class LLVMExecutor:
+    """Each entry point is its own module, compiled the first time it is called (or loaded
+    from the disk cache): a training loop pays for `step` (and `forward`, if it evaluates),
+    not for all four."""
+
+    def __init__(self, signature: Signature, dtype: np.dtype, compiled: Callable[[], Compiled]):
+        self.signature = signature
+        self.compiled = compiled
+        self.dtype = dtype
+        self.workspace_shapes: dict[str, list[Shape]] = {}
+        self.engines: dict[str, Engine] = {}  # kept alive as long as this executor
+        self.entries: dict[str, Callable[..., int]] = {}
+        self.layout = layout_of(signature)
+        self.tables: dict[str, Table] = {}
+        self.workspaces: dict[str, dict[tuple[int, ...], np.ndarray]] = {}
+        self.lock = threading.Lock()
+        self.output_shapes = dict(signature.output_shapes)
+        self.fast_step = None  # the builtin, once `step` is compiled
+        self._fast_keepalive: list[object] = []
+
+    @property
+    def code(self) -> str:
+        """The IR of every entry point with the runtime library linked in: one module, so
+        the text is a whole program that LLVM's parser and tools accept (two modules'
+        texts one after the other are not: each repeats the other's definitions)."""
+        network = llvm.parse_assembly(generate(self.compiled(), self.dtype.name,
+                                               vector_bytes()).ir)
+        network.link_in(llvm.parse_assembly(library.library_ir(self.dtype.name,
+                                                               vector_bytes())))
+        network.name = self.signature.name
+        return (f"; network {self.signature.name} ({self.dtype.name}): every entry point, "
+                f"then the runtime library (library.py) its kernels call\n{network}")
+
+    # ---------------------------------------------------------------- compiling
+
+    def _entry(self, entry: str) -> Callable[..., int]:
+        function = self.entries.get(entry)
+        if function is None:
+            engine, shapes = self._engine(entry)
+            self.workspace_shapes[entry], self.engines[entry] = shapes, engine
+            self.tables[entry] = Table(self.layout, self.dtype)
+            function = self.entries[entry] = ENTRY(engine.address(f"bpc_{entry}"))
+        return function
+
+    def _engine(self, entry: str) -> tuple[Engine, list[Shape]]:
+        """The compiled entry point, from the disk cache if it holds it, else compiled (and
+        stored there); with the shapes of its workspace buffers."""
+        library.load(self.dtype.name, vector_bytes())
+        name = object_key(self.signature, self.dtype, entry) + ".o"
+        cached = cache.load(name)
+        if cached is not None:
+            header, object_code = cached
+            engine, _ = compile_ir("", object_code=object_code, symbols=external_symbols())
+            return engine, [tuple(shape) for shape in header["workspace"]]
+        program = generate(self.compiled(), self.dtype.name, vector_bytes(), (entry,),
+                           fast=entry == "step")
+        engine, object_code = compile_ir(program.ir, symbols=external_symbols())
+        shapes = program.workspace[entry]
+        if object_code:
+            cache.store(name, {"workspace": [list(s) for s in shapes]}, object_code)
+        return engine, shapes
+
+    def install_fast_step(self, fallback: Callable[..., float]) -> object | None:
+        """The native `step` builtin (once step is compiled), with `fallback` as its checked
+        path; None where the fast path is unavailable."""
+        if self.fast_step is not None or "step" not in self.engines:
+            return self.fast_step
+        engine = self.engines["step"]
+        address = engine.address("bpc_fast_step")
+        if not address:
+            return None
+        context = Context(self.layout)
+        ctx = (ctypes.c_void_p * context.size).from_address(
+            engine.engine.get_global_value_address("bpc_ctx"))
+        self.fast_table = Table(self.layout, self.dtype)
+        ctx[Context.TABLE] = ctypes.addressof(self.fast_table.pointers)
+        ctx[Context.LOSS] = self.fast_table.loss.ctypes.data
+        ctx[Context.NDARRAY] = id(np.ndarray)
+        ctx[Context.DICT] = id(dict)
+        ctx[Context.DESCR] = id(self.dtype)
+        keys = []
+        for kind, names in (("param", self.layout.params), ("state", self.layout.state),
+                            ("data", self.layout.data)):
+            for name in names:
+                key = sys.intern(name)
+                keys.append(key)
+                ctx[context.key(kind, name)] = id(key)
+        self.fast_bound = (ctypes.c_int64 * (len(self.layout.dims) + 1)).from_address(
+            engine.engine.get_global_value_address("bpc_bound_dims"))
+        function, definition = builtin(address, fallback, "step",
+                                       "One training step (native fast path).")
+        self._fast_keepalive += [keys, definition, fallback]
+        self.fast_step = function
+        if getattr(self, "_last_step_sizes", None) is not None:
+            with self.lock:  # so the very next call runs natively, at these sizes
+                self._bind_fast_workspace(self._last_step_sizes)
+        return function
+
+    def _bind_fast_workspace(self, sizes: dict[str, int]) -> None:
+        """Point the fast path's table at step's workspace for `sizes`."""
+        key = tuple(sizes.get(d, 0) for d in self.layout.dims)
+        self._workspace("step", sizes)  # allocates it if it was evicted
+        buffer = self.workspaces["step"][key]
+        self._fast_workspace = buffer  # kept alive while the fast table points into it
+        address = buffer.ctypes.data
+        self.fast_table.pointers[self.layout.workspace] = address + (-address % ALIGN)
+        for k, name in enumerate(self.layout.dims):
+            self.fast_bound[k] = sizes[name]
+        self.fast_bound[len(self.layout.dims)] = 1  # the workspace is set
+
+    # ----------------------------------------------------------------- plumbing
+
+    def _workspace(self, entry: str, sizes: dict[str, int]) -> int:
+        """The aligned address of `entry`'s workspace for these sizes."""
+        key = tuple(sizes.get(d, 0) for d in self.layout.dims)
+        buffers = self.workspaces.setdefault(entry, {})
+        buffer = buffers.get(key)
+        if buffer is None:
+            if len(buffers) >= MAX_WORKSPACES:
+                buffers.pop(next(iter(buffers)))
+            needed = workspace_bytes(self.workspace_shapes[entry], sizes, self.dtype.itemsize)
+            buffer = buffers[key] = np.empty(needed + ALIGN, dtype=np.uint8)
+        address = buffer.ctypes.data
+        return address + (-address % ALIGN)
+
+    def _bind(self, entry: str, p: Arrays, data: Arrays, sizes: dict[str, int],
+              s: Arrays | None = None) -> Table:
+        self._entry(entry)
+        layout, table = self.layout, self.tables[entry]
+        for name in layout.params:
+            table.pointers[layout.param(name)] = p[name].ctypes.data
+        for name, array in data.items():
+            table.pointers[layout.data_slot(name)] = array.ctypes.data
+        for name in layout.state if s is not None else ():
+            table.pointers[layout.state_slot(name)] = s[name].ctypes.data
+        for k, name in enumerate(layout.dims):
+            # a dim only targets have is unknown to forward, whose code never reads it
+            table.dims[k] = sizes.get(name, 0)
+        table.pointers[layout.workspace] = self._workspace(entry, sizes)
+        return table
+
+    def _call(self, entry: str, table: Table) -> int:
+        return self.entries[entry](ctypes.addressof(table.pointers),
+                                   ctypes.addressof(table.dims))
+
+    def _empty(self, shape: tuple, sizes: dict[str, int]) -> np.ndarray:
+        concrete = tuple(d if isinstance(d, int) else sizes[d] for d in shape)
+        return np.empty(concrete, dtype=self.dtype)
+
+    # ------------------------------------------------------------- entry points
+
+    def forward(self, p: Arrays, data: Arrays, sizes: dict[str, int]) -> Arrays:
+        outputs = {name: self._empty(self.output_shapes[name], sizes)
+                   for name in self.layout.outputs}
+        with self.lock:
+            table = self._bind("forward", p, data, sizes)
+            for name, array in outputs.items():
+                table.pointers[self.layout.output(name)] = array.ctypes.data
+            self._call("forward", table)
+        return outputs
+
+    def loss(self, p: Arrays, data: Arrays, sizes: dict[str, int]) -> float:
+        with self.lock:
+            table = self._bind("loss", p, data, sizes)
+            self._call("loss", table)
+            return float(table.loss[0])
+
+    def value_and_grad(self, p: Arrays, data: Arrays,
+                       sizes: dict[str, int]) -> tuple[float, Arrays]:
+        grads = {name: np.empty(info.shape, dtype=self.dtype)
+                 for name, info in self.signature.params.items()}
+        with self.lock:
+            table = self._bind("value_and_grad", p, data, sizes)
+            for name, array in grads.items():
+                table.pointers[self.layout.grad(name)] = array.ctypes.data
+            self._call("value_and_grad", table)
+            return float(table.loss[0]), grads
+
+    def step(self, p: Arrays, s: Arrays, data: Arrays, sizes: dict[str, int]) -> float:
+        with self.lock:
+            table = self._bind("step", p, data, sizes, s)
+            status = self._call("step", table)
+            loss = float(table.loss[0])
+            self._last_step_sizes = sizes
+            if self.fast_step is not None:  # let the fast path use this batch size next
+                self._bind_fast_workspace(sizes)
+        if status:
+            raise BPNumericError(f"step: {self.describe_status(status, loss)}; "
+                                 f"step changed nothing")
+        return loss
+
+    def apply_gradients(self, p: Arrays, s: Arrays, grads: Arrays) -> None:
+        with self.lock:
+            table = self._bind("apply_gradients", p, {}, {}, s)
+            for name, array in grads.items():
+                table.pointers[self.layout.grad(name)] = array.ctypes.data
+            status = self._call("apply_gradients", table)
+        if status:
+            raise BPNumericError(f"apply_gradients: {self.describe_status(status, 0.0)}; "
+                                 f"apply_gradients changed nothing")
+
+    def describe_status(self, status: int, loss: float) -> str:
+        if status == 1:
+            return f"the loss is {loss}"
+        return f"the gradient of {self.layout.params[status - 2]} is not finite"
+
+
+def describe_gradient(compiled: Compiled, dtype: np.dtype, param: str) -> list[str]:
+    """The IR computing one param's gradient in value_and_grad: the kernel calls of the
+    entry function for each node of the gradient's chain, then those kernels' code."""
+    program = generate(compiled, dtype.name, vector_bytes(), ("value_and_grad",))
+    graph = program.graph
+    forward = set(graph.live([*graph.outputs.values(), graph.loss]))
+    chain = [i for i in graph.live([graph.grads[param]]) if i not in forward]
+    used = program.functions["value_and_grad"]
+    names: list[str] = []
+    for i in chain:
+        for name in used.get(i, []):
+            if name not in names:
+                names.append(name)
+    lines = [f"; {graph.nodes[i].name or f'%{i}'} ({graph.nodes[i].op.name.lower()}): "
+             f"{', '.join(used.get(i, ['no code: a view or reshape']))}" for i in chain]
+    for name in names:
+        if name.startswith("bpc.") and name != "bpc.matmul":
+            lines += ["", *_function_text(program.ir, name)]
+    return lines
+
+
+def _function_text(ir_text: str, name: str) -> list[str]:
+    """The lines of one function's definition in a module's text."""
+    lines = ir_text.splitlines()
+    for start, line in enumerate(lines):
+        if line.startswith("define") and f'@"{name}"(' in line:
+            end = lines.index("}", start)
+            return lines[start:end + 1]
+    return []

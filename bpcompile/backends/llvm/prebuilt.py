@@ -1,0 +1,74 @@
+"""The runtime library: kernels that do not depend on the network (matmul, the softmax
+family, cross-entropy, transpose, the finiteness check, the fast path's array check),
+compiled once per dtype and machine and kept in the disk cache. Network modules declare
+them; their addresses are registered with LLVM before a network's module is finalized.
+
+Compiling these once instead of inside every network's module takes the largest and most
+repeated part out of each network's compile time.
+"""
+
+from __future__ import annotations
+
+import llvmlite
+import llvmlite.binding as llvm
+from llvmlite import ir
+
+from ...runtime import cache
+from .fastcall import array_data_function, array_fields
+from .jit import Engine, compile_ir, host
+from .kernels import KernelLibrary, runtime_name
+from .mathlib import FORMATS, MathLibrary
+from .matmul import Matmul
+
+ALONG_AXIS = ("softmax", "log_softmax", "logsumexp", "argmax_onehot")
+
+
+def library_ir(dtype: str, vector_bytes: int) -> str:
+    """The runtime library's module for one dtype and vector width."""
+    module = ir.Module(name=f"bpcompile_runtime_{dtype}")
+    lib = MathLibrary(module, dtype)
+    matmul = Matmul(module, lib, vector_bytes, runtime=True)
+    matmul.function()
+    kernels = KernelLibrary(module, lib, matmul.lanes, runtime=True)
+    for kind in ALONG_AXIS:
+        kernels.along_axis(kind)
+    kernels.softmax_cross_entropy()
+    kernels.transpose()
+    kernels.non_finite()
+    array_data_function(module, array_fields(), runtime_name("array_data", lib.t, 0))
+    return str(module)
+
+
+_LOADED: dict[tuple[str, int], Engine] = {}  # kept for the life of the process
+
+
+def load(dtype: str, vector_bytes: int) -> None:
+    """Compile (or load from the disk cache) the library, and register its functions."""
+    if (dtype, vector_bytes) in _LOADED:
+        return
+    engine = _engine(dtype, vector_bytes)
+    _LOADED[(dtype, vector_bytes)] = engine
+    for name in _function_names(dtype, vector_bytes):
+        llvm.add_symbol(name, engine.address(name))
+
+
+def _function_names(dtype: str, vector_bytes: int) -> tuple[str, ...]:
+    """The symbols `library_ir` defines (as `runtime_name` spells them)."""
+    t = FORMATS[dtype].type
+    lanes = vector_bytes // (8 if dtype == "float64" else 4)
+    kernels = ("matmul", *ALONG_AXIS, "softmax_cross_entropy", "transpose", "non_finite")
+    return (*(runtime_name(k, t, lanes) for k in kernels), runtime_name("array_data", t, 0))
+
+
+def _engine(dtype: str, vector_bytes: int) -> Engine:
+    cpu, features = host()
+    name = cache.key("runtime library", llvmlite.__version__, cpu, features, dtype,
+                     str(vector_bytes), repr(array_fields())) + ".o"
+    cached = cache.load(name)
+    if cached is not None:
+        engine, _ = compile_ir("", object_code=cached[1])
+        return engine
+    engine, object_code = compile_ir(library_ir(dtype, vector_bytes))
+    if object_code:
+        cache.store(name, {"library": dtype}, object_code)
+    return engine

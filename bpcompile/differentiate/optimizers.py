@@ -1,0 +1,194 @@
+"""Optimizers as graph fragments: `optimize sgd(...)` or `adam(...)` becomes elementwise nodes
+that read params, gradients and state and compute their values after one step, exactly as
+`torch.optim.SGD`, `torch.optim.Adam`/`AdamW` and `torch.nn.utils.clip_grad_norm_` do.
+
+State is named after the param it belongs to: `W1.momentum` (SGD), `W1.m` and `W1.v` (Adam,
+first and second moments) and `step` (Adam's step count).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+import sympy
+
+from ..language import syntax as S
+from ..language.calls import bind, bool_option, number_option
+from ..errors import BPTypeError
+from ..graph.ir import Graph, GraphBuilder, Node, Op, operand
+from ..graph.network import OptimizerConfig
+
+if TYPE_CHECKING:
+    from ..language.lower import Lowerer
+
+# option -> default (None: required); the checks each option's value must pass.
+OPTIONS: dict[str, dict[str, float | bool | None]] = {
+    "sgd": {"lr": None, "momentum": 0.0, "nesterov": False, "weight_decay": 0.0,
+            "clip_norm": 0.0},
+    "adam": {"lr": 0.001, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 0.0,
+             "clip_norm": 0.0},
+}
+CHECKS: dict[str, tuple[str, Callable[[float], bool]]] = {
+    "lr": ("must be positive", lambda v: v > 0),
+    "momentum": ("must be at least 0", lambda v: v >= 0),
+    "weight_decay": ("must be at least 0", lambda v: v >= 0),
+    "beta1": ("must be in [0, 1)", lambda v: 0 <= v < 1),
+    "beta2": ("must be in [0, 1)", lambda v: 0 <= v < 1),
+    "eps": ("must be at least 0", lambda v: v >= 0),
+    "clip_norm": ("must be positive (leave it out to not clip)", lambda v: v >= 0),
+}
+# clip_grad_norm_ divides by (norm + 1e-6) so that a zero gradient stays finite.
+CLIP_EPS = sympy.Rational(1, 10**6)
+
+
+def exact(value: float) -> sympy.Rational:
+    """An option as the decimal it was written as, so 1 - 0.9 prints as 0.1."""
+    return sympy.Rational(repr(float(value)))
+
+
+def default_optimizer() -> OptimizerConfig:
+    options = dict(OPTIONS["sgd"], lr=0.01)
+    return OptimizerConfig("sgd", options, 0, "sgd(lr=0.01) (the default)")
+
+
+def optimizer_config(lw: Lowerer, stmt: S.OptimizeStmt) -> OptimizerConfig:
+    """Read and check `optimize sgd(...)` / `adam(...)`."""
+    call = stmt.call
+    if call.func not in OPTIONS:
+        raise lw.error(
+            BPTypeError, f"unknown optimizer '{call.func}'; use sgd or adam", call.pos
+        )
+    defaults = OPTIONS[call.func]
+    if call.args:
+        raise lw.error(
+            BPTypeError, f"give {call.func}'s options by name, as in {call.func}(lr=0.1)",
+            call.args[0].pos,
+        )
+    bound = bind(lw, call, tuple(defaults), {k: v for k, v in defaults.items() if v is not None})
+    options: dict[str, float | bool] = {}
+    for name, value in bound.items():
+        where = getattr(value, "pos", call.pos)
+        if name == "nesterov":
+            options[name] = bool_option(lw, value, "nesterov")
+            continue
+        number = float(number_option(lw, value, f"{call.func}'s {name}"))
+        message, ok = CHECKS[name]
+        if not ok(number) or (name == "clip_norm" and hasattr(value, "pos") and number == 0):
+            raise lw.error(BPTypeError, f"{name} {message}, not {number:g}", where)
+        options[name] = number
+    if options.get("nesterov") and not options["momentum"] > 0:
+        raise lw.error(BPTypeError, "nesterov=true needs a momentum above 0", call.pos)
+    return OptimizerConfig(call.func, options, stmt.pos.line, " ".join(call.text.split()))
+
+
+def state_names(config: OptimizerConfig, params: list[str]) -> list[str]:
+    """The optimizer state a network keeps, in a fixed order."""
+    if config.kind == "sgd":
+        return [f"{p}.momentum" for p in params] if config.options["momentum"] > 0 else []
+    return ["step", *(f"{p}.{k}" for p in params for k in ("m", "v"))]
+
+
+def add_updates(graph: Graph, config: OptimizerConfig, shapes: dict[str, tuple]) -> Graph:
+    """`graph` (with grads) plus state leaves and the update of every param and state."""
+    builder = GraphBuilder.extending(graph)
+    lines = (config.line,) if config.line else ()
+    state = {
+        name: builder.add(Node(Op.STATE, (), () if name == "step" else
+                               shapes[name.rsplit(".", 1)[0]], name=name, lines=lines))
+        for name in state_names(config, list(graph.params))
+    }
+    # The update reads gradients from leaves of their own: step binds them to the gradients
+    # it computed, apply_gradients to the ones it is given.
+    gradient_leaves = {
+        name: builder.add(Node(Op.GRAD, (), shapes[name], name=name, lines=lines))
+        for name in graph.grads
+    }
+    grads = dict(gradient_leaves)
+    if config.options["clip_norm"]:
+        grads = _clip(builder, grads, float(config.options["clip_norm"]), lines)
+    update = _sgd if config.kind == "sgd" else _adam
+    updates, state_updates = update(builder, graph, config, grads, state, lines)
+    return replace(graph, nodes=tuple(builder.nodes), state=state, updates=updates,
+                   state_updates=state_updates, gradient_leaves=gradient_leaves)
+
+
+def _clip(builder: GraphBuilder, grads: dict[str, int], max_norm: float,
+          lines: tuple[int, ...]) -> dict[str, int]:
+    """clip_grad_norm_: scale every gradient by min(1, max_norm / (global norm + 1e-6))."""
+    squares = []
+    for g in grads.values():
+        shape = builder.nodes[g].shape
+        square = builder.elementwise(operand(0) ** 2, (g,), shape, lines=lines)
+        squares.append(builder.add(Node(Op.SUM, (square,), (), axes=tuple(range(len(shape))),
+                                        lines=lines)))
+    total = sympy.sqrt(sympy.Add(*(operand(k) for k in range(len(squares)))))
+    norm = builder.elementwise(total, squares, (), name="grad_norm", lines=lines)
+    coef = builder.elementwise(
+        sympy.Min(1, exact(max_norm) / (operand(0) + CLIP_EPS)), (norm,), (),
+        name="clip_coef", lines=lines,
+    )
+    return {
+        name: builder.elementwise(operand(0) * operand(1), (g, coef), builder.nodes[g].shape,
+                                  lines=lines)
+        for name, g in grads.items()
+    }
+
+
+Updates = tuple[dict[str, int], dict[str, int]]  # params' new values, state's new values
+
+
+def _sgd(builder: GraphBuilder, graph: Graph, config: OptimizerConfig, grads: dict[str, int],
+         state: dict[str, int], lines: tuple[int, ...]) -> Updates:
+    o = config.options
+    lr, momentum, decay = (exact(o[k]) for k in ("lr", "momentum", "weight_decay"))
+    p, g, buf = operand(0), operand(1), operand(2)
+    updates: dict[str, int] = {}
+    state_updates: dict[str, int] = {}
+    for name, param in graph.params.items():
+        shape = builder.nodes[param].shape
+        step = g + decay * p if o["weight_decay"] else g
+        inputs = [param, grads[name]]
+        if o["momentum"]:
+            buffer = state[f"{name}.momentum"]
+            # torch starts the buffer as the first gradient; momentum * 0 + g is that exactly.
+            new_buffer = builder.elementwise(momentum * buf + step, [param, grads[name], buffer],
+                                             shape, lines=lines)
+            state_updates[f"{name}.momentum"] = new_buffer
+            step = step + momentum * buf if o["nesterov"] else buf
+            inputs.append(new_buffer)
+        updates[name] = builder.elementwise(p - lr * step, inputs, shape, lines=lines)
+    return updates, state_updates
+
+
+def _adam(builder: GraphBuilder, graph: Graph, config: OptimizerConfig, grads: dict[str, int],
+          state: dict[str, int], lines: tuple[int, ...]) -> Updates:
+    o = config.options
+    lr, beta1, beta2, eps, decay = (
+        exact(o[k]) for k in ("lr", "beta1", "beta2", "eps", "weight_decay")
+    )
+    step = builder.elementwise(operand(0) + 1, (state["step"],), (), lines=lines)
+    updates: dict[str, int] = {}
+    state_updates: dict[str, int] = {"step": step}
+    # Bias corrections, once per step for all params: lr / (1 - b1^t) and sqrt(1 - b2^t).
+    step_size = builder.elementwise(lr / (1 - beta1 ** operand(0)), (step,), (),
+                                    name="step_size", lines=lines)
+    correction = builder.elementwise(sympy.sqrt(1 - beta2 ** operand(0)), (step,), (),
+                                     name="bias_correction2", lines=lines)
+    old, grad = operand(0), operand(1)
+    p, size, m, v, corr = (operand(k) for k in range(5))
+    # Weight decay in Adam is decoupled, as in AdamW: the param shrinks before the step.
+    start = p * (1 - lr * decay) if o["weight_decay"] else p
+    for name, param in graph.params.items():
+        shape = builder.nodes[param].shape
+        new_m = builder.elementwise(beta1 * old + (1 - beta1) * grad,
+                                    (state[f"{name}.m"], grads[name]), shape, lines=lines)
+        new_v = builder.elementwise(beta2 * old + (1 - beta2) * grad**2,
+                                    (state[f"{name}.v"], grads[name]), shape, lines=lines)
+        state_updates[f"{name}.m"], state_updates[f"{name}.v"] = new_m, new_v
+        updates[name] = builder.elementwise(
+            start - size * m / (sympy.sqrt(v) / corr + eps),
+            (param, step_size, new_m, new_v, correction), shape, lines=lines,
+        )
+    return updates, state_updates

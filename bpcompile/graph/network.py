@@ -1,0 +1,121 @@
+"""What lowering learns about a network besides its graph: declared names and shapes, how
+params start, how the network trains."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import Source
+from .ir import Graph
+from .shapes import Shape
+
+
+@dataclass(frozen=True)
+class Init:
+    """How a param starts: `kind` is zeros, ones, constant, normal, uniform, xavier or he."""
+
+    kind: str
+    args: tuple[float, ...] = ()
+
+    def describe(self) -> str:
+        if not self.args:
+            return self.kind
+        if self.kind == "constant":
+            return repr(self.args[0])
+        return f"{self.kind}({', '.join(repr(a) for a in self.args)})"
+
+
+@dataclass(frozen=True)
+class ParamInfo:
+    name: str
+    shape: tuple[int, ...]
+    init: Init
+    line: int
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    """`kind` is sgd or adam; `options` holds every option, defaults filled in."""
+
+    kind: str
+    options: dict[str, float | bool]
+    line: int = 0
+    text: str = ""  # as written in the `.bp` file, for comments in generated code
+
+
+@dataclass(frozen=True)
+class Network:
+    """A lowered `.bp` program: the forward graph (outputs and loss) and its declarations."""
+
+    name: str
+    source: Source
+    graph: Graph
+    params: dict[str, ParamInfo]
+    inputs: dict[str, Shape]
+    targets: dict[str, Shape]
+    outputs: tuple[str, ...]
+    optimizer: OptimizerConfig
+
+    @property
+    def data(self) -> dict[str, Shape]:
+        """Inputs then targets: every array a call may be given."""
+        return {**self.inputs, **self.targets}
+
+
+@dataclass(frozen=True)
+class Signature:
+    """What calling a compiled network needs, without its graph (and so without SymPy):
+    small, and stored as JSON in the disk cache so a cached network starts in milliseconds."""
+
+    name: str
+    filename: str
+    source: str
+    params: dict[str, ParamInfo]
+    inputs: dict[str, Shape]
+    targets: dict[str, Shape]
+    outputs: tuple[str, ...]
+    output_shapes: dict[str, Shape]
+    optimizer: OptimizerConfig
+    state: dict[str, tuple[int, ...]]   # optimizer state name -> shape
+    has_loss: bool
+
+    @property
+    def data(self) -> dict[str, Shape]:
+        return {**self.inputs, **self.targets}
+
+    @property
+    def dims(self) -> tuple[str, ...]:
+        """The symbolic sizes, sorted: the order compiled code receives them in."""
+        return tuple(sorted({d for shape in self.data.values() for d in shape
+                             if isinstance(d, str)}))
+
+    def to_json(self) -> dict:
+        return {
+            "name": self.name, "filename": self.filename, "source": self.source,
+            "params": [[p.name, list(p.shape), p.init.kind, list(p.init.args), p.line]
+                       for p in self.params.values()],
+            "inputs": [[n, list(s)] for n, s in self.inputs.items()],
+            "targets": [[n, list(s)] for n, s in self.targets.items()],
+            "outputs": list(self.outputs),
+            "output_shapes": {n: list(s) for n, s in self.output_shapes.items()},
+            "optimizer": [self.optimizer.kind, self.optimizer.options, self.optimizer.line,
+                          self.optimizer.text],
+            "state": [[n, list(s)] for n, s in self.state.items()],
+            "has_loss": self.has_loss,
+        }
+
+    @classmethod
+    def from_json(cls, value: dict) -> Signature:
+        kind, options, line, text = value["optimizer"]
+        return cls(
+            name=value["name"], filename=value["filename"], source=value["source"],
+            params={n: ParamInfo(n, tuple(s), Init(k, tuple(a)), ln)
+                    for n, s, k, a, ln in value["params"]},
+            inputs={n: tuple(s) for n, s in value["inputs"]},
+            targets={n: tuple(s) for n, s in value["targets"]},
+            outputs=tuple(value["outputs"]),
+            output_shapes={n: tuple(s) for n, s in value["output_shapes"].items()},
+            optimizer=OptimizerConfig(kind, options, line, text),
+            state={n: tuple(s) for n, s in value["state"]},
+            has_loss=value["has_loss"],
+        )

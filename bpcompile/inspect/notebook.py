@@ -1,0 +1,115 @@
+"""Rendering for people: LaTeX of SymPy expressions (with bpcompile's own functions spelled
+as textbooks write them) and the HTML that Jupyter shows for a compiled network.
+
+`show --latex`, `explain --latex` and the notebook reprs all print math through `latex`, so
+a sigmoid looks the same everywhere: `\\sigma\\left(z\\right)`, not `Sigmoid(z)`.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+import sympy
+from sympy.printing.latex import LatexPrinter
+
+from ..graph.shapes import Shape, format_shape
+from ..differentiate.symbolic import Elu, LeakyRelu, Power, Relu, Sigmoid, Softplus
+
+if TYPE_CHECKING:
+    from ..runtime.net import CompiledNet
+
+# Our functions' LaTeX names; SymPy's own (exp, tanh, ...) it already spells well.
+FUNCTION_LATEX: dict[type[sympy.Function], str] = {
+    Sigmoid: r"\sigma",
+    Relu: r"\operatorname{relu}",
+    Softplus: r"\operatorname{softplus}",
+    LeakyRelu: r"\operatorname{leaky\_relu}",
+    Elu: r"\operatorname{elu}",
+}
+
+
+class MathPrinter(LatexPrinter):
+    """SymPy's LaTeX printer, taught the functions `symbolic` defines."""
+
+    def _print_Function(self, expr: sympy.Basic, exp: str | None = None) -> str:
+        if isinstance(expr, Power):  # written as the power it is: x^{y}
+            return self._print(sympy.Pow(*expr.args, evaluate=False))
+        name = FUNCTION_LATEX.get(type(expr))
+        if name is None:
+            return super()._print_Function(expr, exp)
+        args = ", ".join(self._print(a) for a in expr.args)
+        head = f"{name}^{{{exp}}}" if exp else name
+        return rf"{head}\left({args}\right)"
+
+
+def latex(expr: sympy.Basic, names: Mapping[sympy.Symbol, str] | None = None) -> str:
+    """`expr` as LaTeX; `names` gives the LaTeX of some symbols (others print as SymPy
+    prints them)."""
+    settings = {"symbol_names": dict(names or {}), "mul_symbol": None}
+    return MathPrinter(settings).doprint(expr)
+
+
+LATEX_SPECIALS = {"\\": r"\textbackslash{}", "_": r"\_", "#": r"\#", "%": r"\%", "&": r"\&",
+                  "{": r"\{", "}": r"\}", "$": r"\$", "^": r"\^{}", "~": r"\~{}"}
+
+
+def latex_escape(text: str) -> str:
+    """Plain text made safe inside LaTeX (a param called `h1.W`, a file `my_net.bp`)."""
+    return "".join(LATEX_SPECIALS.get(c, c) for c in text)
+
+
+def texttt(text: str) -> str:
+    """Code-spelled text in LaTeX math or text mode."""
+    return rf"\texttt{{{latex_escape(text)}}}"
+
+
+def name_latex(name: str) -> str:
+    """A `.bp` name as math: `W1` as W_{1} (SymPy's convention), `h1.W` and other names
+    SymPy would mangle as code."""
+    if name.isidentifier() and "_" not in name:
+        return sympy.latex(sympy.Symbol(name))
+    return texttt(name)
+
+
+# ------------------------------------------------------------------------ HTML
+
+def _rows(net: CompiledNet) -> list[tuple[str, str]]:
+    """(label, text) rows of the summary table; text is plain, escaped later."""
+    def listing(entries: Mapping[str, Shape]) -> str:
+        return ", ".join(f"{n} {format_shape(s)}" for n, s in entries.items()) or "(none)"
+
+    optimizer = net.signature.optimizer
+    options = ", ".join(f"{k}={v}" for k, v in optimizer.options.items())
+    return [
+        ("backend", net.backend),
+        ("dtype", net.dtype.name),
+        ("inputs", listing(net.inputs)),
+        ("targets", listing(net.targets)),
+        ("outputs", ", ".join(net.outputs) or "(none)"),
+        ("loss", "yes" if net.has_loss else "no"),
+        ("optimizer", f"{optimizer.kind}({options})"),
+    ]
+
+
+def net_html(net: CompiledNet) -> str:
+    """A compact HTML table for Jupyter: the network's name, backend, dtype, each param with
+    its shape and init, data, outputs and optimizer. Everything from the user is escaped."""
+    e = html.escape
+    total = sum(int(_size(s)) for s in net.params.values())
+    parts = [f"<table><caption>CompiledNet <b>{e(net.name)}</b></caption>"]
+    parts += [f"<tr><th>{e(label)}</th><td>{e(text)}</td></tr>" for label, text in _rows(net)]
+    parts.append(f"<tr><th>params</th><td>{total} scalars</td></tr>")
+    for name, info in net.signature.params.items():
+        parts.append(f"<tr><td>{e(name)}</td><td>{e(format_shape(info.shape))} "
+                     f"= {e(info.init.describe())}</td></tr>")
+    parts.append("</table>")
+    return "\n".join(parts)
+
+
+def _size(shape: tuple[int, ...]) -> int:
+    size = 1
+    for d in shape:
+        size *= d
+    return size

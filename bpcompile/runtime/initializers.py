@@ -1,0 +1,116 @@
+"""How params start: parsing `= INIT`, drawing the values, and the same draw as source code
+for the generated NumPy module (a test checks that the two agree bit for bit).
+
+Values are drawn in float64 from `np.random.default_rng(seed)`, one param after another in
+declaration order, then rounded to the network's dtype: a float32 and a float64 network with
+the same seed start from the same point.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..language import syntax as S
+from ..language.calls import bind, number_option
+from ..errors import BPTypeError
+from ..graph.network import Init
+from ..graph.shapes import Shape
+from ..language.values import Scalar
+
+if TYPE_CHECKING:
+    from ..language.lower import Lowerer
+
+_NAMED = ("zeros", "ones", "xavier", "he")
+_CALLED = {"normal": ("std",), "uniform": ("low", "high")}
+
+
+def parse_init(lw: Lowerer, expr: S.Expr | None, shape: Shape) -> Init:
+    """The Init an `= ...` clause asks for; xavier for 2-D and larger, zeros otherwise."""
+    if expr is None:
+        return Init("xavier") if len(shape) >= 2 else Init("zeros")
+    if isinstance(expr, S.Name) and expr.id in _NAMED:
+        return Init(expr.id)
+    if isinstance(expr, S.Call) and expr.func in _CALLED:
+        names = _CALLED[expr.func]
+        bound = bind(lw, expr, names)
+        args = tuple(float(number_option(lw, bound[n], f"{expr.func}'s {n}")) for n in names)
+        if expr.func == "normal" and args[0] < 0:
+            raise lw.error(BPTypeError, "normal's std must not be negative", expr.pos)
+        if expr.func == "uniform" and args[0] > args[1]:
+            raise lw.error(BPTypeError, "uniform(low, high) needs low <= high", expr.pos)
+        return Init(expr.func, args)
+    if isinstance(expr, S.Number | S.Neg) or (isinstance(expr, S.Name) and expr.id in lw.consts):
+        value = lw.expression(expr)
+        if isinstance(value, Scalar) and not value.expr.free_symbols:
+            return Init("constant", (float(value.expr),))
+    raise lw.error(
+        BPTypeError,
+        "an initializer is zeros, ones, a number, normal(std), uniform(low, high), "
+        "xavier or he",
+        expr.pos,
+    )
+
+
+def fans(shape: tuple[int, ...]) -> tuple[int, int]:
+    """(fan_in, fan_out) for a weight laid out [in, out, *receptive field]."""
+    if len(shape) == 0:
+        return 1, 1
+    if len(shape) == 1:
+        return shape[0], shape[0]
+    receptive = math.prod(shape[2:])
+    return shape[0] * receptive, shape[1] * receptive
+
+
+def _xavier_bound(shape: tuple[int, ...]) -> float:
+    fan_in, fan_out = fans(shape)
+    return math.sqrt(6.0 / (fan_in + fan_out))
+
+
+def _he_std(shape: tuple[int, ...]) -> float:
+    return math.sqrt(2.0 / fans(shape)[0])
+
+
+def draw(init: Init, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    """The float64 starting value of one param (advancing `rng` for random kinds)."""
+    kind = init.kind
+    if kind == "zeros":
+        return np.zeros(shape)
+    if kind == "ones":
+        return np.ones(shape)
+    if kind == "constant":
+        return np.full(shape, init.args[0])
+    if kind == "normal":
+        return rng.normal(0.0, init.args[0], size=shape)
+    if kind == "uniform":
+        return rng.uniform(init.args[0], init.args[1], size=shape)
+    if kind == "xavier":
+        bound = _xavier_bound(shape)
+        return rng.uniform(-bound, bound, size=shape)
+    if kind == "he":
+        return rng.normal(0.0, _he_std(shape), size=shape)
+    raise AssertionError(kind)
+
+
+def source(init: Init, shape: tuple[int, ...]) -> str:
+    """`draw`, cast to DTYPE, as a NumPy expression reading a generator named `rng`."""
+    kind = init.kind
+    size = repr(tuple(shape))
+    if kind == "zeros":
+        return f"np.zeros({size}, dtype=DTYPE)"
+    if kind == "ones":
+        return f"np.ones({size}, dtype=DTYPE)"
+    if kind == "constant":
+        return f"np.full({size}, {init.args[0]!r}, dtype=DTYPE)"
+    if kind == "normal":
+        return f"rng.normal(0.0, {init.args[0]!r}, size={size}).astype(DTYPE)"
+    if kind == "uniform":
+        return f"rng.uniform({init.args[0]!r}, {init.args[1]!r}, size={size}).astype(DTYPE)"
+    if kind == "xavier":
+        bound = _xavier_bound(shape)
+        return f"rng.uniform({-bound!r}, {bound!r}, size={size}).astype(DTYPE)"
+    if kind == "he":
+        return f"rng.normal(0.0, {_he_std(shape)!r}, size={size}).astype(DTYPE)"
+    raise AssertionError(kind)

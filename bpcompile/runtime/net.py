@@ -1,0 +1,184 @@
+"""CompiledNet: what `bpcompile.compile` returns. It checks every array a call is given,
+then hands the call to its backend's executor; it also draws initial params and state, which
+do not depend on the backend."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Protocol
+
+import numpy as np
+
+from . import checks, initializers
+from ..driver import Compiled
+from ..errors import BPNameError, BPShapeError
+from ..graph.network import Network, Signature
+from ..graph.shapes import Shape
+
+Arrays = dict[str, np.ndarray]
+
+
+class Executor(Protocol):
+    """A backend's compiled entry points; arrays arrive checked and converted."""
+
+    code: str
+
+    def forward(self, p: Arrays, data: Arrays, sizes: dict[str, int]) -> Arrays: ...
+
+    def loss(self, p: Arrays, data: Arrays, sizes: dict[str, int]) -> float: ...
+
+    def value_and_grad(self, p: Arrays, data: Arrays,
+                       sizes: dict[str, int]) -> tuple[float, Arrays]: ...
+
+    def step(self, p: Arrays, s: Arrays, data: Arrays, sizes: dict[str, int]) -> float: ...
+
+    def apply_gradients(self, p: Arrays, s: Arrays, grads: Arrays) -> None: ...
+
+
+class CompiledNet:
+    """A compiled `.bp` network: init, forward, loss, value_and_grad, step, code.
+
+    Calls need only its `signature`; the compiled graph (`compiled`, with SymPy inside) is
+    built on first use when the network came from the disk cache.
+    """
+
+    def __init__(self, signature: Signature, backend: str, dtype: np.dtype,
+                 executor: Executor, compiled: Callable[[], Compiled]):
+        self.signature = signature
+        self.backend = backend
+        self.dtype = dtype
+        self._executor = executor
+        self._build = compiled
+        self._compiled: Compiled | None = None
+        self.name = signature.name
+        self.source = signature.source
+        self.params: dict[str, tuple[int, ...]] = {n: i.shape
+                                                   for n, i in signature.params.items()}
+        self.inputs: dict[str, Shape] = dict(signature.inputs)
+        self.targets: dict[str, Shape] = dict(signature.targets)
+        self.outputs: tuple[str, ...] = tuple(signature.outputs)
+        self.state: dict[str, tuple[int, ...]] = dict(signature.state)
+
+    @property
+    def compiled(self) -> Compiled:
+        """The network's optimized graph (built now if this net came from the cache)."""
+        if self._compiled is None:
+            self._compiled = self._build()
+        return self._compiled
+
+    @property
+    def network(self) -> Network:
+        return self.compiled.network
+
+    def __repr__(self) -> str:
+        return (f"<CompiledNet {self.name} backend={self.backend} dtype={self.dtype.name} "
+                f"params={list(self.params)}>")
+
+    def _repr_html_(self) -> str:
+        """Jupyter's view: a table of params, data, outputs and optimizer (see notebook)."""
+        from ..inspect.notebook import net_html
+
+        return net_html(self)
+
+    @property
+    def has_loss(self) -> bool:
+        return self.signature.has_loss
+
+    # ---------------------------------------------------------------- entry points
+
+    def init(self, seed: int = 0) -> Arrays:
+        """Fresh params: C-contiguous arrays of the net's dtype, drawn in declaration order."""
+        rng = np.random.default_rng(seed)
+        params = {}
+        for name, info in self.signature.params.items():
+            try:
+                # np.asarray, not np.ascontiguousarray, which makes a 0-d (`[]`) param 1-d
+                params[name] = np.asarray(initializers.draw(info.init, info.shape, rng),
+                                          dtype=self.dtype, order="C")
+            except MemoryError:
+                size = int(np.prod(info.shape, dtype=np.float64))
+                raise BPShapeError(
+                    f"init: param {name} {list(info.shape)} has {size:,} elements, more than "
+                    f"fit in memory"
+                ) from None
+        return params
+
+    def init_state(self, p: Mapping | None = None) -> Arrays:
+        """Zeroed optimizer state (momentum buffers, Adam moments and step count)."""
+        return {name: np.zeros(shape, dtype=self.dtype) for name, shape in self.state.items()}
+
+    def forward(self, p: Mapping, /, **data: object) -> Arrays:
+        params = checks.check_params(p, self.params, self.dtype, "forward")
+        arrays, sizes = checks.check_data(data, self.inputs, self.dtype, "forward")
+        return _within_memory("forward", self._executor.forward, params, arrays, sizes)
+
+    def loss(self, p: Mapping, /, **data: object) -> float:
+        self._need_loss("loss")
+        params = checks.check_params(p, self.params, self.dtype, "loss")
+        arrays, sizes = checks.check_data(data, self.signature.data, self.dtype, "loss")
+        return _within_memory("loss", self._executor.loss, params, arrays, sizes)
+
+    def value_and_grad(self, p: Mapping, /, **data: object) -> tuple[float, Arrays]:
+        self._need_loss("value_and_grad")
+        params = checks.check_params(p, self.params, self.dtype, "value_and_grad")
+        arrays, sizes = checks.check_data(data, self.signature.data, self.dtype,
+                                          "value_and_grad")
+        return _within_memory("value_and_grad", self._executor.value_and_grad, params, arrays,
+                              sizes)
+
+    def step(self, p: Mapping, s: Mapping, /, **data: object) -> float:
+        """One training step in place on `p` and `s`; the loss before the update."""
+        self._need_loss("step")
+        params = checks.check_in_place(p, self.params, self.dtype, "param", "step")
+        state = checks.check_in_place(s, self.state, self.dtype, "state", "step")
+        checks.check_disjoint({**{f"param {n}": a for n, a in params.items()},
+                               **{f"state {n}": a for n, a in state.items()}}, "step")
+        arrays, sizes = checks.check_data(data, self.signature.data, self.dtype, "step")
+        loss = _within_memory("step", self._executor.step, params, state, arrays, sizes)
+        self._install_fast_step()
+        return loss
+
+    def apply_gradients(self, p: Mapping, s: Mapping, grads: Mapping, /) -> None:
+        """One optimizer update with the gradients given (as value_and_grad returns them,
+        e.g. summed or averaged over several batches or machines), in place on `p` and `s`.
+        `step` is value_and_grad followed by this. A gradient that is not finite raises
+        BPNumericError and changes nothing."""
+        self._need_loss("apply_gradients")
+        call = "apply_gradients"
+        params = checks.check_in_place(p, self.params, self.dtype, "param", call)
+        state = checks.check_in_place(s, self.state, self.dtype, "state", call)
+        updated = {**{f"param {n}": a for n, a in params.items()},
+                   **{f"state {n}": a for n, a in state.items()}}
+        checks.check_disjoint(updated, call)
+        given = checks.check_gradients(grads, self.params, self.dtype, updated.values(), call)
+        self._executor.apply_gradients(params, state, given)
+
+    def _install_fast_step(self) -> None:
+        """Once a backend has a native step that checks arrays itself (the llvm backend),
+        make it this network's `step`; it falls back to the method above for anything it
+        does not accept as-is, so behaviour is the same."""
+        install = getattr(self._executor, "install_fast_step", None)
+        if install is not None and "step" not in self.__dict__:
+            fast = install(CompiledNet.step.__get__(self))
+            if fast is not None:
+                self.step = fast
+
+    def code(self) -> str:
+        """The generated source: a Python module (numpy) or LLVM IR (llvm)."""
+        return self._executor.code
+
+    def _need_loss(self, call: str) -> None:
+        if not self.has_loss:
+            raise BPNameError(f"{call}: network {self.name} has no loss statement")
+
+
+def _within_memory(call: str, run: Callable, *args: object):
+    """Run a call; a batch too large for memory is a BPError, not a MemoryError. Nothing
+    has been changed then: both backends compute every new value before writing any."""
+    try:
+        return run(*args)
+    except MemoryError:
+        sizes = args[-1]
+        raise BPShapeError(
+            f"{call}: not enough memory for these arrays (sizes {sizes})"
+        ) from None

@@ -1,0 +1,118 @@
+"""Saved training: params, optimizer state and progress in one `.npz`, written atomically.
+
+Params keep their own names (`np.load(path)["W1"]` is W1); optimizer state is stored as
+`state:NAME` and progress as `meta:...`, so a resumed run continues exactly where the saved
+one stopped: the same epoch, the same step within it, the same shuffle.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+
+from .. import atomic
+from .dataset import read_archive
+from ..errors import BPNameError, BPShapeError
+from ..runtime.net import CompiledNet
+
+STATE = "state:"
+META = "meta:"
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where a run stands: epochs finished, steps taken in the current epoch, and the loss
+    summed over that epoch so far (weighted by rows) with its row count."""
+
+    epoch: int = 0
+    step: int = 0
+    loss_sum: float = 0.0
+    loss_rows: int = 0
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """Params and state, and where the run stood: its seed, and the batch size and row count
+    its epochs were cut with (None for a plain file of params)."""
+
+    params: dict[str, np.ndarray]
+    state: dict[str, np.ndarray]
+    progress: Progress
+    seed: int | None
+    batch_size: int | None = None
+    rows: int | None = None
+
+
+def save(path: str | Path, net: CompiledNet, checkpoint: Checkpoint) -> None:
+    """Write `checkpoint` to `path`, atomically."""
+    path = Path(path)
+    arrays: dict[str, np.ndarray] = dict(checkpoint.params)
+    arrays.update({STATE + name: value for name, value in checkpoint.state.items()})
+    progress = checkpoint.progress
+    arrays.update({
+        META + "network": np.array(net.name),
+        META + "dtype": np.array(net.dtype.name),
+        META + "seed": np.array(-1 if checkpoint.seed is None else checkpoint.seed),
+        META + "batch_size": np.array(checkpoint.batch_size or 0),
+        META + "rows": np.array(-1 if checkpoint.rows is None else checkpoint.rows),
+        META + "epoch": np.array(progress.epoch),
+        META + "step": np.array(progress.step),
+        META + "loss_sum": np.array(progress.loss_sum),
+        META + "loss_rows": np.array(progress.loss_rows),
+    })
+    atomic.write(path, lambda file: _write_npz(file, arrays))
+
+
+def _write_npz(file: BinaryIO, arrays: dict[str, np.ndarray]) -> None:
+    """An .npz archive as np.load reads it, written member by member (np.savez takes names
+    as keyword arguments, and a param may be called `file` or `allow_pickle`)."""
+    with zipfile.ZipFile(file, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
+        for name, array in arrays.items():
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
+
+
+def load(path: str | Path, net: CompiledNet) -> Checkpoint:
+    """A checkpoint (or a plain `.npz` of params) for `net`: every param present with its
+    shape; state and progress when the file has them, else fresh ones."""
+    path = Path(path)
+    stored = read_archive(path)
+    params = {name: _param(path, stored, name, shape, net)
+              for name, shape in net.params.items()}
+    if any(STATE + name in stored for name in net.state):
+        state = {name: _param(path, stored, STATE + name, shape, net)
+                 for name, shape in net.state.items()}
+    else:
+        state = net.init_state(params)
+
+    def meta(name: str, default: float) -> float:
+        value = stored.get(META + name)
+        return default if value is None else value.item()
+
+    progress = Progress(int(meta("epoch", 0)), int(meta("step", 0)),
+                        float(meta("loss_sum", 0.0)), int(meta("loss_rows", 0)))
+
+    def known(name: str, absent: int) -> int | None:
+        """A number saved only when known; `absent` stands for unknown."""
+        value = int(meta(name, absent))
+        return None if value == absent else value
+
+    return Checkpoint(params, state, progress, known("seed", -1), known("batch_size", 0),
+                      known("rows", -1))
+
+
+def _param(path: Path, stored: Mapping[str, np.ndarray], key: str, shape: tuple[int, ...],
+           net: CompiledNet) -> np.ndarray:
+    if key not in stored:
+        raise BPNameError(f"{path}: no array '{key}', which network {net.name} needs "
+                          f"(saved from another network?)")
+    array = stored[key]
+    if array.shape != shape or array.dtype.kind not in "biuf":
+        raise BPShapeError(f"{path}: '{key}' is {array.dtype} {array.shape}, but network "
+                           f"{net.name} needs {shape}")
+    return np.array(array, dtype=net.dtype, order="C")
