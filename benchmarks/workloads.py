@@ -1,6 +1,7 @@
 """The benchmark workloads, each as one full training step in five implementations: the
-bpcompile LLVM and NumPy backends, a careful hand-written NumPy step, PyTorch eager, and
-JAX `jit`. Every implementation runs the same network, loss, optimizer, dtype and data.
+bpcompile LLVM and NumPy backends, a careful hand-written NumPy step, PyTorch eager (and,
+through `torch_compiled`, the same step under torch.compile), and JAX `jit`. Every
+implementation runs the same network, loss, optimizer, dtype and data.
 
     xor     2-3-1 sigmoid, squared error, sgd(lr=0.1)                   batch 4,   float64
     digits  64-64-64-10 relu, softmax cross-entropy, adam(lr=0.001)     batch 128, float32
@@ -165,23 +166,35 @@ def _sgd(lr: float) -> Callable[[np.ndarray, np.ndarray, str], None]:
 # -------------------------------------------------------------------- PyTorch
 
 
-def _torch_step(kind: str):
+def _torch_step(kind: str, compiled: bool = False) -> Callable[[dict, dict, str], Callable]:
+    """PyTorch eager, or with `compiled` the same step under torch.compile: the forward (and
+    with it, through AOTAutograd, the backward) and the optimizer update are compiled."""
+
     def make(p: dict, d: dict, dtype: str) -> Callable[[], float]:
         import torch
 
         params = {k: torch.tensor(v, requires_grad=True) for k, v in p.items()}
         data = {k: torch.tensor(v) for k, v in d.items()}
         forward, optimizer = TORCH[kind](params, data, torch)
+        update = optimizer.step
+        if compiled:
+            forward = torch.compile(forward)
+            update = torch.compile(optimizer.step)
 
         def step() -> float:
             optimizer.zero_grad(set_to_none=True)
             loss = forward()
             loss.backward()
-            optimizer.step()
+            update()
             return loss.item()
 
         return step
     return make
+
+
+def torch_compiled(name: str) -> Callable[[dict, dict, str], Callable[[], float]]:
+    """The torch.compile step of the workload called `name`: (params, data, dtype) -> step()."""
+    return _torch_step(name, compiled=True)
 
 
 def _torch_xor(p, d, torch):

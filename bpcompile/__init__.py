@@ -6,10 +6,16 @@
     loss, grads = net.value_and_grad(p, x=X, t=T)
 """
 
-from ._version import __version__
-
+from ._version import __version__ as __version__
 from .api import compile, compile_file  # noqa: E402
-from .errors import BPError, BPNameError, BPNumericError, BPShapeError, BPSyntaxError, BPTypeError
+from .errors import (
+    BPError,
+    BPNameError,
+    BPNumericError,
+    BPShapeError,
+    BPSyntaxError,
+    BPTypeError,
+)
 from .inspect.explain import Explanation, explain  # noqa: E402
 from .inspect.gradcheck import GradcheckResult, gradcheck  # noqa: E402
 from .inspect.health import HealthReport, gradient_health  # noqa: E402

@@ -6,10 +6,11 @@ from dataclasses import dataclass
 
 from . import passes
 from .differentiate.autodiff import differentiate
-from .graph.ir import Graph
-from .language.lower import lower
-from .graph.network import Network, Signature
 from .differentiate.optimizers import add_updates
+from .graph.ir import Graph
+from .graph.network import Network
+from .runtime.signature import Signature
+from .language.lower import lower
 from .language.parser import parse
 
 

@@ -12,12 +12,12 @@ import numpy as np
 
 from .. import atomic
 from .._version import __version__
-from . import train as train_command
 from ..api import compile_file
 from ..errors import BPError
-from ..inspect.gradcheck import gradcheck
 from ..graph.ir import Op
+from ..inspect.gradcheck import gradcheck
 from ..runtime.net import CompiledNet
+from . import train as train_command
 
 EXTENSIONS = {"numpy": ".py", "llvm": ".ll"}
 

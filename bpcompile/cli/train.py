@@ -20,12 +20,12 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from .. import atomic
-from ..train import checkpoint, cluster, plot
 from ..api import compile_file
-from ..train.dataset import Dataset, load, npy_files
-from ..runtime.net import CompiledNet
 from ..errors import BPTypeError
 from ..inspect.health import HealthReport
+from ..runtime.net import CompiledNet
+from ..train import checkpoint, cluster, plot
+from ..train.dataset import Dataset, load, npy_files
 from ..train.loop import Epoch, Split, TrainResult, accuracy, batches, fit, split
 
 INTERRUPTED = 130  # the shell's status for a program stopped by SIGINT

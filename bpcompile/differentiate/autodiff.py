@@ -15,8 +15,8 @@ from dataclasses import replace
 import sympy
 
 from ..graph.ir import Graph, GraphBuilder, Node, Op, operand
-from ..passes.fuse import depends_on_params
 from ..graph.shapes import Shape, broadcast_axes, count, reduced_shape
+from ..passes.fuse import depends_on_params
 from .symbolic import ADJOINT, OUT, backward
 
 Contributions = tuple[int | None, ...]

@@ -8,37 +8,13 @@ first and second moments) and `step` (Adam's step count).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import replace
-from typing import TYPE_CHECKING
 
 import sympy
 
-from ..language import syntax as S
-from ..language.calls import bind, bool_option, number_option
-from ..errors import BPTypeError
 from ..graph.ir import Graph, GraphBuilder, Node, Op, operand
 from ..graph.network import OptimizerConfig
 
-if TYPE_CHECKING:
-    from ..language.lower import Lowerer
-
-# option -> default (None: required); the checks each option's value must pass.
-OPTIONS: dict[str, dict[str, float | bool | None]] = {
-    "sgd": {"lr": None, "momentum": 0.0, "nesterov": False, "weight_decay": 0.0,
-            "clip_norm": 0.0},
-    "adam": {"lr": 0.001, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 0.0,
-             "clip_norm": 0.0},
-}
-CHECKS: dict[str, tuple[str, Callable[[float], bool]]] = {
-    "lr": ("must be positive", lambda v: v > 0),
-    "momentum": ("must be at least 0", lambda v: v >= 0),
-    "weight_decay": ("must be at least 0", lambda v: v >= 0),
-    "beta1": ("must be in [0, 1)", lambda v: 0 <= v < 1),
-    "beta2": ("must be in [0, 1)", lambda v: 0 <= v < 1),
-    "eps": ("must be at least 0", lambda v: v >= 0),
-    "clip_norm": ("must be positive (leave it out to not clip)", lambda v: v >= 0),
-}
 # clip_grad_norm_ divides by (norm + 1e-6) so that a zero gradient stays finite.
 CLIP_EPS = sympy.Rational(1, 10**6)
 
@@ -46,41 +22,6 @@ CLIP_EPS = sympy.Rational(1, 10**6)
 def exact(value: float) -> sympy.Rational:
     """An option as the decimal it was written as, so 1 - 0.9 prints as 0.1."""
     return sympy.Rational(repr(float(value)))
-
-
-def default_optimizer() -> OptimizerConfig:
-    options = dict(OPTIONS["sgd"], lr=0.01)
-    return OptimizerConfig("sgd", options, 0, "sgd(lr=0.01) (the default)")
-
-
-def optimizer_config(lw: Lowerer, stmt: S.OptimizeStmt) -> OptimizerConfig:
-    """Read and check `optimize sgd(...)` / `adam(...)`."""
-    call = stmt.call
-    if call.func not in OPTIONS:
-        raise lw.error(
-            BPTypeError, f"unknown optimizer '{call.func}'; use sgd or adam", call.pos
-        )
-    defaults = OPTIONS[call.func]
-    if call.args:
-        raise lw.error(
-            BPTypeError, f"give {call.func}'s options by name, as in {call.func}(lr=0.1)",
-            call.args[0].pos,
-        )
-    bound = bind(lw, call, tuple(defaults), {k: v for k, v in defaults.items() if v is not None})
-    options: dict[str, float | bool] = {}
-    for name, value in bound.items():
-        where = getattr(value, "pos", call.pos)
-        if name == "nesterov":
-            options[name] = bool_option(lw, value, "nesterov")
-            continue
-        number = float(number_option(lw, value, f"{call.func}'s {name}"))
-        message, ok = CHECKS[name]
-        if not ok(number) or (name == "clip_norm" and hasattr(value, "pos") and number == 0):
-            raise lw.error(BPTypeError, f"{name} {message}, not {number:g}", where)
-        options[name] = number
-    if options.get("nesterov") and not options["momentum"] > 0:
-        raise lw.error(BPTypeError, "nesterov=true needs a momentum above 0", call.pos)
-    return OptimizerConfig(call.func, options, stmt.pos.line, " ".join(call.text.split()))
 
 
 def state_names(config: OptimizerConfig, params: list[str]) -> list[str]:

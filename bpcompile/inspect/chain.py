@@ -19,9 +19,18 @@ from typing import TYPE_CHECKING
 import sympy
 
 from ..backends.numpy.printer import ATOM, MUL, Code, NumpyPrinter
+from ..differentiate.symbolic import (
+    OUT,
+    SIGN_PRESERVING,
+    Elu,
+    LeakyRelu,
+    Relu,
+    Sigmoid,
+    Softplus,
+    partial,
+)
 from ..graph.ir import Graph, Op, operand
 from .notebook import FUNCTION_LATEX, latex, name_latex, texttt
-from ..differentiate.symbolic import OUT, SIGN_PRESERVING, Elu, LeakyRelu, Relu, Sigmoid, Softplus, partial
 
 if TYPE_CHECKING:
     from .show import MathNames

@@ -21,12 +21,12 @@ import numpy as np
 import sympy
 
 from ..backends.numpy.printer import ATOM, Code, NumpyPrinter
+from ..differentiate.symbolic import SIGN_PRESERVING
 from ..errors import BPNameError, BPShapeError, BPTypeError
 from ..graph.ir import LEAVES, Graph, Node, Op, operand
-from .notebook import latex, name_latex
-from ..runtime.net import CompiledNet
 from ..graph.shapes import dim_symbol
-from ..differentiate.symbolic import SIGN_PRESERVING
+from ..runtime.net import CompiledNet
+from .notebook import latex, name_latex
 
 MAX_WEIGHTS = 64   # scalar weights: each is one sympy.diff of the whole unrolled loss
 MAX_BATCH = 8      # samples: the loss grows with each

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..runtime import checks
 from ..errors import BPNameError, BPTypeError
+from ..runtime import checks
 from ..runtime.net import CompiledNet
 
 

@@ -7,18 +7,13 @@ a sigmoid looks the same everywhere: `\\sigma\\left(z\\right)`, not `Sigmoid(z)`
 
 from __future__ import annotations
 
-import html
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
 
 import sympy
 from sympy.printing.latex import LatexPrinter
 
-from ..graph.shapes import Shape, format_shape
 from ..differentiate.symbolic import Elu, LeakyRelu, Power, Relu, Sigmoid, Softplus
 
-if TYPE_CHECKING:
-    from ..runtime.net import CompiledNet
 
 # Our functions' LaTeX names; SymPy's own (exp, tanh, ...) it already spells well.
 FUNCTION_LATEX: dict[type[sympy.Function], str] = {
@@ -71,45 +66,3 @@ def name_latex(name: str) -> str:
     if name.isidentifier() and "_" not in name:
         return sympy.latex(sympy.Symbol(name))
     return texttt(name)
-
-
-# ------------------------------------------------------------------------ HTML
-
-def _rows(net: CompiledNet) -> list[tuple[str, str]]:
-    """(label, text) rows of the summary table; text is plain, escaped later."""
-    def listing(entries: Mapping[str, Shape]) -> str:
-        return ", ".join(f"{n} {format_shape(s)}" for n, s in entries.items()) or "(none)"
-
-    optimizer = net.signature.optimizer
-    options = ", ".join(f"{k}={v}" for k, v in optimizer.options.items())
-    return [
-        ("backend", net.backend),
-        ("dtype", net.dtype.name),
-        ("inputs", listing(net.inputs)),
-        ("targets", listing(net.targets)),
-        ("outputs", ", ".join(net.outputs) or "(none)"),
-        ("loss", "yes" if net.has_loss else "no"),
-        ("optimizer", f"{optimizer.kind}({options})"),
-    ]
-
-
-def net_html(net: CompiledNet) -> str:
-    """A compact HTML table for Jupyter: the network's name, backend, dtype, each param with
-    its shape and init, data, outputs and optimizer. Everything from the user is escaped."""
-    e = html.escape
-    total = sum(int(_size(s)) for s in net.params.values())
-    parts = [f"<table><caption>CompiledNet <b>{e(net.name)}</b></caption>"]
-    parts += [f"<tr><th>{e(label)}</th><td>{e(text)}</td></tr>" for label, text in _rows(net)]
-    parts.append(f"<tr><th>params</th><td>{total} scalars</td></tr>")
-    for name, info in net.signature.params.items():
-        parts.append(f"<tr><td>{e(name)}</td><td>{e(format_shape(info.shape))} "
-                     f"= {e(info.init.describe())}</td></tr>")
-    parts.append("</table>")
-    return "\n".join(parts)
-
-
-def _size(shape: tuple[int, ...]) -> int:
-    size = 1
-    for d in shape:
-        size *= d
-    return size

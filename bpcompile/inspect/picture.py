@@ -25,8 +25,8 @@ from ..backends.numpy.module import FunctionWriter, ModuleWriter
 from ..backends.numpy.printer import ATOM, MUL, UNARY, Code, NumpyPrinter
 from ..errors import BPError
 from ..graph.ir import LEAVES, Graph, Node, Op, operand
-from ..runtime.net import CompiledNet
 from ..graph.shapes import format_shape
+from ..runtime.net import CompiledNet
 
 LABEL_LIMIT = 60  # characters of an expression in a box; longer ones end in an ellipsis
 SEED = "seed"     # the picture's id of the box standing for d loss / d loss = 1

@@ -15,13 +15,13 @@ import sympy
 
 from ..backends.numpy.module import FunctionWriter, ModuleWriter
 from ..backends.numpy.printer import ATOM, COMPARE, Code, NumpyPrinter
-from .chain import ChainReader, GradientStep, Latex, Plain, is_atom, numbering, textbook
+from ..differentiate.symbolic import OUT, partial
 from ..errors import BPNameError
 from ..graph.ir import Graph, Node, Op, operand
-from .notebook import latex_escape, texttt
-from ..runtime.net import CompiledNet
 from ..graph.shapes import format_shape
-from ..differentiate.symbolic import OUT, partial
+from ..runtime.net import CompiledNet
+from .chain import ChainReader, GradientStep, Latex, Plain, is_atom, numbering, textbook
+from .notebook import latex_escape, texttt
 
 
 def _forward_nodes(graph: Graph) -> set[int]:

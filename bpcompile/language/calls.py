@@ -1,116 +1,29 @@
-"""Built-in calls and `@`: argument binding, shape rules, and the nodes each one lowers to.
+"""Built-in calls and `@`: shape rules, and the nodes each one lowers to.
 
-`CALLS` is the table the lowerer dispatches on; each handler takes the lowerer and the call.
+`CALLS` is the table the lowerer dispatches on; each handler takes the lowering context and
+the call.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 import sympy
 
-from . import syntax as S
-from ..errors import BPNameError, BPShapeError, BPTypeError, Pos
-from ..graph.ir import Op, operand
-from ..graph.network import Init
-from ..graph.shapes import Shape, count, format_shape, normalize_axis, reduced_shape
 from ..differentiate.symbolic import ELEMENTWISE, Softplus
+from ..errors import BPNameError, BPShapeError, BPTypeError
+from ..graph.ir import Op, operand
+from ..graph.shapes import Shape, count, format_shape, reduced_shape
+from . import syntax as S
+from .arguments import axis_option, bind, bool_option, number_option, tensor_argument
+from .context import Lowering
+from .layers import dense_elsewhere
 from .values import Scalar, Tensor, Value
-
-if TYPE_CHECKING:
-    from .lower import Lowerer
-
-_REQUIRED = object()
-
-
-# ------------------------------------------------------------------ argument binding
-
-
-def bind(lw: Lowerer, call: S.Call, names: tuple[str, ...],
-         defaults: dict[str, object] | None = None) -> dict[str, object]:
-    """Match a call's arguments to `names` as Python does; defaults fill the rest."""
-    defaults = defaults or {}
-    if len(call.args) > len(names):
-        raise lw.error(
-            BPTypeError,
-            f"{call.func}() takes at most {len(names)} arguments ({len(call.args)} given)",
-            call.args[len(names)].pos,
-        )
-    bound: dict[str, object] = dict(zip(names, call.args))
-    for keyword in call.keywords:
-        if keyword.name not in names:
-            allowed = ", ".join(names)
-            raise lw.error(
-                BPTypeError,
-                f"{call.func}() has no argument '{keyword.name}' (it takes {allowed})",
-                keyword.pos,
-            )
-        if keyword.name in bound:
-            raise lw.error(
-                BPTypeError, f"{call.func}() got '{keyword.name}' twice", keyword.pos
-            )
-        bound[keyword.name] = keyword.value
-    for name in names:
-        if name not in bound:
-            if name not in defaults:
-                raise lw.error(
-                    BPTypeError, f"{call.func}() is missing its argument '{name}'", call.pos
-                )
-            bound[name] = defaults[name]
-    return bound
-
-
-def number_option(lw: Lowerer, expr: object, what: str) -> sympy.Expr:
-    """A numeric option (alpha=0.2): must be known without data."""
-    if not hasattr(expr, "pos"):  # a default, not something written in the file
-        return sympy.sympify(expr)
-    value = lw.expression(expr)
-    if not isinstance(value, Scalar) or value.shape or value.expr.free_symbols:
-        raise lw.error(BPTypeError, f"{what} must be a number", expr.pos)
-    # exp(1000) is exact in SymPy but inf as a float, and options are used as floats.
-    if not math.isfinite(float(value.expr)):
-        raise lw.error(BPTypeError, f"{what} must be a finite number", expr.pos)
-    return value.expr
-
-
-def axis_option(lw: Lowerer, expr: object, rank: int, what: str, pos: Pos) -> int | None:
-    """An axis: an integer (negative counts from the end) checked against `rank`, or None."""
-    if expr is None:
-        return None
-    value = number_option(lw, expr, f"the axis of {what}")
-    if not value.is_Integer:
-        raise lw.error(BPTypeError, f"the axis of {what} must be an integer", expr.pos)
-    try:
-        return normalize_axis(int(value), rank)
-    except IndexError:
-        raise lw.error(
-            BPShapeError, f"axis {int(value)} is out of range for a tensor of rank {rank}",
-            expr.pos,
-        ) from None
-
-
-def bool_option(lw: Lowerer, expr: object, what: str) -> bool:
-    if isinstance(expr, bool):
-        return expr
-    if not isinstance(expr, S.Boolean):
-        raise lw.error(BPTypeError, f"{what} must be true or false", expr.pos)
-    return expr.value
-
-
-def tensor_argument(lw: Lowerer, expr: S.Expr) -> Tensor:
-    """Evaluate `expr`; a constant becomes a constant node so structural ops can take it."""
-    value = lw.expression(expr)
-    if isinstance(value, Scalar):
-        return Tensor(lw.materialize(value), value.shape)
-    return value
-
 
 # --------------------------------------------------------------------- elementwise
 
 
-def elementwise_call(lw: Lowerer, call: S.Call) -> Value:
+def elementwise_call(lw: Lowering, call: S.Call) -> Value:
     builtin = ELEMENTWISE[call.func]
     tensor_names = builtin.args
     names = tensor_names + tuple(builtin.options)
@@ -122,7 +35,7 @@ def elementwise_call(lw: Lowerer, call: S.Call) -> Value:
                       call.pos)
 
 
-def def_call(lw: Lowerer, call: S.Call) -> Value:
+def def_call(lw: Lowering, call: S.Call) -> Value:
     symbols, body = lw.defs[call.func]
     if call.keywords:
         raise lw.error(BPTypeError, f"{call.func}() takes no keyword arguments",
@@ -140,7 +53,7 @@ def def_call(lw: Lowerer, call: S.Call) -> Value:
 # ----------------------------------------------------------------------- reductions
 
 
-def _reduce(lw: Lowerer, call: S.Call, op: Op) -> tuple[Tensor, tuple[int, ...], bool]:
+def _reduce(lw: Lowering, call: S.Call, op: Op) -> tuple[Tensor, tuple[int, ...], bool]:
     bound = bind(lw, call, ("x", "axis", "keepdims"), {"axis": None, "keepdims": False})
     x = tensor_argument(lw, bound["x"])
     axis = axis_option(lw, bound["axis"], len(x.shape), f"{call.func}()", call.pos)
@@ -150,25 +63,25 @@ def _reduce(lw: Lowerer, call: S.Call, op: Op) -> tuple[Tensor, tuple[int, ...],
     return lw.node(op, (x.node,), shape, axes=axes, keepdims=keepdims), axes, keepdims
 
 
-def sum_call(lw: Lowerer, call: S.Call) -> Value:
+def sum_call(lw: Lowering, call: S.Call) -> Value:
     return _reduce(lw, call, Op.SUM)[0]
 
 
-def max_call(lw: Lowerer, call: S.Call) -> Value:
+def max_call(lw: Lowering, call: S.Call) -> Value:
     return _reduce(lw, call, Op.MAX)[0]
 
 
-def logsumexp_call(lw: Lowerer, call: S.Call) -> Value:
+def logsumexp_call(lw: Lowering, call: S.Call) -> Value:
     return _reduce(lw, call, Op.LOGSUMEXP)[0]
 
 
-def mean_call(lw: Lowerer, call: S.Call) -> Value:
+def mean_call(lw: Lowering, call: S.Call) -> Value:
     total, axes, _ = _reduce(lw, call, Op.SUM)
     source = lw.builder.nodes[lw.builder.nodes[total.node].inputs[0]].shape
     return divide_by_count(lw, total, tuple(source[a] for a in axes))
 
 
-def divide_by_count(lw: Lowerer, total: Tensor, dims: Shape) -> Tensor:
+def divide_by_count(lw: Lowering, total: Tensor, dims: Shape) -> Tensor:
     """`total` divided by the number of elements in `dims` (a size bound at call time too)."""
     n = count(dims)
     node = lw.builder.elementwise(operand(0) / n, (total.node,), total.shape,
@@ -176,7 +89,7 @@ def divide_by_count(lw: Lowerer, total: Tensor, dims: Shape) -> Tensor:
     return Tensor(node, total.shape)
 
 
-def _softmax_family(lw: Lowerer, call: S.Call, op: Op) -> Value:
+def _softmax_family(lw: Lowering, call: S.Call, op: Op) -> Value:
     bound = bind(lw, call, ("x", "axis"), {"axis": S.Number("-1", call.pos)})
     x = tensor_argument(lw, bound["x"])
     if not x.shape:
@@ -189,7 +102,7 @@ def _softmax_family(lw: Lowerer, call: S.Call, op: Op) -> Value:
 # --------------------------------------------------------------------------- losses
 
 
-def _mean_all(lw: Lowerer, value: Value) -> Tensor:
+def _mean_all(lw: Lowering, value: Value) -> Tensor:
     x = value if isinstance(value, Tensor) else Tensor(lw.materialize(value), value.shape)
     axes = tuple(range(len(x.shape)))
     total = lw.node(Op.SUM, (x.node,), (), axes=axes)
@@ -200,7 +113,7 @@ def _elementwise_loss(make: Callable[[sympy.Expr, sympy.Expr], sympy.Expr],
                       names: tuple[str, str]) -> Handler:
     """A loss that is the mean of an elementwise function of its two arguments."""
 
-    def handler(lw: Lowerer, call: S.Call) -> Value:
+    def handler(lw: Lowering, call: S.Call) -> Value:
         bound = bind(lw, call, names)
         exprs = [bound[n] for n in names]
         values = [lw.expression(e) for e in exprs]
@@ -226,7 +139,7 @@ binary_cross_entropy_call = _elementwise_loss(
 bce_with_logits_call = _elementwise_loss(lambda z, t: Softplus(z) - t * z, ("z", "t"))
 
 
-def cross_entropy_call(lw: Lowerer, call: S.Call) -> Value:
+def cross_entropy_call(lw: Lowering, call: S.Call) -> Value:
     bound = bind(lw, call, ("logits", "t"))
     logits = tensor_argument(lw, bound["logits"])
     t = tensor_argument(lw, bound["t"])
@@ -244,7 +157,7 @@ def cross_entropy_call(lw: Lowerer, call: S.Call) -> Value:
 # ------------------------------------------------------------------------- structure
 
 
-def matmul(lw: Lowerer, expr: S.BinOp) -> Value:
+def matmul(lw: Lowering, expr: S.BinOp) -> Value:
     """NumPy's matmul for 1-D and 2-D operands; the inner dims must be the same."""
     left, right = lw.expression(expr.left), lw.expression(expr.right)
     described = (f"{S.expr_text(expr.left)} is {format_shape(left.shape)}, "
@@ -267,71 +180,7 @@ def matmul(lw: Lowerer, expr: S.BinOp) -> Value:
     return lw.node(Op.MATMUL, (left.node, right.node), shape)
 
 
-RELU_FAMILY = frozenset({"relu", "leaky_relu", "elu", "gelu"})
-
-
-def dense(lw: Lowerer, call: S.Call, name: str) -> Value:
-    """`name = dense(x, units, act=linear)`: declares name.W and name.b, computes act(x@W+b)."""
-    bound = bind(lw, call, ("x", "units", "act"), {"act": None})
-    x = tensor_argument(lw, bound["x"])
-    units = number_option(lw, bound["units"], "dense()'s units")
-    if not (units.is_Integer and units > 0):
-        raise lw.error(BPTypeError, "dense()'s units must be a positive integer",
-                       bound["units"].pos)
-    if not x.shape or not isinstance(x.shape[-1], int):
-        raise lw.error(
-            BPShapeError,
-            f"dense() needs a fixed number of input features, but "
-            f"{S.expr_text(bound['x'])} is {format_shape(x.shape)}",
-            call.pos,
-        )
-    if len(x.shape) > 2:  # it computes x @ W, and '@' takes 1-D and 2-D tensors
-        raise lw.error(
-            BPShapeError,
-            f"dense() takes a 1-D or 2-D tensor (it computes x @ W), but "
-            f"{S.expr_text(bound['x'])} is {format_shape(x.shape)}",
-            call.pos,
-        )
-    act = bound["act"]
-    act_name = "linear" if act is None else act.id if isinstance(act, S.Name) else None
-    activation = _activation(lw, act_name, act, call.pos)
-    init = Init("he") if act_name in RELU_FAMILY else Init("xavier")
-    w = lw.add_param(f"{name}.W", (x.shape[-1], int(units)), init, call.pos)
-    b = lw.add_param(f"{name}.b", (int(units),), Init("zeros"), call.pos)
-    shape = x.shape[:-1] + (int(units),)
-    product = lw.node(Op.MATMUL, (x.node, w), shape)
-    u, v = operand(0), operand(1)
-    node = lw.builder.elementwise(activation(u + v), (product.node, b), shape, lines=(lw.line,))
-    return Tensor(node, shape)
-
-
-def _activation(lw: Lowerer, name: str | None, expr: object,
-                pos: Pos) -> Callable[[sympy.Expr], sympy.Expr]:
-    if name in ELEMENTWISE and ELEMENTWISE[name].arity == 1:
-        builtin = ELEMENTWISE[name]
-        defaults = [sympy.sympify(v) for v in builtin.options.values()]
-        return lambda u: builtin.make(u, *defaults)
-    if name in lw.defs and len(lw.defs[name][0]) == 1:
-        (symbol,), body = lw.defs[name]
-        return lambda u: body.xreplace({symbol: u})
-    where = getattr(expr, "pos", pos)
-    raise lw.error(
-        BPTypeError,
-        "act= must name an elementwise function of one argument (relu, tanh, a def, ...)",
-        where,
-    )
-
-
-def _dense_elsewhere(lw: Lowerer, call: S.Call) -> Value:
-    raise lw.error(
-        BPTypeError,
-        "dense(...) must be the whole right side of an assignment, as in "
-        "h1 = dense(x, 64, act=relu): the assigned name names its params",
-        call.pos,
-    )
-
-
-Handler = Callable[["Lowerer", S.Call], Value]
+Handler = Callable[["Lowering", S.Call], Value]
 
 CALLS: dict[str, Handler] = {
     **{name: elementwise_call for name in ELEMENTWISE},
@@ -345,11 +194,11 @@ CALLS: dict[str, Handler] = {
     "cross_entropy": cross_entropy_call,
     "binary_cross_entropy": binary_cross_entropy_call,
     "bce_with_logits": bce_with_logits_call,
-    "dense": _dense_elsewhere,
+    "dense": dense_elsewhere,
 }
 
 
-def call(lw: Lowerer, expr: S.Call) -> Value:
+def call(lw: Lowering, expr: S.Call) -> Value:
     if expr.func in lw.defs:
         return def_call(lw, expr)
     handler = CALLS.get(expr.func)

@@ -4,20 +4,16 @@ result like any built-in."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import sympy
 
-from . import syntax as S
-from .calls import bind
-from ..errors import BPNameError, BPTypeError
 from ..differentiate.symbolic import BINARY, COMPARISONS, ELEMENTWISE, indicator, number
+from ..errors import BPNameError, BPTypeError
+from . import syntax as S
+from .arguments import bind
+from .context import Lowering
 
-if TYPE_CHECKING:
-    from .lower import Lowerer
 
-
-def evaluate_def(lw: Lowerer, stmt: S.DefStmt, args: dict[str, sympy.Symbol]) -> sympy.Expr:
+def evaluate_def(lw: Lowering, stmt: S.DefStmt, args: dict[str, sympy.Symbol]) -> sympy.Expr:
     """The body of `stmt` as SymPy, over the symbols in `args`."""
 
     def visit(expr: S.Expr) -> sympy.Expr:

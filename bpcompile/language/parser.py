@@ -13,12 +13,16 @@ from typing import Any
 import lark
 from lark import Lark, Token, Transformer, v_args
 from lark.exceptions import (
-    UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError,
+    UnexpectedCharacters,
+    UnexpectedEOF,
+    UnexpectedInput,
+    UnexpectedToken,
+    VisitError,
 )
 
+from ..errors import BPSyntaxError, Pos, Source
 from ..runtime import cache
 from . import syntax as S
-from ..errors import BPSyntaxError, Pos, Source
 
 _OPENERS = {"LPAR": "RPAR", "LSQB": "RSQB"}
 _CLOSERS = {"RPAR", "RSQB"}

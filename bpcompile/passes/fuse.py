@@ -14,8 +14,8 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import replace
 
-from ..graph.ir import Graph, Node, Op, inline, operand, rebuild
 from ..differentiate.symbolic import backward_transcendentals
+from ..graph.ir import Graph, Node, Op, inline, operand, rebuild
 
 
 def uses(graph: Graph) -> Counter[int]:

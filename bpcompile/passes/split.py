@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import sympy
 
+from ..differentiate.symbolic import partial, transcendental_terms
 from ..graph.ir import Graph, GraphBuilder, Node, Op, copy_node, operand, rebuild
 from ..graph.shapes import broadcast
-from ..differentiate.symbolic import partial, transcendental_terms
 
 
 def _needed(expr: sympy.Expr, arity: int) -> list[sympy.Expr]:

@@ -13,8 +13,17 @@ from collections.abc import Callable
 
 import sympy
 
-from ..graph.ir import Graph, GraphBuilder, Node, Op, copy_node, inline, operand, rebuild
 from ..differentiate.symbolic import stabilize
+from ..graph.ir import (
+    Graph,
+    GraphBuilder,
+    Node,
+    Op,
+    copy_node,
+    inline,
+    operand,
+    rebuild,
+)
 
 INLINE_DEPTH = 3  # how many producers deep to look for a rule's pattern
 

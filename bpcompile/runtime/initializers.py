@@ -1,5 +1,5 @@
-"""How params start: parsing `= INIT`, drawing the values, and the same draw as source code
-for the generated NumPy module (a test checks that the two agree bit for bit).
+"""How params start: drawing the values, and the same draw as source code for the
+generated NumPy module (a test checks that the two agree bit for bit).
 
 Values are drawn in float64 from `np.random.default_rng(seed)`, one param after another in
 declaration order, then rounded to the network's dtype: a float32 and a float64 network with
@@ -9,49 +9,10 @@ the same seed start from the same point.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..language import syntax as S
-from ..language.calls import bind, number_option
-from ..errors import BPTypeError
 from ..graph.network import Init
-from ..graph.shapes import Shape
-from ..language.values import Scalar
-
-if TYPE_CHECKING:
-    from ..language.lower import Lowerer
-
-_NAMED = ("zeros", "ones", "xavier", "he")
-_CALLED = {"normal": ("std",), "uniform": ("low", "high")}
-
-
-def parse_init(lw: Lowerer, expr: S.Expr | None, shape: Shape) -> Init:
-    """The Init an `= ...` clause asks for; xavier for 2-D and larger, zeros otherwise."""
-    if expr is None:
-        return Init("xavier") if len(shape) >= 2 else Init("zeros")
-    if isinstance(expr, S.Name) and expr.id in _NAMED:
-        return Init(expr.id)
-    if isinstance(expr, S.Call) and expr.func in _CALLED:
-        names = _CALLED[expr.func]
-        bound = bind(lw, expr, names)
-        args = tuple(float(number_option(lw, bound[n], f"{expr.func}'s {n}")) for n in names)
-        if expr.func == "normal" and args[0] < 0:
-            raise lw.error(BPTypeError, "normal's std must not be negative", expr.pos)
-        if expr.func == "uniform" and args[0] > args[1]:
-            raise lw.error(BPTypeError, "uniform(low, high) needs low <= high", expr.pos)
-        return Init(expr.func, args)
-    if isinstance(expr, S.Number | S.Neg) or (isinstance(expr, S.Name) and expr.id in lw.consts):
-        value = lw.expression(expr)
-        if isinstance(value, Scalar) and not value.expr.free_symbols:
-            return Init("constant", (float(value.expr),))
-    raise lw.error(
-        BPTypeError,
-        "an initializer is zeros, ones, a number, normal(std), uniform(low, high), "
-        "xavier or he",
-        expr.pos,
-    )
 
 
 def fans(shape: tuple[int, ...]) -> tuple[int, int]:

@@ -9,11 +9,13 @@ from typing import Protocol
 
 import numpy as np
 
-from . import checks, initializers
 from ..driver import Compiled
 from ..errors import BPNameError, BPShapeError
-from ..graph.network import Network, Signature
+from ..graph.network import Network
+from .signature import Signature
+from .summary import net_html
 from ..graph.shapes import Shape
+from . import checks, initializers
 
 Arrays = dict[str, np.ndarray]
 
@@ -75,10 +77,8 @@ class CompiledNet:
                 f"params={list(self.params)}>")
 
     def _repr_html_(self) -> str:
-        """Jupyter's view: a table of params, data, outputs and optimizer (see notebook)."""
-        from ..inspect.notebook import net_html
-
-        return net_html(self)
+        """Jupyter's view: a table of params, data, outputs and optimizer."""
+        return net_html(self.signature, self.backend, self.dtype.name)
 
     @property
     def has_loss(self) -> bool:

@@ -16,9 +16,9 @@ from typing import BinaryIO
 import numpy as np
 
 from .. import atomic
-from .dataset import read_archive
 from ..errors import BPNameError, BPShapeError
 from ..runtime.net import CompiledNet
+from .dataset import read_archive
 
 STATE = "state:"
 META = "meta:"

@@ -31,10 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import dataset as datasets
-from .checkpoint import Checkpoint, Progress
 from ..errors import BPError, BPNameError, BPNumericError, BPTypeError
 from ..runtime.net import Arrays, CompiledNet
+from . import dataset as datasets
+from .checkpoint import Checkpoint, Progress
 from .loop import EpochHook, TrainResult, fit
 
 try:

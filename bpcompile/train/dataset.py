@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..runtime.checks import real_array
 from ..errors import BPError, BPNameError, BPShapeError, BPTypeError
-from ..graph.network import Signature
+from ..runtime.signature import Signature
 from ..graph.shapes import Shape, format_shape
+from ..runtime.checks import real_array
 
 Arrays = dict[str, np.ndarray]
 

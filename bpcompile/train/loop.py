@@ -21,11 +21,11 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from . import dataset as datasets
-from .checkpoint import Checkpoint, Progress
 from ..errors import BPError, BPTypeError
 from ..inspect.health import HealthReport, gradient_health
 from ..runtime.net import Arrays, CompiledNet
+from . import dataset as datasets
+from .checkpoint import Checkpoint, Progress
 
 DIAGNOSE_ROWS = 1024  # rows the gradient health is measured on, each epoch
 # Seed streams of their own, apart from every epoch's shuffle (epochs use 0, 1, 2, ...)

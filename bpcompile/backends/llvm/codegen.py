@@ -21,11 +21,11 @@ import sympy
 from llvmlite import ir
 
 from ...driver import Compiled, signature
-from ...graph.network import Signature
 from ...graph.ir import LEAVES, Graph, Node, Op, operand
-from ...passes.fuse import fuse
 from ...graph.shapes import Shape
+from ...passes.fuse import fuse
 from .fastcall import FastStep, array_fields
+from .layout import Layout, layout_of
 from .kernels import KernelLibrary, axis_view
 from .loops import I32, I64, PTR, i64, product
 from .mathlib import MathLibrary
@@ -33,44 +33,6 @@ from .matmul import Matmul
 
 ENTRIES = ("forward", "loss", "value_and_grad", "step", "apply_gradients")
 ALIGN = 64  # bytes: every workspace buffer starts on a cache line
-
-
-@dataclass(frozen=True)
-class Layout:
-    """Which slot of the pointer table holds which array."""
-
-    params: tuple[str, ...]
-    state: tuple[str, ...]
-    data: tuple[str, ...]
-    outputs: tuple[str, ...]
-    dims: tuple[str, ...]
-
-    def param(self, name: str) -> int:
-        return self.params.index(name)
-
-    def state_slot(self, name: str) -> int:
-        return len(self.params) + self.state.index(name)
-
-    def data_slot(self, name: str) -> int:
-        return len(self.params) + len(self.state) + self.data.index(name)
-
-    def output(self, name: str) -> int:
-        return len(self.params) + len(self.state) + len(self.data) + self.outputs.index(name)
-
-    @property
-    def loss(self) -> int:
-        return len(self.params) + len(self.state) + len(self.data) + len(self.outputs)
-
-    def grad(self, name: str) -> int:
-        return self.loss + 1 + self.params.index(name)
-
-    @property
-    def workspace(self) -> int:
-        return self.loss + 1 + len(self.params)
-
-    @property
-    def size(self) -> int:
-        return self.workspace + 1
 
 
 @dataclass
@@ -527,14 +489,6 @@ def _in_place(graph: Graph, order: list[int], updating: set[int],
         if all(position[r] < position[node] for r in readers):
             result[node] = leaf
     return result
-
-
-def layout_of(signature: Signature) -> Layout:
-    """The pointer table's layout for a network."""
-    return Layout(
-        params=tuple(signature.params), state=tuple(signature.state),
-        data=tuple(signature.data), outputs=tuple(signature.outputs), dims=signature.dims,
-    )
 
 
 def entries_of(compiled: Compiled) -> tuple[str, ...]:

@@ -18,18 +18,17 @@ import sys
 import threading
 from collections.abc import Callable
 
-import numpy as np
-
 import llvmlite
 import llvmlite.binding as llvm
+import numpy as np
 
 from ..._version import __version__
 from ...driver import Compiled, build, signature
 from ...errors import BPNumericError
-from ...graph.network import Signature
-from ...runtime.net import CompiledNet
+from ...runtime.signature import Signature
 from ...graph.shapes import Shape
 from ...runtime import cache
+from ...runtime.net import CompiledNet
 from . import prebuilt as library
 from .codegen import ALIGN, Layout, generate, layout_of, workspace_bytes
 from .fastcall import Context, array_fields, builtin, python_symbols

@@ -25,16 +25,14 @@ import ctypes
 import math
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import TYPE_CHECKING
 
 import numpy as np
 from llvmlite import ir
 
 from .kernels import runtime_name
+from .layout import Layout
 from .loops import I32, I64, PTR, for_range, i64
 
-if TYPE_CHECKING:
-    from .codegen import Layout
 
 I8 = ir.IntType(8)
 C_CONTIGUOUS, ALIGNED, WRITEABLE = 0x1, 0x100, 0x400

@@ -18,13 +18,13 @@ from collections.abc import Callable, Iterator
 import sympy
 
 from ..._version import __version__
-from ...driver import Compiled
-from ...runtime.initializers import source as init_source
-from ...graph.ir import LEAVES, Graph, Node, Op, operand
 from ...differentiate.optimizers import state_names
+from ...driver import Compiled
+from ...graph.ir import LEAVES, Graph, Node, Op, operand
 from ...graph.shapes import Shape, broadcast, dim_symbol, symbols_of
-from .printer import ATOM, MUL, POWER, Code, NumpyPrinter, number
+from ...runtime.initializers import source as init_source
 from .helpers import HELPERS, helper_closure
+from .printer import ATOM, MUL, POWER, Code, NumpyPrinter, number
 
 INLINE_LIMIT = 60  # characters; longer unnamed expressions get a line of their own
 # Names the generated module uses itself: a `.bp` name equal to one gets a trailing `_`.
