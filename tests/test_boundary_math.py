@@ -19,7 +19,9 @@ import sympy
 
 import bpcompile as bpc
 from bpcompile.graph.ir import operand
-from bpcompile.differentiate.symbolic import ELEMENTWISE, OUT, Power, partial
+from bpcompile.differentiate.symbolic import OUT, partial
+from bpcompile.graph.functions import Power
+from bpcompile.language.builtins import ELEMENTWISE
 
 BACKENDS = ["numpy", "llvm"]
 a0, a1 = operand(0), operand(1)

@@ -18,7 +18,7 @@ import sympy
 
 import bpcompile as bpc
 from bpcompile.inspect.explain import MAX_WEIGHTS
-from bpcompile.differentiate.symbolic import STANDARD_FORMS, Sigmoid
+from bpcompile.graph.functions import STANDARD_FORMS, Sigmoid
 
 REPO = Path(__file__).resolve().parent.parent
 XOR = REPO / "examples" / "xor.bp"

@@ -18,7 +18,7 @@ import sympy
 import bpcompile as bpc
 from bpcompile.inspect.notebook import latex
 from bpcompile.inspect.show import describe
-from bpcompile.differentiate.symbolic import Relu, Sigmoid
+from bpcompile.graph.functions import Relu, Sigmoid
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"

@@ -19,16 +19,8 @@ from typing import TYPE_CHECKING
 import sympy
 
 from ..backends.numpy.printer import ATOM, MUL, Code, NumpyPrinter
-from ..differentiate.symbolic import (
-    OUT,
-    SIGN_PRESERVING,
-    Elu,
-    LeakyRelu,
-    Relu,
-    Sigmoid,
-    Softplus,
-    partial,
-)
+from ..differentiate.symbolic import OUT, SIGN_PRESERVING, partial
+from ..graph.functions import Elu, LeakyRelu, Relu, Sigmoid, Softplus
 from ..graph.ir import Graph, Op, operand
 from .notebook import FUNCTION_LATEX, latex, name_latex, texttt
 

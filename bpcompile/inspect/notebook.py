@@ -12,7 +12,7 @@ from collections.abc import Mapping
 import sympy
 from sympy.printing.latex import LatexPrinter
 
-from ..differentiate.symbolic import Elu, LeakyRelu, Power, Relu, Sigmoid, Softplus
+from ..graph.functions import Elu, LeakyRelu, Power, Relu, Sigmoid, Softplus
 
 
 # Our functions' LaTeX names; SymPy's own (exp, tanh, ...) it already spells well.

@@ -10,7 +10,8 @@ from collections.abc import Callable
 
 import sympy
 
-from ..differentiate.symbolic import ELEMENTWISE, Softplus
+from ..graph.functions import Softplus
+from .builtins import ELEMENTWISE
 from ..errors import BPNameError, BPShapeError, BPTypeError
 from ..graph.ir import Op, operand
 from ..graph.shapes import Shape, count, format_shape, reduced_shape

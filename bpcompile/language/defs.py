@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sympy
 
-from ..differentiate.symbolic import BINARY, COMPARISONS, ELEMENTWISE, indicator, number
+from .builtins import BINARY, COMPARISONS, ELEMENTWISE, indicator, number
 from ..errors import BPNameError, BPTypeError
 from . import syntax as S
 from .arguments import bind

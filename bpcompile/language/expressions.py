@@ -9,7 +9,7 @@ import sys
 
 import sympy
 
-from ..differentiate.symbolic import BINARY, COMPARISONS, indicator, number
+from .builtins import BINARY, COMPARISONS, indicator, number
 from ..errors import BPError, BPNameError, BPShapeError, BPTypeError, Pos, Source
 from ..graph.ir import GraphBuilder, Node, Op, operand
 from ..graph.shapes import Shape, ShapeMismatch, broadcast, dim_symbol, format_shape

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import sympy
 
-from ..differentiate.symbolic import ELEMENTWISE
+from .builtins import ELEMENTWISE
 from ..errors import BPShapeError, BPTypeError, Pos
 from ..graph.ir import Op, operand
 from ..graph.network import Init

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import sympy
 
-from ..differentiate.symbolic import stabilize
+from ..graph.functions import Sigmoid, Softplus
 from ..graph.ir import (
     Graph,
     GraphBuilder,
@@ -24,6 +24,67 @@ from ..graph.ir import (
     operand,
     rebuild,
 )
+
+def _log_of_sigmoid(expr: sympy.Expr) -> sympy.Expr | None:
+    """log(sigmoid(u)) = -softplus(-u)."""
+    if isinstance(expr, sympy.log) and isinstance(expr.args[0], Sigmoid):
+        return -Softplus(-expr.args[0].args[0])
+    return None
+
+
+def _log_of_one_minus_sigmoid(expr: sympy.Expr) -> sympy.Expr | None:
+    """log(1 - sigmoid(u)) = -softplus(u)."""
+    if not isinstance(expr, sympy.log):
+        return None
+    rest = expr.args[0] - 1
+    if rest.could_extract_minus_sign() and isinstance(-rest, Sigmoid):
+        return -Softplus((-rest).args[0])
+    return None
+
+
+def _log_one_plus_exp(expr: sympy.Expr) -> sympy.Expr | None:
+    """log(1 + exp(u)) = softplus(u)."""
+    if isinstance(expr, sympy.log):
+        rest = expr.args[0] - 1
+        if isinstance(rest, sympy.exp):
+            return Softplus(rest.args[0])
+    return None
+
+
+def _reciprocal_one_plus_exp(expr: sympy.Expr) -> sympy.Expr | None:
+    """1 / (1 + exp(-u)) = sigmoid(u), so a hand-written sigmoid gets sigmoid's rewrites."""
+    if expr.is_Pow and expr.exp == -1:
+        rest = expr.base - 1
+        if isinstance(rest, sympy.exp):
+            return Sigmoid(-rest.args[0])
+    return None
+
+
+STABILITY_RULES: tuple[Callable[[sympy.Expr], sympy.Expr | None], ...] = (
+    _reciprocal_one_plus_exp,
+    _log_of_sigmoid,
+    _log_of_one_minus_sigmoid,
+    _log_one_plus_exp,
+)
+
+
+def stabilize(expr: sympy.Expr) -> tuple[sympy.Expr, int]:
+    """Apply STABILITY_RULES bottom-up until none fires; return the result and how many fired."""
+    fired = 0
+
+    def visit(e: sympy.Expr) -> sympy.Expr:
+        nonlocal fired
+        if e.args:
+            e = e.func(*(visit(a) for a in e.args))
+        for rule in STABILITY_RULES:
+            new = rule(e)
+            if new is not None:
+                fired += 1
+                return visit(new)
+        return e
+
+    return visit(expr), fired
+
 
 INLINE_DEPTH = 3  # how many producers deep to look for a rule's pattern
 

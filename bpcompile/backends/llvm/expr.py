@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 import sympy
 from llvmlite import ir
 
-from ...differentiate.symbolic import Elu, LeakyRelu, Power, Relu, Sigmoid, Softplus
+from ...graph.functions import Elu, LeakyRelu, Power, Relu, Sigmoid, Softplus
 from .mathlib import CONTRACT, MathLibrary
 
 Value = ir.Value

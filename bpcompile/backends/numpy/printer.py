@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import sympy
 
-from ...differentiate.symbolic import Elu, LeakyRelu, Power, Relu, Sigmoid, Softplus
+from ...graph.functions import Elu, LeakyRelu, Power, Relu, Sigmoid, Softplus
 
 # Python's precedence levels, loosest first.
 COMPARE, ADD, MUL, UNARY, POWER, ATOM = range(6)

@@ -1,0 +1,180 @@
+"""The elementwise functions the IR speaks beyond SymPy's own: sigmoid, softplus, relu,
+leaky_relu, elu, and a power whose exponent varies. Each knows its derivative (SymPy's
+`fdiff`), its sign where that is a domain fact the derivative rewrites rely on (sigmoid and
+softplus are positive), how it prints, and its value at numbers (`STANDARD_FORMS`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import sympy
+from sympy import Piecewise
+from sympy.core.evalf import prec_to_dps
+from sympy.printing.precedence import PRECEDENCE
+from sympy.printing.str import StrPrinter
+
+class Sigmoid(sympy.Function):
+    """The logistic function 1 / (1 + exp(-x))."""
+
+    nargs = 1
+    _name = "sigmoid"  # how math displays spell it
+
+    @classmethod
+    def eval(cls, x: sympy.Expr) -> sympy.Expr | None:
+        if x.is_zero:
+            return sympy.Rational(1, 2)
+        if x.could_extract_minus_sign():  # one canonical form: sigmoid(-x) = 1 - sigmoid(x)
+            return 1 - cls(-x)
+        return None
+
+    def fdiff(self, argindex: int = 1) -> sympy.Expr:
+        return self * (1 - self)
+
+    def _eval_is_real(self) -> bool | None:
+        return self.args[0].is_real
+
+    def _eval_is_positive(self) -> bool | None:
+        return self.args[0].is_real  # in (0, 1) for every real x
+
+
+class Softplus(sympy.Function):
+    """log(1 + exp(x)), always computed in a form that cannot overflow."""
+
+    nargs = 1
+    _name = "softplus"  # how math displays spell it
+
+    def fdiff(self, argindex: int = 1) -> sympy.Expr:
+        return Sigmoid(self.args[0])
+
+    def _eval_is_real(self) -> bool | None:
+        return self.args[0].is_real
+
+    def _eval_is_positive(self) -> bool | None:
+        return self.args[0].is_real  # log(1 + exp(x)) > 0 for every real x
+
+
+class Relu(sympy.Function):
+    """max(x, 0); its derivative at 0 is 0, as in PyTorch."""
+
+    nargs = 1
+    _name = "relu"  # how math displays spell it
+
+    def fdiff(self, argindex: int = 1) -> sympy.Expr:
+        return Piecewise((1, self.args[0] > 0), (0, True))
+
+    def _eval_is_real(self) -> bool | None:
+        return self.args[0].is_real
+
+
+class LeakyRelu(sympy.Function):
+    """x where x > 0, else alpha * x."""
+
+    nargs = 2
+    _name = "leaky_relu"  # how math displays spell it
+
+    def fdiff(self, argindex: int = 1) -> sympy.Expr:
+        x, alpha = self.args
+        if argindex == 1:
+            return Piecewise((1, x > 0), (alpha, True))
+        return Piecewise((0, x > 0), (x, True))
+
+    def _eval_is_real(self) -> bool | None:
+        return self.args[0].is_real
+
+
+class Elu(sympy.Function):
+    """x where x > 0, else alpha * (exp(x) - 1)."""
+
+    nargs = 2
+    _name = "elu"  # how math displays spell it
+
+    def fdiff(self, argindex: int = 1) -> sympy.Expr:
+        x, alpha = self.args
+        if argindex == 1:
+            # alpha * exp(x) written through the value itself, so no exp is recomputed.
+            return Piecewise((1, x > 0), (self + alpha, True))
+        return Piecewise((0, x > 0), (sympy.exp(x) - 1, True))
+
+    def _eval_is_real(self) -> bool | None:
+        return self.args[0].is_real
+
+
+def is_size(symbol: sympy.Basic) -> bool:
+    """Does this symbol stand for a size bound at call time (`dim:N`), not for an array?"""
+    return symbol.is_Symbol and symbol.name.startswith("dim:")
+
+
+class Power(sympy.Function):
+    """base ** exponent where the exponent varies (an input or a param), differentiated with
+    PyTorch's conventions at the singular points, where SymPy's plain derivatives give NaN:
+    d/d base is 0 where the exponent is 0 (else exponent * base ** (exponent - 1), also at
+    base 0), and d/d exponent is 0 where the base is 0 and the exponent is not negative.
+    A constant exponent, or a base known to be positive, has no such points: those stay
+    SymPy powers."""
+
+    nargs = 2
+    _name = "power"
+
+    @classmethod
+    def eval(cls, base: sympy.Expr, exponent: sympy.Expr) -> sympy.Expr | None:
+        if not _varies(exponent) or base.is_positive:
+            return base**exponent
+        return None
+
+    def fdiff(self, argindex: int = 1) -> sympy.Expr:
+        base, exponent = self.args
+        if argindex == 1:
+            return Piecewise((0, sympy.Eq(exponent, 0)),
+                             (exponent * Power(base, exponent - 1), True))
+        if base.is_zero:  # 0 ** y: 0 or 1 where finite, with no slope
+            return sympy.Integer(0)
+        return Piecewise((0, sympy.Eq(base, 0) & (exponent >= 0)),
+                         (self * sympy.log(base), True))
+
+    def _sympystr(self, printer: StrPrinter) -> str:
+        return (f"{printer.parenthesize(self.args[0], PRECEDENCE['Pow'])}**"
+                f"{printer.parenthesize(self.args[1], PRECEDENCE['Pow'])}")
+
+
+def _varies(expr: sympy.Expr) -> bool:
+    """Does `expr` read an array (an operand or a def's argument), not only numbers and
+    sizes?"""
+    return any(not is_size(s) for s in expr.free_symbols)
+
+
+def _lowercase_names() -> None:
+    """Print our functions as the `.bp` language spells them: sigmoid(z), not Sigmoid(z)."""
+    for function in (Sigmoid, Softplus, Relu, LeakyRelu, Elu):
+        function._sympystr = lambda self, printer: (
+            f"{self._name}({', '.join(printer._print(a) for a in self.args)})"
+        )
+
+
+_lowercase_names()
+
+
+# Each of our functions in standard SymPy terms. A constant such as sigmoid(1/4) stays
+# symbolic (as exp(1/4) does), and the printers turn constants into numbers with
+# sympy.N: that needs these forms, or it gives back sigmoid(0.25) and no float.
+STANDARD_FORMS: dict[type[sympy.Function], Callable[..., sympy.Expr]] = {
+    Sigmoid: lambda x: 1 / (1 + sympy.exp(-x)),
+    Softplus: lambda x: sympy.log(1 + sympy.exp(x)),
+    Relu: lambda x: sympy.Max(x, 0),
+    LeakyRelu: lambda x, alpha: Piecewise((x, x > 0), (alpha * x, True)),
+    Elu: lambda x, alpha: Piecewise((x, x > 0), (alpha * (sympy.exp(x) - 1), True)),
+    Power: lambda base, exponent: base**exponent,
+}
+
+
+def _numeric_values() -> None:
+    """Let sympy.N evaluate our functions of numbers (and leave them alone otherwise)."""
+    for function, standard in STANDARD_FORMS.items():
+        def evalf(self, prec: int, standard=standard) -> sympy.Expr | None:
+            if any(arg.free_symbols for arg in self.args):
+                return None
+            return standard(*self.args).evalf(prec_to_dps(prec))
+
+        function._eval_evalf = evalf
+
+
+_numeric_values()
