@@ -11,12 +11,16 @@ started once per workload and kept alive across rounds, so compiling and JIT war
 once, before any timing, and no thread pool (OpenBLAS's, PyTorch's, XLA's) shares a process
 with another's. In each round the parent asks every worker in turn, the order rotated each
 round, to time one block of steps (enough for about 20 ms); only that worker runs, the others
-wait blocked on a pipe, so they never compete for the cores. Rounds spread drift in the
+wait blocked on a pipe, so they never compete for the cores, and a pause before each block
+lets the last worker's spinning BLAS threads go to sleep. Rounds spread drift in the
 machine's speed over all implementations alike. The table reports the median time per step
 over the rounds, and each peer's time as a ratio to the LLVM backend's in the same run (below
-1 means the peer is faster). PyTorch eager, torch.compile and JAX are used when installed;
-threadpoolctl, when installed, names the BLAS each worker loaded. Compile times are measured
-in fresh processes (see compile_times.py).
+1 means the peer is faster). Under it: the BLAS (and OpenMP) each worker loaded, as
+threadpoolctl sees it when installed, and the share of the cores that other processes used
+while blocks ran, which should be near 0%: on a busy machine every time is inflated, and
+PyTorch's, whose two OpenMP threads wait on each other, by far the most. PyTorch eager,
+torch.compile and JAX are used when installed, and skipped with a note when not, or when they
+fail to build. Compile times are measured in fresh processes (see compile_times.py).
 """
 
 from __future__ import annotations
@@ -76,8 +80,11 @@ class Worker:
 
     def send(self, command: str) -> None:
         assert self.process.stdin is not None
-        self.process.stdin.write(command.encode() + b"\n")
-        self.process.stdin.flush()
+        try:
+            self.process.stdin.write(command.encode() + b"\n")
+            self.process.stdin.flush()
+        except BrokenPipeError as error:
+            raise WorkerError(f"exited with {self.process.wait()}{self.log_tail()}") from error
 
     def receive(self, timeout: float) -> dict[str, Any]:
         """The next JSON line from the worker, or WorkerError if it dies or stays silent."""
@@ -106,7 +113,7 @@ class Worker:
             try:
                 self.send("quit")
                 self.process.wait(timeout=30)
-            except (OSError, subprocess.TimeoutExpired):
+            except (WorkerError, subprocess.TimeoutExpired):
                 self.process.kill()
                 self.process.wait()
         self.log.close()
@@ -119,7 +126,6 @@ class Report:
     count: int
     pools: list[dict[str, Any]]
     notes: list[str]
-    versions: dict[str, str]
 
 
 @dataclass
@@ -153,7 +159,7 @@ def ready(worker: Worker) -> Report:
     message = worker.receive(STARTUP_TIMEOUT)
     if not message["ok"]:
         raise WorkerError(message["error"])
-    return Report(message["count"], message["pools"], message["notes"], message["versions"])
+    return Report(message["count"], message["pools"], message["notes"])
 
 
 def machine_busy_seconds() -> float | None:
@@ -189,7 +195,7 @@ def time_block(worker: Worker, settle: float) -> Block:
 def foreign_load(blocks: list[Block]) -> float | None:
     """The share of the machine's cores that something other than the timed worker used
     while blocks ran: other processes, or the hypervisor (steal). Near 0 is a clean run."""
-    if any(block.busy is None for block in blocks):
+    if not blocks or any(block.busy is None for block in blocks):
         return None
     wall = sum(block.wall for block in blocks)
     others = sum(block.busy - block.cpu for block in blocks)  # type: ignore[operator]
@@ -219,17 +225,31 @@ def start_all(workload: str, impls: list[str], result: Measurement) -> dict[str,
     return workers
 
 
+def run_rounds(workers: dict[str, Worker], rounds: int, settle: float,
+               result: Measurement) -> tuple[dict[str, list[float]], list[Block]]:
+    """Seconds per step of each block, by implementation, and all blocks in order. A worker
+    that dies on the way is dropped and its implementation noted as skipped."""
+    samples: dict[str, list[float]] = {impl: [] for impl in workers}
+    blocks: list[Block] = []
+    for round_number in range(rounds):
+        for impl in rotated(list(workers), round_number):
+            try:
+                block = time_block(workers[impl], settle)
+            except WorkerError as error:
+                result.skipped[impl] = f"died while timing: {error}"
+                workers.pop(impl).close()
+                del samples[impl]
+                continue
+            samples[impl].append(block.per_step)
+            blocks.append(block)
+    return samples, blocks
+
+
 def measure(workload: str, impls: list[str], rounds: int, settle: float) -> Measurement:
     result = Measurement()
     workers = start_all(workload, impls, result)
     try:
-        samples: dict[str, list[float]] = {impl: [] for impl in workers}
-        blocks: list[Block] = []
-        for round_number in range(rounds):
-            for impl in rotated(list(workers), round_number):
-                block = time_block(workers[impl], settle)
-                samples[impl].append(block.per_step)
-                blocks.append(block)
+        samples, blocks = run_rounds(workers, rounds, settle, result)
     finally:
         for worker in workers.values():
             worker.close()

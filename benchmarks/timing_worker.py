@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import sys
 import time
 from collections.abc import Callable
@@ -119,7 +118,6 @@ def ready_message(impl: str, count: int) -> dict[str, Any]:
         "count": count,
         "pools": thread_pools(),
         "notes": notes(impl),
-        "versions": {"python": platform.python_version(), "numpy": np.__version__},
     }
 
 

@@ -6,28 +6,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .driver import build, signature
+from .driver import EXECUTORS, open_network
 from .errors import BPError, BPTypeError
 from .runtime.net import CompiledNet
 
 DTYPES = {"float32": np.dtype(np.float32), "float64": np.dtype(np.float64)}
-
-
-def _numpy(source: str, filename: str, dtype: np.dtype) -> CompiledNet:
-    from .backends.numpy.executor import NumpyExecutor
-
-    compiled = build(source, filename)
-    executor = NumpyExecutor(compiled, dtype)
-    return CompiledNet(signature(compiled), "numpy", dtype, executor, lambda: compiled)
-
-
-def _llvm(source: str, filename: str, dtype: np.dtype) -> CompiledNet:
-    from .backends.llvm.executor import open_network  # llvmlite loads only when used
-
-    return open_network(source, filename, dtype)
-
-
-BACKENDS = {"numpy": _numpy, "llvm": _llvm}
 
 
 def _dtype(dtype: object) -> np.dtype:
@@ -43,12 +26,12 @@ def _dtype(dtype: object) -> np.dtype:
 def compile(source: str, backend: str = "numpy", dtype: object = "float64",
             filename: str = "<string>") -> CompiledNet:
     """Compile `.bp` source text. Raises a BPError subclass, located in the text, if bad."""
-    if backend not in BACKENDS:
-        raise BPTypeError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+    if backend not in EXECUTORS:
+        raise BPTypeError(f"backend must be one of {', '.join(EXECUTORS)}, not {backend!r}")
     resolved = _dtype(dtype)
     if not isinstance(source, str):
         raise BPTypeError(f"source must be text, not {type(source).__name__}")
-    return BACKENDS[backend](source, filename, resolved)
+    return open_network(source, filename, backend, resolved)
 
 
 def compile_file(path: str | Path, backend: str = "numpy",

@@ -44,3 +44,42 @@ def rng() -> np.random.Generator:
 
 def example_paths() -> list[Path]:
     return sorted(EXAMPLES.glob("*.bp"))
+
+
+def logical_lines(lines: list[str]) -> list[str]:
+    """Generated code's lines with each wrapped statement joined back into one line, and a
+    `# file.bp:N` comment that stands on the line above a long statement moved back to its
+    end: the form of the generated code before it was wrapped to fit 100 columns."""
+    result: list[str] = []
+    comment, pending, depth = "", "", 0
+    for line in lines:
+        text = line.strip()
+        if not pending and text.startswith("# ") and ".bp:" in text:
+            comment = text
+            continue
+        if pending:
+            glue = "" if pending.endswith(("(", "[", "{")) or text.startswith((")", "]", "}")) \
+                else " "
+            pending += glue + text
+        else:
+            pending = line.rstrip()
+        depth += sum(text.count(c) for c in "([{") - sum(text.count(c) for c in ")]}")
+        if depth > 0:
+            continue
+        statement = pending.replace(",)", ")").replace(",]", "]").replace(",}", "}")
+        head, _, rest = statement.partition(" = ")
+        if rest.startswith("(") and rest.endswith(")") and "\n" not in rest and \
+                _balanced(rest[1:-1]):
+            statement = f"{head} = {rest[1:-1]}"
+        result.append(f"{statement}  {comment}" if comment else statement)
+        comment, pending = "", ""
+    return result
+
+
+def _balanced(text: str) -> bool:
+    depth = 0
+    for c in text:
+        depth += (c in "([{") - (c in ")]}")
+        if depth < 0:
+            return False
+    return depth == 0

@@ -19,7 +19,7 @@ import pytest
 
 import bpcompile as bpc
 from bpcompile.differentiate import symbolic
-from conftest import EXAMPLES, example_paths
+from conftest import EXAMPLES, example_paths, logical_lines
 
 TRANSCENDENTAL_CALL = re.compile(r"\b(np\.exp|np\.expm1|np\.log|np\.log1p|np\.tanh|np\.sin|"
                                  r"np\.cos|np\.logaddexp|sigmoid|elu|np\.sqrt)\(")
@@ -50,7 +50,7 @@ def function_body(code: str, name: str) -> list[str]:
         body.append(line[4:])
     text = "\n".join(body)
     text = re.sub(r'^""".*?"""\n', "", text, count=1, flags=re.S)  # the docstring
-    return [line for line in text.splitlines() if line.strip()]
+    return logical_lines([line for line in text.splitlines() if line.strip()])
 
 
 def statement(line: str) -> str:

@@ -1,6 +1,6 @@
 """The LLVM backend's vectorizable math library (mathlib.py) on scalars and on vectors.
 
-Each function is JIT-compiled alone: a tiny module applies `MathLibrary.call` over an array,
+Each function is JIT-compiled alone: a tiny module applies `MathFunctions.call` over an array,
 once on the dtype's float and once on a vector of the host's native width, exactly as the
 kernels call it. Oracles: mpmath at 256 bits, rounded once to the dtype (through a 40-digit
 decimal, which Python rounds correctly), for the accuracy sweeps (at most 4 ulp, counted in
@@ -22,7 +22,7 @@ import pytest
 from llvmlite import ir
 
 from bpcompile.backends.llvm.jit import Engine, compile_ir, vector_bytes
-from bpcompile.backends.llvm.mathlib import MathLibrary
+from bpcompile.backends.llvm.mathlib import MathFunctions
 
 DTYPES = ["float64", "float32"]
 FORMS = ["scalar", "vector"]
@@ -44,7 +44,7 @@ def kernel(dtype: str, name: str, lanes: int) -> Callable[..., None]:
     """`apply(out, x, y, n)`: out[i] = name(x[i]) (or name(x[i], y[i]) for pow), `lanes`
     elements at a time; n must be a multiple of `lanes`."""
     module = ir.Module(name=f"mathlib_{name}_{dtype}_{lanes}")
-    lib = MathLibrary(module, dtype)
+    lib = MathFunctions(module, dtype)
     scalar = lib.t
     value = scalar if lanes == 1 else ir.VectorType(scalar, lanes)
     i64, ptr = ir.IntType(64), ir.PointerType()

@@ -35,6 +35,9 @@ INTERRUPTED = 130  # the shell's status for a program stopped by SIGINT
 SAVE_INTERVAL = 10.0
 
 
+HELP = "train on an .npz or .csv: minibatches, progress bar, checkpoints"
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, metavar="DATA",
                         help=".npz with arrays named like the network's inputs and targets, "

@@ -29,6 +29,7 @@ class Backward:
     def __init__(self, graph: Graph):
         self.graph = graph
         self.builder = GraphBuilder.extending(graph)
+        self.forward = len(graph.nodes)  # ids below are forward values
 
     def node(self, op: Op, inputs: tuple[int, ...], shape: Shape, lines=(), **attrs) -> int:
         return self.builder.add(Node(op, inputs, shape, lines=lines, **attrs))
@@ -64,7 +65,8 @@ class Backward:
         source = self.shape(node.inputs[0])
         return self.reshape(g, reduced_shape(source, node.axes, True), lines)
 
-    def accumulate(self, parts: list[int], shape: Shape, name: str | None) -> int:
+    def accumulate(self, parts: list[int], shape: Shape, name: str | None,
+                   derived: bool = False) -> int:
         if len(parts) == 1:
             total = parts[0]
         else:
@@ -73,8 +75,14 @@ class Backward:
             lines = tuple(sorted(set().union(*(self.builder.nodes[k].lines for k in parts))))
             total = self.elementwise(terms, parts, shape, lines)
         if name is not None:
-            self.builder.note(total, f"d_{name}", ())
+            self.name_adjoint(total, name, derived)
         return total
+
+    def name_adjoint(self, i: int, name: str, derived: bool) -> None:
+        """Call node `i` the adjoint of `name` (d_name), unless it is a forward value that
+        the adjoint merely equals (d(a * b)/da is b when the adjoint is 1)."""
+        if i >= self.forward:
+            self.builder.note(i, name, (), adjoint=True, derived=derived)
 
 
 # ------------------------------------------------------------------------ VJP rules
@@ -84,6 +92,8 @@ def _elementwise(bw: Backward, i: int, node: Node, g: int, wanted) -> Contributi
     n = len(node.inputs)
     renaming = {ADJOINT: operand(n), OUT: operand(n + 1)}
     inputs = (*node.inputs, g, i)
+    unnamed = [k for k, j in enumerate(node.inputs) if wanted[k]
+               and bw.builder.nodes[j].name is None]
     result = []
     for k, want in enumerate(wanted):
         if not want:
@@ -91,9 +101,9 @@ def _elementwise(bw: Backward, i: int, node: Node, g: int, wanted) -> Contributi
             continue
         expr = backward(node.expr, k).xreplace(renaming)
         full = bw.elementwise(expr, inputs, node.shape, node.lines)
-        if node.name is not None and bw.builder.nodes[node.inputs[k]].name is None:
-            # the gradient with respect to what `name = f(...)` applied f to
-            bw.builder.note(full, f"d_{node.name}_pre", ())
+        if node.name is not None and unnamed == [k]:
+            # the gradient with respect to what `name = f(...)` applied f to: d_name_pre
+            bw.name_adjoint(full, f"{node.name}_pre", node.derived)
         result.append(bw.unbroadcast(full, bw.shape(node.inputs[k]), node.lines))
     return tuple(result)
 
@@ -210,7 +220,7 @@ def differentiate(graph: Graph) -> Graph:
         if i not in adjoints or i not in varying:
             continue
         node = graph.nodes[i]
-        g = bw.accumulate(adjoints[i], node.shape, node.name)
+        g = bw.accumulate(adjoints[i], node.shape, node.name, node.derived)
         wanted = tuple(j in varying for j in node.inputs)
         if not any(wanted):
             continue

@@ -4,11 +4,15 @@ that read params, gradients and state and compute their values after one step, e
 
 State is named after the param it belongs to: `W1.momentum` (SGD), `W1.m` and `W1.v` (Adam,
 first and second moments) and `step` (Adam's step count).
+
+Options are symbols in the update's expressions (`LR`, `BETA1`, ...), so the generated NumPy
+module names them (`W1 -= LR * d_W1`); `hyperparameters` gives their values, which the LLVM
+backend writes in as numbers.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import sympy
 
@@ -24,11 +28,42 @@ def exact(value: float) -> sympy.Rational:
     return sympy.Rational(repr(float(value)))
 
 
-def state_names(config: OptimizerConfig, params: list[str]) -> list[str]:
+def hyper(option: str) -> sympy.Symbol:
+    """The symbol standing for an optimizer option: lr -> LR."""
+    return sympy.Symbol(f"hyper:{option.upper()}", real=True)
+
+
+def is_hyper(symbol: sympy.Basic) -> bool:
+    return symbol.is_Symbol and symbol.name.startswith("hyper:")
+
+
+def hyperparameters(config: OptimizerConfig) -> dict[sympy.Symbol, sympy.Rational]:
+    """Each numeric option's symbol and its value, exactly as written."""
+    return {hyper(k): exact(v) for k, v in config.options.items() if not isinstance(v, bool)}
+
+
+@dataclass(frozen=True)
+class StateEntry:
+    """One array of optimizer state: `W1.m` belongs to param W1; Adam's `step` to none."""
+
+    name: str
+    param: str | None
+
+
+def state_entries(config: OptimizerConfig, params: list[str]) -> list[StateEntry]:
     """The optimizer state a network keeps, in a fixed order."""
     if config.kind == "sgd":
-        return [f"{p}.momentum" for p in params] if config.options["momentum"] > 0 else []
-    return ["step", *(f"{p}.{k}" for p in params for k in ("m", "v"))]
+        if config.options["momentum"] > 0:
+            return [StateEntry(f"{p}.momentum", p) for p in params]
+        return []
+    return [StateEntry("step", None),
+            *(StateEntry(f"{p}.{k}", p) for p in params for k in ("m", "v"))]
+
+
+def state_shapes(config: OptimizerConfig, shapes: dict[str, tuple]) -> dict[str, tuple]:
+    """Each state entry's shape: its param's, or () for the step count."""
+    return {e.name: () if e.param is None else shapes[e.param]
+            for e in state_entries(config, list(shapes))}
 
 
 def add_updates(graph: Graph, config: OptimizerConfig, shapes: dict[str, tuple]) -> Graph:
@@ -36,9 +71,8 @@ def add_updates(graph: Graph, config: OptimizerConfig, shapes: dict[str, tuple])
     builder = GraphBuilder.extending(graph)
     lines = (config.line,) if config.line else ()
     state = {
-        name: builder.add(Node(Op.STATE, (), () if name == "step" else
-                               shapes[name.rsplit(".", 1)[0]], name=name, lines=lines))
-        for name in state_names(config, list(graph.params))
+        name: builder.add(Node(Op.STATE, (), shape, name=name, lines=lines))
+        for name, shape in state_shapes(config, shapes).items()
     }
     # The update reads gradients from leaves of their own: step binds them to the gradients
     # it computed, apply_gradients to the ones it is given.
@@ -48,14 +82,15 @@ def add_updates(graph: Graph, config: OptimizerConfig, shapes: dict[str, tuple])
     }
     grads = dict(gradient_leaves)
     if config.options["clip_norm"]:
-        grads = _clip(builder, grads, float(config.options["clip_norm"]), lines)
+        grads = _clip(builder, grads, lines)
     update = _sgd if config.kind == "sgd" else _adam
     updates, state_updates = update(builder, graph, config, grads, state, lines)
     return replace(graph, nodes=tuple(builder.nodes), state=state, updates=updates,
-                   state_updates=state_updates, gradient_leaves=gradient_leaves)
+                   state_updates=state_updates, gradient_leaves=gradient_leaves,
+                   constants=hyperparameters(config))
 
 
-def _clip(builder: GraphBuilder, grads: dict[str, int], max_norm: float,
+def _clip(builder: GraphBuilder, grads: dict[str, int],
           lines: tuple[int, ...]) -> dict[str, int]:
     """clip_grad_norm_: scale every gradient by min(1, max_norm / (global norm + 1e-6))."""
     squares = []
@@ -67,7 +102,7 @@ def _clip(builder: GraphBuilder, grads: dict[str, int], max_norm: float,
     total = sympy.sqrt(sympy.Add(*(operand(k) for k in range(len(squares)))))
     norm = builder.elementwise(total, squares, (), name="grad_norm", lines=lines)
     coef = builder.elementwise(
-        sympy.Min(1, exact(max_norm) / (operand(0) + CLIP_EPS)), (norm,), (),
+        sympy.Min(1, hyper("clip_norm") / (operand(0) + CLIP_EPS)), (norm,), (),
         name="clip_coef", lines=lines,
     )
     return {
@@ -83,7 +118,7 @@ Updates = tuple[dict[str, int], dict[str, int]]  # params' new values, state's n
 def _sgd(builder: GraphBuilder, graph: Graph, config: OptimizerConfig, grads: dict[str, int],
          state: dict[str, int], lines: tuple[int, ...]) -> Updates:
     o = config.options
-    lr, momentum, decay = (exact(o[k]) for k in ("lr", "momentum", "weight_decay"))
+    lr, momentum, decay = (hyper(k) for k in ("lr", "momentum", "weight_decay"))
     p, g, buf = operand(0), operand(1), operand(2)
     updates: dict[str, int] = {}
     state_updates: dict[str, int] = {}
@@ -107,7 +142,7 @@ def _adam(builder: GraphBuilder, graph: Graph, config: OptimizerConfig, grads: d
           state: dict[str, int], lines: tuple[int, ...]) -> Updates:
     o = config.options
     lr, beta1, beta2, eps, decay = (
-        exact(o[k]) for k in ("lr", "beta1", "beta2", "eps", "weight_decay")
+        hyper(k) for k in ("lr", "beta1", "beta2", "eps", "weight_decay")
     )
     step = builder.elementwise(operand(0) + 1, (state["step"],), (), lines=lines)
     updates: dict[str, int] = {}

@@ -16,12 +16,10 @@ from functools import lru_cache
 import sympy
 
 from ..graph.functions import Elu, LeakyRelu, Power, Relu, Sigmoid, Softplus
-from ..graph.ir import operand
+from ..graph.ir import OUT, operand
 
-# The value of the node being differentiated, and the adjoint flowing into it.
-OUT = sympy.Symbol("out", real=True)
+# The adjoint flowing into the node being differentiated (OUT is the node's own value).
 ADJOINT = sympy.Symbol("adjoint", real=True)
-
 
 
 # ------------------------------------------------------------------------ cost model

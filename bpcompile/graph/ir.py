@@ -41,6 +41,10 @@ class Op(Enum):
 LEAVES = frozenset({Op.INPUT, Op.PARAM, Op.STATE, Op.GRAD})
 
 
+# A node's own value, as a derivative's cheaper form reads it (d sigmoid(z) = out * (1 - out)).
+OUT = sympy.Symbol("out", real=True)
+
+
 def operand(index: int) -> sympy.Symbol:
     """The symbol for an elementwise node's `index`-th input."""
     return sympy.Symbol(f"a{index}", real=True)
@@ -56,6 +60,10 @@ class Node:
     keepdims: bool = False
     name: str | None = None            # a leaf's name, or the `.bp` name this value was given
     lines: tuple[int, ...] = field(default=(), compare=False)  # `.bp` lines it comes from
+    # How `name` reads (graph/naming.py): the adjoint d_name, d loss / d name; or a name the
+    # compiler derived from a `.bp` name (h_pre, h_sigmoid), which fusion may merge away.
+    adjoint: bool = field(default=False, compare=False)
+    derived: bool = field(default=False, compare=False)
 
     def key(self) -> tuple:
         """What makes two nodes the same computation (names and lines do not)."""
@@ -84,6 +92,9 @@ class Graph:
     updates: dict[str, int] = field(default_factory=dict)
     state_updates: dict[str, int] = field(default_factory=dict)
     gradient_leaves: dict[str, int] = field(default_factory=dict)
+    # Named constants the expressions read as symbols (the optimizer's `LR`, `BETA1`, ...),
+    # and their values: NumPy code names them, LLVM writes the numbers in.
+    constants: dict[sympy.Symbol, sympy.Expr] = field(default_factory=dict)
 
     def roots(self) -> list[int]:
         ids = [*self.outputs.values(), *self.grads.values(), *self.updates.values(),
@@ -126,7 +137,7 @@ class Graph:
             loss=None if self.loss is None else remap[self.loss],
             grads=move(self.grads), updates=move(self.updates),
             state_updates=move(self.state_updates),
-            gradient_leaves=move(self.gradient_leaves),
+            gradient_leaves=move(self.gradient_leaves), constants=dict(self.constants),
         )
 
     def pretty(self) -> str:
@@ -145,7 +156,7 @@ class Graph:
                 detail += f" axes={n.axes}" + (" keepdims" if n.keepdims else "")
             ins = ", ".join(f"%{j}" for j in n.inputs)
             tag = f"  [{', '.join(roles[i])}]" if i in roles else ""
-            label = f" {n.name}" if n.name else ""
+            label = f" {'d_' if n.adjoint else ''}{n.name}" if n.name else ""
             lines.append(
                 f"%{i} = {n.op.name.lower()}({ins}) {detail} : {format_shape(n.shape)}{label}{tag}"
             )
@@ -163,20 +174,24 @@ class GraphBuilder:
         key = node.key()
         existing = self._ids.get(key)
         if existing is not None:
-            self.note(existing, node.name, node.lines)
+            self.note(existing, node.name, node.lines, node.adjoint, node.derived)
             return existing
         assert all(0 <= i < len(self.nodes) for i in node.inputs), "inputs must exist"
         self.nodes.append(node)
         self._ids[key] = len(self.nodes) - 1
         return len(self.nodes) - 1
 
-    def note(self, i: int, name: str | None, lines: tuple[int, ...]) -> None:
-        """Record that node `i` is also known as `name` and also comes from `lines`."""
+    def note(self, i: int, name: str | None, lines: tuple[int, ...], adjoint: bool = False,
+             derived: bool = False) -> None:
+        """Record that node `i` is also known as `name` (the first name given is kept, as a
+        name the `.bp` file wrote is kept over a derived one) and also comes from `lines`."""
         old = self.nodes[i]
         lines = tuple(sorted(set(old.lines) | set(lines)))
-        name = old.name or name
-        if lines != old.lines or name != old.name:
-            self.nodes[i] = replace(old, lines=lines, name=name)
+        named = dict(name=old.name, adjoint=old.adjoint, derived=old.derived)
+        if name is not None and (old.name is None or old.derived and not derived):
+            named = dict(name=name, adjoint=adjoint, derived=derived)
+        if lines != old.lines or named["name"] != old.name:
+            self.nodes[i] = replace(old, lines=lines, **named)
 
     @classmethod
     def extending(cls, graph: Graph) -> GraphBuilder:
@@ -188,15 +203,20 @@ class GraphBuilder:
 
     def elementwise(
         self, expr: sympy.Expr, inputs: Iterable[int], shape: Shape,
-        name: str | None = None, lines: tuple[int, ...] = (),
+        name: str | None = None, lines: tuple[int, ...] = (), like: Node | None = None,
+        derived: bool = False,
     ) -> int:
         """An ELEMENTWISE node in canonical form (see `canonical`); `a0` alone, of the right
-        shape, is its input itself."""
+        shape, is its input itself. `like`: a node whose name (and how it reads) to give."""
+        adjoint = False
+        if like is not None:
+            name, adjoint, derived = like.name, like.adjoint, like.derived
         expr, order = canonical(expr, inputs)
         if expr == operand(0) and self.nodes[order[0]].shape == shape:
-            self.note(order[0], name, lines)
+            self.note(order[0], name, lines, adjoint, derived)
             return order[0]
-        return self.add(Node(Op.ELEMENTWISE, order, shape, expr=expr, name=name, lines=lines))
+        return self.add(Node(Op.ELEMENTWISE, order, shape, expr=expr, name=name, lines=lines,
+                             adjoint=adjoint, derived=derived))
 
     def graph(self, template: Graph, remap: Mapping[int, int]) -> Graph:
         return template.with_roles(remap, tuple(self.nodes))
@@ -254,7 +274,7 @@ def copy_node(builder: GraphBuilder, node: Node, inputs: tuple[int, ...]) -> int
     """`node` with new inputs, re-canonicalized if elementwise."""
     if node.op is Op.ELEMENTWISE:
         assert node.expr is not None
-        return builder.elementwise(node.expr, inputs, node.shape, node.name, node.lines)
+        return builder.elementwise(node.expr, inputs, node.shape, lines=node.lines, like=node)
     return builder.add(replace(node, inputs=inputs))
 
 

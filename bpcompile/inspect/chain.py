@@ -14,18 +14,15 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import sympy
 
-from ..backends.numpy.printer import ATOM, MUL, Code, NumpyPrinter
-from ..differentiate.symbolic import OUT, SIGN_PRESERVING, partial
+from ..graph.expressions import ATOM, MUL, Code, ExpressionPrinter
+from ..graph.spelling import Speller
+from ..differentiate.symbolic import SIGN_PRESERVING, partial
 from ..graph.functions import Elu, LeakyRelu, Relu, Sigmoid, Softplus
-from ..graph.ir import Graph, Op, operand
+from ..graph.ir import OUT, Graph, Op, operand
 from .notebook import FUNCTION_LATEX, latex, name_latex, texttt
-
-if TYPE_CHECKING:
-    from .show import MathNames
 
 
 # The activations a delta may pass through, as `f` is written in `f'(z)` in plain text.
@@ -196,7 +193,7 @@ def _divide(expr: sympy.Expr, slope: sympy.Expr, value: sympy.Symbol) -> sympy.E
 
 def is_atom(text: str) -> bool:
     """A name, or one call like `softmax(z, axis=1)`: needs no parentheses. (Shared with
-    `show.MathNames`, which imports it from here.)"""
+    `show`, which imports it from here.)"""
     return text.isidentifier() or re.fullmatch(r"[A-Za-z_][\w.]*\([^()]*\)", text) is not None
 
 
@@ -205,7 +202,7 @@ class Plain:
 
     odot = " ⊙ "
 
-    def __init__(self, graph: Graph, math: MathNames, numbers: dict[int, int]):
+    def __init__(self, graph: Graph, math: Speller, numbers: dict[int, int]):
         self.graph = graph
         self.math = math
         self.numbers = numbers
@@ -218,12 +215,12 @@ class Plain:
 
     def value(self, i: int) -> str:
         node = self.graph.nodes[i]
-        return node.name if node.op is Op.PARAM and node.name else self.math.of(i)
+        return node.name if node.op is Op.PARAM and node.name else self.math.text(i)
 
     def expr(self, expr: sympy.Expr, inputs: tuple[int, ...]) -> str:
         names = {operand(k): self._code(j) for k, j in enumerate(inputs)}
-        names.update(self.math.dims)
-        return NumpyPrinter(names, math=True).print(expr).text
+        names.update(self.math.symbols)
+        return ExpressionPrinter(names, math=True).print(expr).text
 
     def _code(self, i: int) -> Code:
         """A value as an operand: a param by its `.bp` name, `x @ W1` as tight as a product."""
@@ -261,7 +258,7 @@ class Plain:
         return str(expr)
 
     def slope(self, expr: sympy.Expr, a: Activation) -> str:
-        return self.math.formula(expr, (), self.math.of(a.node))
+        return self.math.expression(expr, [], out=self.math.code(a.node)).text
 
 
 class Latex(Plain):
@@ -283,12 +280,12 @@ class Latex(Plain):
             return " ".join(self.group(self.value(j)) for j in node.inputs)
         if node.op is Op.TRANSPOSE:
             return self.transposed(node.inputs[0])
-        text = self.math.of(i)
+        text = self.math.text(i)
         return name_latex(text) if text.isidentifier() else texttt(text)
 
     def names(self, inputs: tuple[int, ...]) -> dict[sympy.Symbol, str]:
         names = {operand(k): self.value(j) for k, j in enumerate(inputs)}
-        names.update({s: str(code.text) for s, code in self.math.dims.items()})
+        names.update({s: str(code.text) for s, code in self.math.symbols.items()})
         return names
 
     def expr(self, expr: sympy.Expr, inputs: tuple[int, ...]) -> str:

@@ -20,7 +20,7 @@ from itertools import product
 import numpy as np
 import sympy
 
-from ..backends.numpy.printer import ATOM, Code, NumpyPrinter
+from ..graph.expressions import ATOM, Code, ExpressionPrinter
 from ..differentiate.symbolic import SIGN_PRESERVING
 from ..errors import BPNameError, BPShapeError, BPTypeError
 from ..graph.ir import LEAVES, Graph, Node, Op, operand
@@ -148,7 +148,7 @@ class Explanation:
 
     def text(self) -> str:
         names = {s: Code(s.name, ATOM) for s in self.order}
-        show = lambda e: NumpyPrinter(names, math=True).print(e).text  # noqa: E731
+        show = lambda e: ExpressionPrinter(names, math=True).print(e).text  # noqa: E731
         data = ", ".join(s.name for a in self.data.values() for s in a.flat)
         lines = [f"explain {self.name}: {_samples(self.batch)}; data {data}",
                  "  forward, each named value as a student writes it:"]

@@ -14,17 +14,16 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import sympy
 
 from .. import atomic
-from ..backends.numpy.module import FunctionWriter, ModuleWriter
-from ..backends.numpy.printer import ATOM, MUL, UNARY, Code, NumpyPrinter
+from ..backends.numpy.module import ModuleWriter
+from ..backends.numpy.statements import FunctionWriter
 from ..errors import BPError
-from ..graph.ir import LEAVES, Graph, Node, Op, operand
+from ..graph.ir import LEAVES, Graph, Node, Op
+from ..graph.spelling import Speller
 from ..graph.shapes import format_shape
 from ..runtime.net import CompiledNet
 
@@ -133,9 +132,8 @@ def forward_nodes(graph: Graph) -> list[int]:
 
 def seed_heads(graph: Graph, backward: set[int]) -> list[int]:
     """The adjoints the seed `d_loss = 1` was folded into: the gradients and the backward
-    values autodiff named `d_...`, that read no other such adjoint."""
-    adjoints = set(graph.grads.values()) | {
-        i for i in backward if (graph.nodes[i].name or "").startswith("d_")}
+    values that are adjoints (of `.bp` names), that read no other such adjoint."""
+    adjoints = set(graph.grads.values()) | {i for i in backward if graph.nodes[i].adjoint}
     return sorted(i for i in adjoints
                   if not any(j in adjoints for j in graph.nodes[i].inputs))
 
@@ -150,10 +148,10 @@ def picture(net: CompiledNet, backward: bool = False) -> Picture:
     forward = forward_nodes(graph)
     shown = sorted(set(forward) | set(graph.live(graph.grads.values()))) if backward \
         else forward
-    module = ModuleWriter(net.compiled, net.dtype.name)
-    names = _names(net, module, forward)
+    names = _names(net, forward)
     roles = _roles(net, graph, backward)
-    math = Spelling(graph, names, module.dim_names)
+    module = ModuleWriter(net.compiled, net.dtype.name)
+    math = Speller(graph, names, module.symbol_names)
     in_forward = set(forward)
     boxes = [_box(i, graph.nodes[i], names, roles.get(i, []), math, i not in in_forward)
              for i in shown]
@@ -168,20 +166,23 @@ def picture(net: CompiledNet, backward: bool = False) -> Picture:
                    tuple(arrows), parts=backward)
 
 
-def _names(net: CompiledNet, module: ModuleWriter, forward: list[int]) -> dict[int, str]:
-    """The name of each value that has one: the `.bp` name of leaves and named forward
-    values, else the variable value_and_grad (or forward) puts it in."""
+def _names(net: CompiledNet, forward: list[int]) -> dict[int, str]:
+    """The name of each value that has one: leaves and the values the generated code holds
+    in variables, named by the naming source the code uses; the rest are drawn as their
+    expressions."""
     graph = net.compiled.graph
+    module = ModuleWriter(net.compiled, net.dtype.name)
     roots = [*graph.outputs.values()]
     if graph.loss is not None:
         roots += [graph.loss, *graph.grads.values()]
-    writer = FunctionWriter(module, {graph.loss: "loss"} if graph.loss is not None else {})
+    writer = FunctionWriter(module)
     module.body(writer, list(net.network.data), roots)
-    names = dict(writer.bound)
-    for i in forward:
-        node = graph.nodes[i]
-        if node.name is not None and (node.op in LEAVES or not node.name.startswith("d_")):
-            names[i] = node.name
+    naming = module.naming
+    names = {i: naming[i].code for i in writer.bound}
+    # what the .bp file named is drawn with its name (h1.W, a value `s`); the rest as the
+    # code names it (d_h1_W)
+    names.update({i: naming[i].text for i in forward if graph.nodes[i].name is not None
+                  and not graph.nodes[i].derived and not graph.nodes[i].adjoint})
     return names
 
 
@@ -205,11 +206,11 @@ def _roles(net: CompiledNet, graph: Graph, backward: bool) -> dict[int, list[tup
 
 
 def _box(i: int, node: Node, names: dict[int, str], roles: list[tuple[str, str]],
-         math: Spelling, backward: bool) -> Box:
+         math: Speller, backward: bool) -> Box:
     if node.op in LEAVES:
         head = names[i]
     else:
-        head = _shortened(math.spell(node).text)
+        head = _shortened(math.spell(i).text)
         if i in names:
             head = f"{names[i]} = {head}"
     lines = [head, format_shape(node.shape)]
@@ -221,61 +222,6 @@ def _box(i: int, node: Node, names: dict[int, str], roles: list[tuple[str, str]]
 
 def _shortened(text: str) -> str:
     return text if len(text) <= LABEL_LIMIT else text[:LABEL_LIMIT - 1] + "…"
-
-
-class Spelling:
-    """Values written for people, as the `.bp` language writes them: a value's name where it
-    has one, else its expression inline (as the generated code inlines it), parenthesized
-    only where precedence needs it."""
-
-    def __init__(self, graph: Graph, names: dict[int, str], dims: dict[sympy.Symbol, Code]):
-        self.graph = graph
-        self.names = names
-        self.dims = dims
-        self._inline: dict[int, Code] = {}
-
-    def code(self, i: int) -> Code:
-        if i in self.names:
-            return Code(self.names[i], ATOM)
-        if i not in self._inline:
-            self._inline[i] = self.spell(self.graph.nodes[i])
-        return self._inline[i]
-
-    def spell(self, node: Node) -> Code:
-        """The expression computing `node` from its inputs."""
-        return SPELLINGS[node.op](self, node, [self.code(j) for j in node.inputs])
-
-    def elementwise(self, node: Node, args: list[Code]) -> Code:
-        names = {operand(k): code for k, code in enumerate(args)}
-        names.update(self.dims)
-        return NumpyPrinter(names, math=True).print(node.expr)
-
-
-def _call(function: str) -> Callable[[Spelling, Node, list[Code]], Code]:
-    """A reduction or softmax spelled as NumPy's call: `sum(x, axis=0)`."""
-    def spell(names: Spelling, node: Node, args: list[Code]) -> Code:
-        rank = len(names.graph.nodes[node.inputs[0]].shape)
-        axes = "" if len(node.axes) == rank and not node.keepdims else \
-            f", axis={node.axes[0] if len(node.axes) == 1 else node.axes}"
-        keep = ", keepdims=True" if node.keepdims else ""
-        return Code(f"{function}({args[0].text}{axes}{keep})", ATOM)
-    return spell
-
-
-SPELLINGS: dict[Op, Callable[[Spelling, Node, list[Code]], Code]] = {
-    Op.ELEMENTWISE: Spelling.elementwise,
-    Op.MATMUL: lambda _, node, a: Code(f"{a[0].at(MUL)} @ {a[1].at(UNARY)}", MUL),
-    Op.TRANSPOSE: lambda _, node, a: Code(f"{a[0].at(ATOM)}.T", ATOM),
-    Op.RESHAPE: lambda _, node, a: Code(f"reshape({a[0].text}, {format_shape(node.shape)})",
-                                        ATOM),
-    Op.SUM: _call("sum"),
-    Op.MAX: _call("max"),
-    Op.ARGMAX_ONEHOT: _call("onehot_argmax"),
-    Op.LOGSUMEXP: _call("logsumexp"),
-    Op.SOFTMAX: _call("softmax"),
-    Op.LOG_SOFTMAX: _call("log_softmax"),
-    Op.SOFTMAX_XENT: lambda _, node, a: Code(f"cross_entropy({a[0].text}, {a[1].text})", ATOM),
-}
 
 
 # ------------------------------------------------------------------------------ DOT

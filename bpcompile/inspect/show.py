@@ -1,77 +1,32 @@
-"""`bpcompile show`: for each param, the gradient SymPy derived, as math and as the code that
-computes it.
+"""`bpcompile show`: the gradient of the loss with respect to each param, as math SymPy
+derived and as the code that computes it.
 
-Five parts per param: the local derivatives SymPy found for the elementwise steps between
-the param and the loss (in the cheapest form, reading forward values); the chain of adjoints
-from the loss back to the param; the derivative SymPy found for each activation on the way;
-the same chain as textbooks write it, with error terms (deltas) of layers; and the generated
-lines computing that chain. `latex=True` prints the same as LaTeX. The activation derivatives
-and the delta chain are read and spelled in `chain`; this module names values and assembles.
+What the params share is printed once: the forward values the backward pass reads, the local
+derivatives SymPy found (in the cheapest form that reads forward values), the chain of
+adjoints from the loss back, the activation derivatives and the textbook delta chain, and
+the generated lines computing the shared chain. Then each param's own: its gradient as math
+and the generated code computing it. Every `NAME = EXPR` line is Python over NumPy-like
+functions (`sum(d_h, axis=0)`, `sigmoid(z)`), in the names of the generated code (one naming
+source, graph/naming.py), so a test evaluates what `show` prints. `latex=True` prints the
+same as LaTeX. The delta chain is read and spelled in `chain`; this module assembles.
 """
 
 from __future__ import annotations
 
-import sympy
+from dataclasses import dataclass
 
-from ..backends.numpy.module import FunctionWriter, ModuleWriter
-from ..backends.numpy.printer import ATOM, COMPARE, Code, NumpyPrinter
-from ..differentiate.symbolic import OUT, partial
+from ..backends.numpy.module import ModuleWriter
+from ..backends.numpy.statements import FunctionWriter
+from ..differentiate.symbolic import partial
 from ..errors import BPNameError
-from ..graph.ir import Graph, Node, Op, operand
+from ..graph.ir import Graph, Op
+from ..graph.naming import NAMES_NOTE
 from ..graph.shapes import format_shape
+from ..graph.expressions import ATOM, Code
+from ..graph.spelling import Speller
 from ..runtime.net import CompiledNet
-from .chain import ChainReader, GradientStep, Latex, Plain, is_atom, numbering, textbook
+from .chain import ChainReader, Latex, Plain, numbering, textbook
 from .notebook import latex_escape, texttt
-
-
-def _forward_nodes(graph: Graph) -> set[int]:
-    roots = list(graph.outputs.values()) + ([graph.loss] if graph.loss is not None else [])
-    return set(graph.live(roots))
-
-
-class MathNames:
-    """Math spelling of values: the generated code's name, or the expression inline."""
-
-    def __init__(self, graph: Graph, names: dict[int, str], dims: dict):
-        self.graph = graph
-        self.names = names
-        self.dims = dims
-
-    def of(self, i: int) -> str:
-        if i in self.names:
-            return self.names[i]
-        return self.expression(self.graph.nodes[i])
-
-    def code(self, i: int) -> Code:
-        text = self.of(i)
-        return Code(text, ATOM if is_atom(text) else COMPARE)
-
-    def formula(self, expr: sympy.Expr, inputs: tuple[int, ...], out: str | None = None) -> str:
-        """`expr` over `inputs` (and OUT, the value `out`) written for people."""
-        names = {operand(k): self.code(j) for k, j in enumerate(inputs)}
-        names.update(self.dims)
-        if out is not None:
-            names[OUT] = Code(out, ATOM if is_atom(out) else COMPARE)
-        return NumpyPrinter(names, math=True).print(expr).text
-
-    def expression(self, node: Node) -> str:
-        args = [self.of(j) for j in node.inputs]
-        if node.op is Op.ELEMENTWISE:
-            return self.formula(node.expr, node.inputs)
-        if node.op is Op.MATMUL:
-            return f"{args[0]} @ {args[1]}"
-        if node.op is Op.TRANSPOSE:
-            return f"{args[0]}.T"
-        if node.op is Op.RESHAPE:
-            return args[0]
-        axes = f", axis={node.axes[0] if len(node.axes) == 1 else node.axes}" if node.axes \
-            else ""
-        spelled = {Op.SUM: "sum", Op.MAX: "max", Op.SOFTMAX: "softmax",
-                   Op.LOG_SOFTMAX: "log_softmax", Op.LOGSUMEXP: "logsumexp",
-                   Op.ARGMAX_ONEHOT: "onehot_argmax", Op.SOFTMAX_XENT: "cross_entropy"}
-        if node.op is Op.SOFTMAX_XENT:
-            return f"cross_entropy({args[0]}, {args[1]})"
-        return f"{spelled[node.op]}({args[0]}{axes})"
 
 
 def describe(net: CompiledNet, param: str | None = None, latex: bool = False) -> str:
@@ -84,116 +39,216 @@ def describe(net: CompiledNet, param: str | None = None, latex: bool = False) ->
         if name not in graph.grads:
             known = ", ".join(graph.grads)
             raise BPNameError(f"no param named '{name}' (params: {known})")
-    module = ModuleWriter(net.compiled, net.dtype.name)
-    writer = FunctionWriter(module, {graph.loss: "loss"})
-    module.body(writer, list(net.network.data), [graph.loss, *graph.grads.values()])
-    math = MathNames(graph, writer.bound, module.dim_names)
-    forward = _forward_nodes(graph)
-    reader = ChainReader(graph, forward)
-    steps = {n: reader.gradient(i) for n, i in graph.grads.items()}
-    numbers = numbering([step for step in steps.values() if step is not None])
-    spell = (Latex if latex else Plain)(graph, math, numbers)
-    parts = []
-    for name in names:
-        part = Part(net, name, writer, math, forward, steps[name], spell)
-        parts.append(part.latex() if latex else part.text())
-    return "\n\n".join(parts) + "\n"
+    view = GradientView(net, names)
+    return view.latex() if latex else view.text()
 
 
-class Part:
-    """Everything `show` says about one param, ready to print as text or LaTeX."""
+@dataclass(frozen=True)
+class Equation:
+    left: str
+    right: str
+    code: str = ""  # the generated line computing it, where there is one
 
-    def __init__(self, net: CompiledNet, name: str, writer: FunctionWriter, math: MathNames,
-                 forward: set[int], step: GradientStep | None, spell: Plain):
-        graph = net.compiled.graph
-        self.net, self.name, self.spell = net, name, spell
-        grad = graph.grads[name]
-        self.chain = [i for i in graph.live([grad]) if i not in forward and i in writer.line_of]
-        self.local = _local_derivatives(graph, graph.params[name], forward, math)
-        self.adjoints = [(writer.bound[i], math.expression(graph.nodes[i])) for i in self.chain]
-        self.derivatives, self.deltas = textbook(step, name, spell) if step else ([], [])
-        if net.backend == "numpy":
-            self.code_title = f"generated code ({net.backend} backend, value_and_grad):"
-            self.code = [writer.lines[writer.line_of[i]] for i in self.chain]
-        else:
-            from ..backends.llvm.executor import describe_gradient
 
-            self.code_title = "generated LLVM IR (value_and_grad: kernel calls, then kernels):"
-            self.code = describe_gradient(net.compiled, net.dtype, name)
+class GradientView:
+    """Everything `show` says about some params' gradients, ready to print."""
 
-    def header(self) -> str:
-        info = self.net.network.params[self.name]
-        return (f"param {self.name} {format_shape(info.shape)}  "
+    def __init__(self, net: CompiledNet, params: list[str]):
+        self.net, self.params = net, params
+        graph: Graph = net.compiled.graph
+        self.graph = graph
+        module = ModuleWriter(net.compiled, net.dtype.name)
+        writer = FunctionWriter(module)
+        module.body(writer, list(net.network.data), [graph.loss, *graph.grads.values()])
+        naming = module.naming
+        self.speller = Speller(graph, {i: naming[i].code for i in writer.bound},
+                               module.symbol_names)
+        self.writer = writer
+        forward = set(graph.live([graph.loss, *graph.outputs.values()]))
+        chains = {p: [i for i in graph.live([graph.grads[p]])
+                      if i not in forward and i in writer.line_of] for p in params}
+        needed = [i for i in sorted(set().union(*map(set, chains.values())))]
+        count = {i: sum(i in set(c) for c in chains.values()) for i in needed}
+        alone = len(params) == 1
+        self.own = {p: [i for i in chains[p] if i == graph.grads[p]
+                        or (not alone and count[i] == 1)] for p in params}
+        owned = set().union(*map(set, self.own.values()))
+        self.shared = [i for i in needed if i not in owned]
+        read = set().union(*(graph.live([graph.grads[p]]) for p in params)) | {graph.loss}
+        self.forward = [i for i in sorted(forward & read) if i in writer.line_of]
+        self.local = _local_derivatives(graph, [graph.params[p] for p in params], forward,
+                                        self.speller)
+        reader = ChainReader(graph, forward)
+        self.steps = {p: reader.gradient(graph.grads[p]) for p in graph.grads}
+        self.numbers = numbering([s for s in self.steps.values() if s is not None])
+
+    # ------------------------------------------------------------------ the parts
+
+    def equation(self, i: int) -> Equation:
+        """Node i's line: its name, its math, and the generated code computing it."""
+        return Equation(self.speller.names[i], self.speller.spell(i).text, self.code_line(i))
+
+    def code_line(self, i: int) -> str:
+        start = self.writer.line_of[i]
+        end = start + 1
+        while end < len(self.writer.lines) and self.writer.lines[end].startswith(" "):
+            end += 1  # a wrapped statement continues on indented lines
+        return "\n".join(self.writer.lines[start:end])
+
+    def deltas(self, spell: Plain) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+        """(activation derivatives, delta chain) of the shown params, each equation once;
+        the chain ends with each param's gradient in textbook form."""
+        derivatives: list[tuple[str, str]] = []
+        chain: list[tuple[str, str]] = []
+        gradients: list[tuple[str, str]] = []
+        for param in self.params:
+            step = self.steps[param]
+            if step is None:
+                continue
+            found, lines = textbook(step, param, spell)
+            derivatives += [d for d in found if d not in derivatives]
+            chain += [c for c in lines[:-1] if c not in chain]
+            gradients.append(lines[-1])
+        return derivatives, chain + gradients
+
+    def ir(self) -> tuple[list[str], dict[str, list[str]]]:
+        from ..backends.llvm.describe import describe_gradients  # llvmlite only when asked
+
+        return describe_gradients(self.net.compiled, self.net.signature, self.net.dtype,
+                                  self.params)
+
+    def header(self, param: str) -> str:
+        info = self.net.network.params[param]
+        return (f"param {param} {format_shape(info.shape)}  "
                 f"({self.net.network.source.filename}:{info.line}, "
                 f"starts as {info.init.describe()})")
 
+    def title(self) -> str:
+        network = self.net.network
+        return (f"network {network.name} ({network.source.filename}): gradients of the loss, "
+                f"by SymPy and the chain rule")
+
+    # ------------------------------------------------------------------ as text
+
     def text(self) -> str:
-        lines = [self.header()]
+        spell = Plain(self.graph, self.speller, self.numbers)
+        derivatives, deltas = self.deltas(spell)
+        lines = [self.title(), *(f"  {line}" for line in NAMES_NOTE.splitlines())]
+        lines.append("  forward values (value_and_grad computes them first):")
+        lines += _aligned([self.equation(i) for i in self.forward])
         if self.local:
             lines.append("  local derivatives (SymPy, reading forward values where cheaper):")
             lines += [f"    ∂{_wrapped(v)}/∂{_wrapped(j)} = {d}" for v, j, d in self.local]
-        lines.append(f"  chain rule, from the loss back to {self.name}:")
-        width = max((len(left) for left, _ in self.adjoints), default=0)
-        lines += [f"    {left:<{width}} = {right}" for left, right in self.adjoints]
-        if self.derivatives:
+        lines.append(f"  chain rule, from the loss back to {', '.join(self.params)}:")
+        lines += _aligned([self.equation(i) for i in self.shared])
+        if derivatives:
             lines.append("  activation derivatives (SymPy, then read off the forward values):")
-            lines += [f"    {left} = {right}" for left, right in self.derivatives]
+            lines += [f"    {left} = {right}" for left, right in derivatives]
         lines.append("  delta chain (textbook form, δk = ∂L/∂zk of layer k):")
-        if self.deltas:
-            lines += [f"    {left} = {right}" for left, right in self.deltas]
-        else:
+        if deltas:
+            lines += [f"    {left} = {right}" for left, right in deltas]
+        if len(deltas) < len(self.params):
             lines.append("    (not a plain stack of layers: the chain rule above is the whole "
-                         "story)")
-        lines.append(f"  {self.code_title}")
-        lines += [f"    {line}" for line in self.code]
-        return "\n".join(lines)
+                         "story" + (")" if not deltas else " for the other params)"))
+        shared_code, own_code = self.code()
+        lines.append(f"  {self.code_title()}")
+        lines += [f"    {line}" for line in shared_code]
+        for param in self.params:
+            lines += ["", self.header(param), "  gradient:"]
+            lines += _aligned([self.equation(i) for i in self.own[param]])
+            lines.append(f"  {self.code_title()}")
+            lines += [f"    {line}" for line in own_code[param]]
+        return "\n".join(lines) + "\n"
+
+    def code_title(self) -> str:
+        if self.net.backend == "numpy":
+            return "generated code (numpy backend, value_and_grad):"
+        return "generated LLVM IR (value_and_grad: kernel calls, then kernels):"
+
+    def code(self) -> tuple[list[str], dict[str, list[str]]]:
+        """The generated code of the shared chain, and of each param's own part."""
+        if self.net.backend != "numpy":
+            return self.ir()
+        shared = [self.code_line(i) for i in self.shared]
+        own = {p: [self.code_line(i) for i in self.own[p]] for p in self.params}
+        return ([line for block in shared for line in block.split("\n")],
+                {p: [line for block in lines for line in block.split("\n")]
+                 for p, lines in own.items()})
+
+    # ------------------------------------------------------------------ as LaTeX
 
     def latex(self) -> str:
-        lines = [rf"\subsection*{{{latex_escape(self.header())}}}"]
+        spell = Latex(self.graph, self.speller, self.numbers)
+        derivatives, deltas = self.deltas(spell)
+        lines = [rf"\section*{{{latex_escape(self.title())}}}"]
+        lines.append("Forward values (value_and_grad computes them first):")
+        lines += _align([(texttt(e.left), texttt(e.right))
+                         for e in (self.equation(i) for i in self.forward)])
         if self.local:
             lines.append(r"Local derivatives (SymPy, reading forward values where cheaper):")
             lines += _align([(rf"\frac{{\partial {texttt(v)}}}{{\partial {texttt(j)}}}",
                               texttt(d)) for v, j, d in self.local])
-        lines.append(rf"Chain rule, from the loss back to {texttt(self.name)}:")
-        lines += _align([(texttt(left), texttt(right)) for left, right in self.adjoints])
-        if self.derivatives:
+        lines.append(rf"Chain rule, from the loss back to "
+                     rf"{', '.join(texttt(p) for p in self.params)}:")
+        lines += _align([(texttt(e.left), texttt(e.right))
+                         for e in (self.equation(i) for i in self.shared)])
+        if derivatives:
             lines.append(r"Activation derivatives (SymPy, then read off the forward values):")
-            lines += _align(self.derivatives)
+            lines += _align(derivatives)
         lines.append(r"Delta chain (textbook form, $\delta_k = \partial L / \partial z_k$):")
-        lines += _align(self.deltas) if self.deltas else [
+        lines += _align(deltas) if deltas else [
             r"not a plain stack of layers: the chain rule above is the whole story."]
-        lines.append(latex_escape(self.code_title[0].upper() + self.code_title[1:]))
-        lines += [r"\begin{verbatim}", *self.code, r"\end{verbatim}"]
-        return "\n".join(lines)
+        shared_code, own_code = self.code()
+        title = self.code_title()
+        lines.append(latex_escape(title[0].upper() + title[1:]))
+        lines += [r"\begin{verbatim}", *shared_code, r"\end{verbatim}"]
+        for param in self.params:
+            lines.append(rf"\subsection*{{{latex_escape(self.header(param))}}}")
+            lines += _align([(texttt(e.left), texttt(e.right))
+                             for e in (self.equation(i) for i in self.own[param])])
+            lines += [r"\begin{verbatim}", *own_code[param], r"\end{verbatim}"]
+        return "\n".join(lines) + "\n"
+
+
+def _aligned(equations: list[Equation]) -> list[str]:
+    """`left = right`, the `=` signs in one column."""
+    width = max((len(e.left) for e in equations), default=0)
+    return [f"    {e.left:<{width}} = {e.right}" for e in equations]
 
 
 def _align(equations: list[tuple[str, str]]) -> list[str]:
     """An align* environment, one equation a row."""
+    if not equations:
+        return []
     rows = [f"  {left} &= {right}" for left, right in equations]
     return [r"\begin{align*}", " \\\\\n".join(rows), r"\end{align*}"]
 
 
-def _local_derivatives(graph: Graph, param: int, forward: set[int],
-                       math: MathNames) -> list[tuple[str, str, str]]:
-    """For each elementwise node between the param and the loss: (value, input, d value /
-    d input)."""
-    downstream = {param}
+def _local_derivatives(graph: Graph, params: list[int], forward: set[int],
+                       speller: Speller) -> list[tuple[str, str, str]]:
+    """For each elementwise node between the params and the loss: (value, input, d value /
+    d input), each once."""
+    downstream = set(params)
     for i, node in enumerate(graph.nodes):
         if any(j in downstream for j in node.inputs):
             downstream.add(i)
-    result = []
+    result: list[tuple[str, str, str]] = []
     for i in sorted(downstream & forward):
         node = graph.nodes[i]
         if node.op is not Op.ELEMENTWISE:
             continue
-        value = math.of(i)
+        value = speller.code(i)
+        args = [speller.code(j) for j in node.inputs]
         for k, j in enumerate(node.inputs):
             if j not in downstream:
                 continue
-            derivative = math.formula(partial(node.expr, k), node.inputs, value)
-            result.append((value, math.of(j), derivative))
+            out = value if value.precedence == ATOM else Code(f"({value.text})", ATOM)
+            derivative = speller.expression(partial(node.expr, k), args, out=out).text
+            entry = (value.text, args[k].text, derivative)
+            if entry not in result:
+                result.append(entry)
     return result
 
 
 def _wrapped(text: str) -> str:
-    return text if text.isidentifier() else f"({text})"
+    return text if text.replace(".", "").replace("_", "").isalnum() else f"({text})"

@@ -2,8 +2,11 @@
 
 Forward passes run on the network as written, before differentiation, so that the backward
 pass is derived from stable, fused expressions. Backward passes run on the whole training
-graph (forward, gradients, optimizer updates). Set BPCOMPILE_DEBUG=1 to print the graph
-after every stage.
+graph (forward, gradients, optimizer updates): its result is the graph people read. Each
+backend then runs a list of its own (LLVM fuses across the names people read, and writes
+the optimizer's options in as numbers). `updates.plan_updates` is the analysis both
+backends print `step`'s updates from. Set BPCOMPILE_DEBUG=1 to print the graph after every
+stage, the backend's own included.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import sys
 from collections.abc import Callable
 
 from ..graph.ir import Graph, rebuild
-from .constants import fold_constants
+from .constants import bind_constants, fold_constants
 from .fuse import fuse
 from .split import split_transcendentals
 from .stability import stabilize_graph
@@ -42,6 +45,20 @@ def fold_and_fuse(graph: Graph) -> Graph:
 BACKWARD: list[Pass] = [
     ("fold constants and fuse", fold_and_fuse),
 ]
+
+
+def fuse_across_names(graph: Graph) -> Graph:
+    """LLVM runs elementwise chains as one loop each: fuse across `.bp` names too."""
+    return fuse(graph, differentiate=False, respect_names=False)
+
+
+BACKENDS: dict[str, list[Pass]] = {
+    "numpy": [],
+    "llvm": [
+        ("bind constants", bind_constants),
+        ("fuse across names", fuse_across_names),
+    ],
+}
 
 
 def debug(stage: str, graph: Graph) -> None:

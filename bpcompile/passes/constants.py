@@ -8,6 +8,7 @@ expressions that use it, so `0.5 * sum((y - t) ** 2)` differentiates to `y - t`.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 import sympy
 
@@ -41,13 +42,28 @@ def fold_constants(graph: Graph) -> Graph:
         sources = [builder.nodes[i] for i in inputs]
         if node.op is Op.ELEMENTWISE and inputs and all(map(_constant, sources)):
             value = node.expr.xreplace({operand(k): s.expr for k, s in enumerate(sources)})
-            return builder.elementwise(value, (), node.shape, node.name, node.lines)
+            return builder.elementwise(value, (), node.shape, lines=node.lines, like=node)
         rule = FOLD.get(node.op)
         if rule is not None:
             source = sources[0]
             if _constant(source):
                 value = rule(node, source.expr, source)
-                return builder.elementwise(value, (), node.shape, node.name, node.lines)
+                return builder.elementwise(value, (), node.shape, lines=node.lines, like=node)
         return copy_node(builder, node, inputs)
 
     return rebuild(graph, visit)
+
+
+def bind_constants(graph: Graph) -> Graph:
+    """The graph's named constants (`LR`, `BETA1`) written in as their values, and the
+    expressions simplified with them (Adam's `BETA1 * m + (1 - BETA1) * g` is `g` when
+    beta1 = 0)."""
+    values = graph.constants
+
+    def visit(builder: GraphBuilder, node: Node, inputs: tuple[int, ...]) -> int:
+        if node.op is Op.ELEMENTWISE:
+            return builder.elementwise(node.expr.xreplace(values), inputs, node.shape,
+                                       lines=node.lines, like=node)
+        return copy_node(builder, node, inputs)
+
+    return replace(rebuild(graph, visit), constants={})

@@ -1,7 +1,8 @@
 """Fuse elementwise chains: an ELEMENTWISE node read by exactly one other ELEMENTWISE node of
 the same shape is substituted into it, so the pair becomes one SymPy expression (one loop in
 LLVM, one line of NumPy). Constants are always substituted. With `respect_names`, values the
-`.bp` file named (and their adjoints, `d_h`) stay values, so generated code keeps the
+`.bp` file named (and their adjoints, `d_h`; not the names the compiler derives, `h_pre`)
+stay values, so generated code keeps the
 statements the user wrote.
 
 A merge is refused when it would make the backward pass evaluate more transcendentals than
@@ -64,13 +65,12 @@ def fuse(graph: Graph, differentiate: bool = True, respect_names: bool = True) -
             k += 1
         lines = tuple(sorted(set(node.lines).union(
             *(graph.nodes[j].lines for j in node.inputs if j not in inputs))))
-        name = node.name
+        named = dict(name=node.name, adjoint=node.adjoint, derived=node.derived)
         if i not in forward and _is_copy_of(graph, expr, inputs, node.shape, forward):
             # An adjoint that merging reduced to a forward value (d(a * b)/da is b when the
             # adjoint is 1) is that value: it must not carry the adjoint's name or lines.
-            name, lines = None, ()
-        merged[i] = Node(Op.ELEMENTWISE, inputs, node.shape, expr=expr, name=name,
-                         lines=lines)
+            named, lines = dict(name=None), ()
+        merged[i] = Node(Op.ELEMENTWISE, inputs, node.shape, expr=expr, lines=lines, **named)
 
     replaced = replace(graph, nodes=tuple(merged.get(i, n) for i, n in enumerate(graph.nodes)))
     return rebuild(replaced)
@@ -93,7 +93,7 @@ def _can_merge(producer: Node, consumer: Node, readers: int, respect_names: bool
         return False
     if not producer.inputs:  # a constant: free to copy anywhere
         return True
-    if respect_names and producer.name is not None:
+    if respect_names and producer.name is not None and not producer.derived:
         return False
     return readers == 1 and producer.shape == consumer.shape
 

@@ -13,7 +13,8 @@ import sympy
 
 from ..differentiate.symbolic import partial, transcendental_terms
 from ..graph.ir import Graph, GraphBuilder, Node, Op, copy_node, operand, rebuild
-from ..graph.shapes import broadcast
+from ..graph.naming import function_word
+from ..graph.shapes import Shape, broadcast
 
 
 def _needed(expr: sympy.Expr, arity: int) -> list[sympy.Expr]:
@@ -28,17 +29,45 @@ def _needed(expr: sympy.Expr, arity: int) -> list[sympy.Expr]:
     return sorted(needed, key=lambda e: (-sympy.count_ops(e), sympy.default_sort_key(e)))
 
 
-def _split(builder: GraphBuilder, expr: sympy.Expr, inputs: tuple[int, ...], node: Node) -> int:
+def _split(builder: GraphBuilder, expr: sympy.Expr, inputs: tuple[int, ...], node: Node,
+           owner: str | None) -> int:
+    """`node` (`expr` over `inputs`) with its needed transcendentals as values of their own,
+    named after the value `owner` they are computed for (h_sigmoid)."""
+    expr, inputs = _split_argument(builder, expr, inputs, node, owner)
     for term in _needed(expr, len(inputs)):
         if not expr.has(term):  # went into the node of an enclosing term split before it
             continue
-        used = [j for k, j in enumerate(inputs) if term.has(operand(k))]
-        shape = broadcast(*(builder.nodes[j].shape for j in used))
-        value = _split(builder, term, inputs, Node(Op.ELEMENTWISE, inputs, shape,
-                                                    lines=node.lines))
+        name = None if owner is None else f"{owner}_{function_word(term) or 'part'}"
+        part = Node(Op.ELEMENTWISE, inputs, _shape(builder, term, inputs), lines=node.lines,
+                    name=name, derived=True)
+        value = _split(builder, term, inputs, part, owner)
         expr = expr.xreplace({term: operand(len(inputs))})
         inputs = inputs + (value,)
-    return builder.elementwise(expr, inputs, node.shape, node.name, node.lines)
+    return builder.elementwise(expr, inputs, node.shape, lines=node.lines, like=node)
+
+
+def _split_argument(builder: GraphBuilder, expr: sympy.Expr, inputs: tuple[int, ...],
+                    node: Node, owner: str | None) -> tuple[sympy.Expr, tuple[int, ...]]:
+    """In `z * sigmoid(z)` with z = x @ W + b, z itself is a value of its own (h_pre): both
+    the activation and the rest of the statement read it, and so does its adjoint, which
+    then is one value (d_h_pre) that the gradients of W and b both read."""
+    for term in _needed(expr, len(inputs)):
+        if len(term.args) != 1 or term.args[0].is_Symbol or term.args[0].is_Number:
+            continue
+        argument = term.args[0]
+        if not expr.xreplace({term: sympy.Dummy()}).has(argument):
+            continue  # only the activation reads it: it stays inside
+        name = None if owner is None else f"{owner}_pre"
+        value = builder.elementwise(argument, inputs, _shape(builder, argument, inputs),
+                                    name=name, lines=node.lines, derived=True)
+        return expr.xreplace({argument: operand(len(inputs))}), inputs + (value,)
+    return expr, inputs
+
+
+def _shape(builder: GraphBuilder, term: sympy.Expr, inputs: tuple[int, ...]) -> Shape:
+    """The shape of `term` over `inputs`: its operands' shapes broadcast together."""
+    used = [j for k, j in enumerate(inputs) if term.has(operand(k))]
+    return broadcast(*(builder.nodes[j].shape for j in used))
 
 
 def split_transcendentals(graph: Graph) -> Graph:
@@ -48,7 +77,7 @@ def split_transcendentals(graph: Graph) -> Graph:
 
     def visit(builder: GraphBuilder, node: Node, inputs: tuple[int, ...]) -> int:
         if node.op is Op.ELEMENTWISE and inputs:
-            return _split(builder, node.expr, inputs, node)
+            return _split(builder, node.expr, inputs, node, node.name)
         return copy_node(builder, node, inputs)
 
     return rebuild(graph, visit)

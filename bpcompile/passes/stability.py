@@ -155,7 +155,7 @@ def _elementwise(builder: GraphBuilder, node: Node, inputs: tuple[int, ...]) -> 
         stable, fired = stabilize(candidate)
         if fired:  # the producer's expression completed a pattern: keep it substituted
             expr, inputs = stable, candidate_inputs
-    return builder.elementwise(expr, inputs, node.shape, node.name, node.lines)
+    return builder.elementwise(expr, inputs, node.shape, lines=node.lines, like=node)
 
 
 def stabilize_graph(graph: Graph) -> Graph:

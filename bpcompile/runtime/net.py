@@ -5,17 +5,19 @@ do not depend on the backend."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from ..driver import Compiled
 from ..errors import BPNameError, BPShapeError
-from ..graph.network import Network
-from .signature import Signature
-from .summary import net_html
 from ..graph.shapes import Shape
 from . import checks, initializers
+from .signature import Signature
+from .summary import net_html
+
+if TYPE_CHECKING:  # types only: a network opened from the disk cache loads no SymPy
+    from ..graph.ir import Graph
+    from ..graph.network import Network
 
 Arrays = dict[str, np.ndarray]
 
@@ -37,6 +39,15 @@ class Executor(Protocol):
     def apply_gradients(self, p: Arrays, s: Arrays, grads: Arrays) -> None: ...
 
 
+class Compiled(Protocol):
+    """A network and its optimized graph (the driver's `Compiled`)."""
+
+    network: Network
+    graph: Graph
+
+    def for_backend(self, backend: str) -> Graph: ...
+
+
 class CompiledNet:
     """A compiled `.bp` network: init, forward, loss, value_and_grad, step, code.
 
@@ -45,13 +56,15 @@ class CompiledNet:
     """
 
     def __init__(self, signature: Signature, backend: str, dtype: np.dtype,
-                 executor: Executor, compiled: Callable[[], Compiled]):
+                 executor: Executor, compiled: Callable[[], Compiled],
+                 reopen: Callable[[np.dtype], CompiledNet]):
         self.signature = signature
         self.backend = backend
         self.dtype = dtype
         self._executor = executor
         self._build = compiled
         self._compiled: Compiled | None = None
+        self._reopen = reopen
         self.name = signature.name
         self.source = signature.source
         self.params: dict[str, tuple[int, ...]] = {n: i.shape
@@ -71,6 +84,11 @@ class CompiledNet:
     @property
     def network(self) -> Network:
         return self.compiled.network
+
+    def with_dtype(self, dtype: np.dtype) -> CompiledNet:
+        """The same network on the same backend in another dtype (gradcheck's float64
+        twin of a float32 network)."""
+        return self._reopen(np.dtype(dtype))
 
     def __repr__(self) -> str:
         return (f"<CompiledNet {self.name} backend={self.backend} dtype={self.dtype.name} "

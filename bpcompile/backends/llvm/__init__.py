@@ -1,11 +1,20 @@
-"""The LLVM backend: the optimized graph printed as LLVM IR with llvmlite, compiled for the
-host CPU, and called as one native function per entry point.
+"""The LLVM backend: the graph the driver hands it (after the backend's own passes) printed
+as LLVM IR with llvmlite, compiled for the host CPU, and called as one native function per
+entry point. Takes a Compiled network and its Signature; gives an executor for CompiledNet.
 
-    codegen.py   graph -> IR module (forward, loss, value_and_grad, step)
-    expr.py      SymPy expressions -> IR, elementwise
-    mathlib.py   exp, log, tanh, ... as plain arithmetic, so loops vectorize
-    kernels.py   reductions, softmax family, transposes
-    matmul.py    register-blocked matmul, or BLAS for large shapes
-    jit.py       target machine, O3 pipeline, execution engine, disk cache
-    runtime.py   the executor: workspace, the native fast path, the checked slow path
+    codegen.py    graph -> IR module: one entry function per entry point
+    entry.py      one entry function: where each node's values live, in what order
+    ops.py        the IR of each op inside an entry function
+    layout.py     the pointer table entry functions read
+    expr.py       SymPy expressions -> IR, elementwise
+    mathlib.py    exp, log, tanh, ... as plain arithmetic, so loops vectorize
+    kernels.py    one function per distinct loop nest, shared by the entry points
+    axis.py       loop nests along one axis: reductions, softmax family, transposes
+    rows.py       short rows (softmax family, cross-entropy) several at a time
+    matmul.py     register-blocked matmul, or BLAS for large shapes
+    prebuilt.py   kernels no network shapes, compiled once per machine
+    fastcall.py   the native fast path of step: checks arrays without Python
+    jit.py        target machine, O3 pipeline, execution engine
+    executor.py   the executor: workspaces, the fast path, the checked slow path
+    describe.py   the IR behind a gradient, for `bpcompile show`
 """

@@ -23,14 +23,15 @@ import llvmlite.binding as llvm
 import numpy as np
 
 from ..._version import __version__
-from ...driver import Compiled, build, signature
 from ...errors import BPNumericError
 from ...runtime.signature import Signature
 from ...graph.shapes import Shape
 from ...runtime import cache
-from ...runtime.net import CompiledNet
+from ...runtime.net import Compiled
 from . import prebuilt as library
-from .codegen import ALIGN, Layout, generate, layout_of, workspace_bytes
+from .codegen import generate, workspace_bytes
+from .entry import ALIGN
+from .layout import Layout, layout_of
 from .fastcall import Context, array_fields, builtin, python_symbols
 from .jit import Engine, compile_ir, host, vector_bytes
 from .matmul import find_blas
@@ -49,27 +50,6 @@ def object_key(signature: Signature, dtype: np.dtype, entry: str) -> str:
                      repr(blas and (blas.sgemm, blas.dgemm, blas.int_bits)),
                      repr(array_fields()), dtype.name, entry, signature.filename,
                      signature.source)
-
-
-def open_network(source: str, filename: str, dtype: np.dtype) -> CompiledNet:
-    """A network on the llvm backend; its signature, and later its entry points, come from
-    the disk cache when it has them, so a second compile skips SymPy and LLVM."""
-    name = cache.key("signature", __version__, filename, source) + ".json"
-    cached = cache.load(name)
-    built: list[Compiled] = []
-
-    def compiled() -> Compiled:
-        if not built:
-            built.append(build(source, filename))
-        return built[0]
-
-    if cached is not None:
-        summary = Signature.from_json(cached[0])
-    else:
-        summary = signature(compiled())
-        cache.store(name, summary.to_json(), b"")
-    executor = LLVMExecutor(summary, dtype, compiled)
-    return CompiledNet(summary, "llvm", dtype, executor, compiled)
 
 
 def external_symbols() -> dict[str, int]:
@@ -110,16 +90,16 @@ class LLVMExecutor:
 
     @property
     def code(self) -> str:
-        """The IR of every entry point with the runtime library linked in: one module, so
+        """The IR of every entry point with the prebuilt library linked in: one module, so
         the text is a whole program that LLVM's parser and tools accept (two modules'
         texts one after the other are not: each repeats the other's definitions)."""
-        network = llvm.parse_assembly(generate(self.compiled(), self.dtype.name,
+        network = llvm.parse_assembly(generate(self.compiled(), self.signature, self.dtype.name,
                                                vector_bytes()).ir)
         network.link_in(llvm.parse_assembly(library.library_ir(self.dtype.name,
                                                                vector_bytes())))
         network.name = self.signature.name
         return (f"; network {self.signature.name} ({self.dtype.name}): every entry point, "
-                f"then the runtime library (library.py) its kernels call\n{network}")
+                f"then the prebuilt library (prebuilt.py) its kernels call\n{network}")
 
     # ---------------------------------------------------------------- compiling
 
@@ -142,7 +122,7 @@ class LLVMExecutor:
             header, object_code = cached
             engine, _ = compile_ir("", object_code=object_code, symbols=external_symbols())
             return engine, [tuple(shape) for shape in header["workspace"]]
-        program = generate(self.compiled(), self.dtype.name, vector_bytes(), (entry,),
+        program = generate(self.compiled(), self.signature, self.dtype.name, vector_bytes(), (entry,),
                            fast=entry == "step")
         engine, object_code = compile_ir(program.ir, symbols=external_symbols())
         shapes = program.workspace[entry]
@@ -293,34 +273,3 @@ class LLVMExecutor:
         if status == 1:
             return f"the loss is {loss}"
         return f"the gradient of {self.layout.params[status - 2]} is not finite"
-
-
-def describe_gradient(compiled: Compiled, dtype: np.dtype, param: str) -> list[str]:
-    """The IR computing one param's gradient in value_and_grad: the kernel calls of the
-    entry function for each node of the gradient's chain, then those kernels' code."""
-    program = generate(compiled, dtype.name, vector_bytes(), ("value_and_grad",))
-    graph = program.graph
-    forward = set(graph.live([*graph.outputs.values(), graph.loss]))
-    chain = [i for i in graph.live([graph.grads[param]]) if i not in forward]
-    used = program.functions["value_and_grad"]
-    names: list[str] = []
-    for i in chain:
-        for name in used.get(i, []):
-            if name not in names:
-                names.append(name)
-    lines = [f"; {graph.nodes[i].name or f'%{i}'} ({graph.nodes[i].op.name.lower()}): "
-             f"{', '.join(used.get(i, ['no code: a view or reshape']))}" for i in chain]
-    for name in names:
-        if name.startswith("bpc.") and name != "bpc.matmul":
-            lines += ["", *_function_text(program.ir, name)]
-    return lines
-
-
-def _function_text(ir_text: str, name: str) -> list[str]:
-    """The lines of one function's definition in a module's text."""
-    lines = ir_text.splitlines()
-    for start, line in enumerate(lines):
-        if line.startswith("define") and f'@"{name}"(' in line:
-            end = lines.index("}", start)
-            return lines[start:end + 1]
-    return []

@@ -1,7 +1,7 @@
 """SymPy expressions compiled straight to IR, one element at a time.
 
 The same dispatch-on-type design as the NumPy printer: each SymPy node type maps to a
-function emitting its instructions. Transcendentals go through `MathLibrary`, so the loop
+function emitting its instructions. Transcendentals go through `MathFunctions`, so the loop
 around an expression stays vectorizable. Multiplies and adds carry the `contract` flag (fma
 is allowed); no flag that assumes values are finite, since `step` must see NaN and inf.
 """
@@ -14,7 +14,7 @@ import sympy
 from llvmlite import ir
 
 from ...graph.functions import Elu, LeakyRelu, Power, Relu, Sigmoid, Softplus
-from .mathlib import CONTRACT, MathLibrary
+from .mathlib import CONTRACT, MathFunctions
 
 Value = ir.Value
 
@@ -25,7 +25,7 @@ class ExprCompiler:
     `t` is the value type: the dtype's float, or a vector of them for a vector loop body.
     """
 
-    def __init__(self, builder: ir.IRBuilder, lib: MathLibrary,
+    def __init__(self, builder: ir.IRBuilder, lib: MathFunctions,
                  values: Mapping[sympy.Symbol, Value], t: ir.Type | None = None):
         self.b = builder
         self.lib = lib

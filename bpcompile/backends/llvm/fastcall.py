@@ -29,7 +29,7 @@ from functools import lru_cache
 import numpy as np
 from llvmlite import ir
 
-from .kernels import runtime_name
+from .kernels import prebuilt_name
 from .layout import Layout
 from .loops import I32, I64, PTR, for_range, i64
 
@@ -123,7 +123,7 @@ def array_data_function(module: ir.Module, fields: ArrayFields | None,
     fnty = ir.FunctionType(PTR, [PTR, PTR, PTR, I32, I32, PTR, PTR])
     f = ir.Function(module, fnty, name)
     if fields is None:
-        return f  # a declaration: the runtime library defines it
+        return f  # a declaration: the prebuilt library defines it
     f.attributes.add("noinline")
     obj, ndarray, descr, flags, rank, spec, sizes = f.args
     for arg, arg_name in zip(f.args, ("obj", "ndarray", "descr", "flags", "rank", "spec",
@@ -172,13 +172,15 @@ class FastStep:
     """Emits `bpc_fast_step` into the module holding `bpc_step`."""
 
     def __init__(self, module: ir.Module, layout: Layout, fields: ArrayFields, t: ir.Type,
-                 param_shapes: dict[str, tuple[int, ...]], data_shapes: dict[str, tuple]):
+                 param_shapes: dict[str, tuple[int, ...]],
+                 state_shapes: dict[str, tuple[int, ...]], data_shapes: dict[str, tuple]):
         self.module = module
         self.t = t
         self.layout = layout
         self.fields = fields
         self.context = Context(layout)
         self.param_shapes = param_shapes
+        self.state_shapes = state_shapes
         self.data_shapes = data_shapes
         self.ctx = ir.GlobalVariable(module, ir.ArrayType(PTR, self.context.size), "bpc_ctx")
         self.ctx.initializer = ir.Constant(self.ctx.value_type, None)
@@ -193,7 +195,7 @@ class FastStep:
         self.new_float = declare("PyFloat_FromDouble", PTR, ir.DoubleType())
         self.vectorcall = declare("PyObject_Vectorcall", PTR, PTR, PTR, I64, PTR)
         lanes = 0  # array_data does not depend on the vector width; one per dtype
-        self.array_data = array_data_function(module, None, runtime_name("array_data", t, lanes))
+        self.array_data = array_data_function(module, None, prebuilt_name("array_data", t, lanes))
         self.specs = 0
         self.itemsize = 8 if isinstance(t, ir.DoubleType) else 4
 
@@ -244,7 +246,7 @@ class FastStep:
             for name in group:
                 key = self.ctx_slot(b, self.context.key(kind, name))
                 array = b.call(self.dict_get, [holder, key])
-                shape = self.param_shapes[name] if kind == "param" else self.state_shape(name)
+                shape = self.param_shapes[name] if kind == "param" else self.state_shapes[name]
                 data = self.array(array, shape, sizes, writeable=True, name=name)
                 slot = (self.layout.param(name) if kind == "param"
                         else self.layout.state_slot(name))
@@ -306,9 +308,6 @@ class FastStep:
         self.require(b.icmp_unsigned("==", kind, self.ctx_slot(b, Context.DICT)), f"{label}.dict")
         count = b.call(self.dict_size, [obj])
         self.require(b.icmp_signed("==", count, i64(size)), f"{label}.size")
-
-    def state_shape(self, name: str) -> tuple[int, ...]:
-        return () if name == "step" else self.param_shapes[name.rsplit(".", 1)[0]]
 
     def put(self, table: ir.Value, slot: int, pointer: ir.Value) -> None:
         self.b.store(pointer, self.b.gep(table, [i64(slot)], source_etype=PTR))

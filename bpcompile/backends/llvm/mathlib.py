@@ -6,7 +6,7 @@ intrinsics only, so the same body works on `float` and on `<16 x float>`; kernel
 vector form in their vector loops. Accuracy is a few ulp: Taylor polynomials long enough
 for each dtype after the usual range reductions (x = n ln2 + r for exp, x = 2^e m for log).
 
-Each function is defined on first use for each type: `MathLibrary.call(builder, "exp", x)`.
+Each function is defined on first use for each type: `MathFunctions.call(builder, "exp", x)`.
 """
 
 from __future__ import annotations
@@ -135,7 +135,7 @@ class Ops:
         return n, b.fmul(r, self.horner(b, r, coefficients))
 
 
-class MathLibrary:
+class MathFunctions:
     """Defines and calls the vectorizable functions of one module and dtype."""
 
     def __init__(self, module: ir.Module, dtype: str):
@@ -176,12 +176,12 @@ class MathLibrary:
 Body = Callable[..., ir.Value]
 
 
-def _exp(lib: MathLibrary, o: Ops, b: ir.IRBuilder, x: ir.Value) -> ir.Value:
+def _exp(lib: MathFunctions, o: Ops, b: ir.IRBuilder, x: ir.Value) -> ir.Value:
     n, p = o.reduce_exp(b, x)
     return o.scale(b, b.fadd(p, o.const(1.0)), n)
 
 
-def _expm1(lib: MathLibrary, o: Ops, b: ir.IRBuilder, x: ir.Value) -> ir.Value:
+def _expm1(lib: MathFunctions, o: Ops, b: ir.IRBuilder, x: ir.Value) -> ir.Value:
     """exp(x) - 1 without cancellation near 0: 2^n expm1(r) + (2^n - 1)."""
     n, p = o.reduce_exp(b, x)
     two_n = o.scale(b, o.const(1.0), n)
@@ -194,7 +194,7 @@ def _expm1(lib: MathLibrary, o: Ops, b: ir.IRBuilder, x: ir.Value) -> ir.Value:
     return b.select(zero, x, b.select(far, large, small))
 
 
-def _log(lib: MathLibrary, o: Ops, b: ir.IRBuilder, x: ir.Value) -> ir.Value:
+def _log(lib: MathFunctions, o: Ops, b: ir.IRBuilder, x: ir.Value) -> ir.Value:
     """log(x) = e ln2 + 2 atanh((m - 1) / (m + 1)), x = 2^e m, m in [sqrt(1/2), sqrt(2))."""
     fmt = o.fmt
     tiny = 2.0 ** (1 - fmt.bias)  # smallest normal: scale subnormals up first
@@ -222,7 +222,7 @@ def _log(lib: MathLibrary, o: Ops, b: ir.IRBuilder, x: ir.Value) -> ir.Value:
     return b.select(b.fcmp_unordered("<", x, o.const(0.0)), o.const(math.nan), result)
 
 
-def _log1p(lib: MathLibrary, o: Ops, b: ir.IRBuilder, x: ir.Value) -> ir.Value:
+def _log1p(lib: MathFunctions, o: Ops, b: ir.IRBuilder, x: ir.Value) -> ir.Value:
     """log(1 + x), accurate for tiny x: log(u) * x / (u - 1) with u = 1 + x (Goldberg)."""
     u = b.fadd(x, o.const(1.0))
     d = b.fsub(u, o.const(1.0))
@@ -232,14 +232,14 @@ def _log1p(lib: MathLibrary, o: Ops, b: ir.IRBuilder, x: ir.Value) -> ir.Value:
     return b.select(b.fcmp_ordered("==", d, o.const(0.0)), x, exact)
 
 
-def _tanh(lib: MathLibrary, o: Ops, b: ir.IRBuilder, x: ir.Value) -> ir.Value:
+def _tanh(lib: MathFunctions, o: Ops, b: ir.IRBuilder, x: ir.Value) -> ir.Value:
     """tanh(|x|) = -t / (t + 2) with t = expm1(-2|x|): no overflow, no cancellation."""
     t = lib.call(b, "expm1", b.fmul(o.call(b, "llvm.fabs", x), o.const(-2.0)))
     magnitude = b.fdiv(b.fneg(t), b.fadd(t, o.const(2.0)))
     return o.call(b, "llvm.copysign", magnitude, x)
 
 
-def _sigmoid(lib: MathLibrary, o: Ops, b: ir.IRBuilder, x: ir.Value) -> ir.Value:
+def _sigmoid(lib: MathFunctions, o: Ops, b: ir.IRBuilder, x: ir.Value) -> ir.Value:
     """1 / (1 + e) for x >= 0 and e / (1 + e) below, e = exp(-|x|): exp never overflows,
     so where sigmoid(x) is subnormal (x below about -709 in float64) it keeps exp(x)'s
     digits instead of flushing to 0 through 1 / inf."""
@@ -248,7 +248,7 @@ def _sigmoid(lib: MathLibrary, o: Ops, b: ir.IRBuilder, x: ir.Value) -> ir.Value
     return b.fdiv(top, b.fadd(o.const(1.0), e))
 
 
-def _softplus(lib: MathLibrary, o: Ops, b: ir.IRBuilder, x: ir.Value) -> ir.Value:
+def _softplus(lib: MathFunctions, o: Ops, b: ir.IRBuilder, x: ir.Value) -> ir.Value:
     """log(1 + exp(x)) = max(x, 0) + log1p(exp(-|x|)): finite for every finite x."""
     tail = lib.call(b, "log1p", lib.call(b, "exp", b.fneg(o.call(b, "llvm.fabs", x))))
     positive = b.select(b.fcmp_ordered(">", x, o.const(0.0)), x, o.const(0.0))
@@ -256,7 +256,7 @@ def _softplus(lib: MathLibrary, o: Ops, b: ir.IRBuilder, x: ir.Value) -> ir.Valu
     return b.fadd(b.select(b.fcmp_unordered("!=", x, x), x, positive), tail)
 
 
-def _pow(lib: MathLibrary, o: Ops, b: ir.IRBuilder, x: ir.Value, y: ir.Value) -> ir.Value:
+def _pow(lib: MathFunctions, o: Ops, b: ir.IRBuilder, x: ir.Value, y: ir.Value) -> ir.Value:
     """x ** y = exp(y log|x|), with the special cases of C99's pow, which NumPy follows: a
     finite negative x needs an integer y; the sign of x (-0 and -inf too) goes to odd
     integer powers; x ** 0, 1 ** y and (-1) ** +-inf are 1, even for NaN or inf operands."""

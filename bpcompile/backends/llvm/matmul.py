@@ -25,9 +25,9 @@ from functools import lru_cache
 import numpy as np
 from llvmlite import ir
 
-from .kernels import runtime_name
+from .kernels import prebuilt_name
 from .loops import I32, I64, PTR, for_range, i64
-from .mathlib import MathLibrary, declare_intrinsic
+from .mathlib import MathFunctions, declare_intrinsic
 
 ROWS = 4
 # Products of at least this many multiply-adds go to BLAS (measured; see benchmarks/).
@@ -75,13 +75,13 @@ def find_blas() -> Blas | None:
 
 
 class Matmul:
-    """The matmul kernel of one dtype and vector width. It lives in the runtime library
-    (library.py): a network's module declares it, the library's (runtime=True) defines it."""
+    """The matmul kernel of one dtype and vector width. It lives in the prebuilt library
+    (prebuilt.py): a network's module declares it, the library's (prebuilt=True) defines it."""
 
-    def __init__(self, module: ir.Module, lib: MathLibrary, vector_bytes: int,
-                 runtime: bool = False):
+    def __init__(self, module: ir.Module, lib: MathFunctions, vector_bytes: int,
+                 prebuilt: bool = False):
         self.module = module
-        self.runtime = runtime
+        self.prebuilt = prebuilt
         self.lib = lib
         self.t = lib.t
         self.itemsize = 8 if isinstance(self.t, ir.DoubleType) else 4
@@ -136,9 +136,9 @@ class Matmul:
     def function(self) -> ir.Function:
         if self._function is None:
             fnty = ir.FunctionType(ir.VoidType(), [PTR, PTR, PTR, I64, I64, I64, I64, I64])
-            name = runtime_name("matmul", self.t, self.lanes)
+            name = prebuilt_name("matmul", self.t, self.lanes)
             self._function = ir.Function(self.module, fnty, name)
-            if self.runtime:
+            if self.prebuilt:
                 self._define(self._function)
         return self._function
 

@@ -1,4 +1,4 @@
-"""The runtime library: kernels that do not depend on the network (matmul, the softmax
+"""The prebuilt library: kernels that do not depend on the network (matmul, the softmax
 family, cross-entropy, transpose, the finiteness check, the fast path's array check),
 compiled once per dtype and machine and kept in the disk cache. Network modules declare
 them; their addresses are registered with LLVM before a network's module is finalized.
@@ -16,26 +16,26 @@ from llvmlite import ir
 from ...runtime import cache
 from .fastcall import array_data_function, array_fields
 from .jit import Engine, compile_ir, host
-from .kernels import KernelLibrary, runtime_name
-from .mathlib import FORMATS, MathLibrary
+from .kernels import Kernels, prebuilt_name
+from .mathlib import FORMATS, MathFunctions
 from .matmul import Matmul
 
 ALONG_AXIS = ("softmax", "log_softmax", "logsumexp", "argmax_onehot")
 
 
 def library_ir(dtype: str, vector_bytes: int) -> str:
-    """The runtime library's module for one dtype and vector width."""
-    module = ir.Module(name=f"bpcompile_runtime_{dtype}")
-    lib = MathLibrary(module, dtype)
-    matmul = Matmul(module, lib, vector_bytes, runtime=True)
+    """The prebuilt library's module for one dtype and vector width."""
+    module = ir.Module(name=f"bpcompile_prebuilt_{dtype}")
+    lib = MathFunctions(module, dtype)
+    matmul = Matmul(module, lib, vector_bytes, prebuilt=True)
     matmul.function()
-    kernels = KernelLibrary(module, lib, matmul.lanes, runtime=True)
+    kernels = Kernels(module, lib, matmul.lanes, prebuilt=True)
     for kind in ALONG_AXIS:
         kernels.along_axis(kind)
     kernels.softmax_cross_entropy()
     kernels.transpose()
     kernels.non_finite()
-    array_data_function(module, array_fields(), runtime_name("array_data", lib.t, 0))
+    array_data_function(module, array_fields(), prebuilt_name("array_data", lib.t, 0))
     return str(module)
 
 
@@ -53,11 +53,11 @@ def load(dtype: str, vector_bytes: int) -> None:
 
 
 def _function_names(dtype: str, vector_bytes: int) -> tuple[str, ...]:
-    """The symbols `library_ir` defines (as `runtime_name` spells them)."""
+    """The symbols `library_ir` defines (as `prebuilt_name` spells them)."""
     t = FORMATS[dtype].type
     lanes = vector_bytes // (8 if dtype == "float64" else 4)
     kernels = ("matmul", *ALONG_AXIS, "softmax_cross_entropy", "transpose", "non_finite")
-    return (*(runtime_name(k, t, lanes) for k in kernels), runtime_name("array_data", t, 0))
+    return (*(prebuilt_name(k, t, lanes) for k in kernels), prebuilt_name("array_data", t, 0))
 
 
 def _engine(dtype: str, vector_bytes: int) -> Engine:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from llvmlite import ir
 
 from .loops import I32, I64, PTR, for_range, i64
-from .mathlib import MathLibrary, declare_intrinsic
+from .mathlib import MathFunctions, declare_intrinsic
 
 REASSOC = ("reassoc", "contract")
 # Rows that fit in one vector are done this many at a time, as straight-line code: each row
@@ -26,7 +26,7 @@ GROUP = 4
 class RowKernels:
     """Row-wise kernels for one builder, dtype and vector width."""
 
-    def __init__(self, b: ir.IRBuilder, lib: MathLibrary, lanes: int):
+    def __init__(self, b: ir.IRBuilder, lib: MathFunctions, lanes: int):
         self.b = b
         self.lib = lib
         self.t = lib.t

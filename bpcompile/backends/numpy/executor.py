@@ -1,19 +1,25 @@
-"""Runs the generated NumPy module: the `numpy` backend's executor."""
+"""Runs the generated NumPy module: the `numpy` backend's executor.
+
+The module's source is kept in the disk cache, keyed by everything that decides it, so a
+network compiled before opens without SymPy: its code is loaded, not generated.
+"""
 
 from __future__ import annotations
 
 import itertools
 import linecache
 import types
+from collections.abc import Callable
 
 import numpy as np
 
-from ...driver import Compiled
+from ..._version import __version__
 from ...errors import BPNumericError
-from .module import generate
+from ...runtime import cache
+from ...runtime.net import Compiled
+from ...runtime.signature import Signature
 
 Arrays = dict[str, np.ndarray]
-
 
 _MODULES = itertools.count(1)
 
@@ -29,14 +35,29 @@ def load_module(code: str, name: str) -> types.ModuleType:
     return module
 
 
+def module_source(signature: Signature, dtype: np.dtype,
+                  compiled: Callable[[], Compiled]) -> str:
+    """The generated module's text: from the disk cache, or generated (and stored there)."""
+    name = cache.key("numpy-module", __version__, dtype.name, signature.filename,
+                     signature.source) + ".py"
+    cached = cache.load(name)
+    if cached is not None:
+        return cached[1].decode("utf-8")
+    from .module import generate  # SymPy's printers load only when code is generated
+
+    code = generate(compiled(), dtype.name)
+    cache.store(name, {}, code.encode("utf-8"))
+    return code
+
+
 class NumpyExecutor:
-    def __init__(self, compiled: Compiled, dtype: np.dtype):
-        network = compiled.network
+    def __init__(self, signature: Signature, dtype: np.dtype,
+                 compiled: Callable[[], Compiled]):
         self.dtype = dtype
-        self.code = generate(compiled, dtype.name)
-        self.module = load_module(self.code, network.name)
-        self.inputs = list(network.inputs)
-        self.data = list(network.data)
+        self.code = module_source(signature, dtype, compiled)
+        self.module = load_module(self.code, signature.name)
+        self.inputs = list(signature.inputs)
+        self.data = list(signature.data)
 
     def _array(self, value: object) -> np.ndarray:
         # NumPy reductions give scalars for 0-d results; callers get arrays of the net's dtype

@@ -19,16 +19,16 @@ HELPERS: dict[str, str] = {
     """log(softmax(x)) along axis, computed without forming softmax: finite for any logits."""
     shifted = x - np.max(x, axis=axis, keepdims=True)
     return shifted - np.log(np.sum(np.exp(shifted), axis=axis, keepdims=True))''',
-    "logsumexp": '''def logsumexp(x, axis, keepdims):
+    "logsumexp": '''def logsumexp(x, axis, keepdims=False):
     """log(sum(exp(x))) over axis, shifted by the max so exp cannot overflow."""
     m = np.max(x, axis=axis, keepdims=True)
     total = m + np.log(np.sum(np.exp(x - m), axis=axis, keepdims=True))
     return total if keepdims else np.squeeze(total, axis=axis)''',
-    "softmax_cross_entropy": '''def softmax_cross_entropy(logits, t):
+    "cross_entropy": '''def cross_entropy(logits, t):
     """Mean over rows of -sum(t * log_softmax(logits)) along the last axis."""
     rows = logits.size // logits.shape[-1]
     return -np.sum(t * log_softmax(logits, axis=-1)) / rows''',
-    "argmax_onehot": '''def argmax_onehot(x, axis):
+    "onehot_argmax": '''def onehot_argmax(x, axis):
     """1 at the first maximum along axis (an int or tuple), 0 elsewhere: max's gradient."""
     axes = (axis,) if isinstance(axis, int) else tuple(axis)
     last = tuple(range(-len(axes), 0))
@@ -49,7 +49,7 @@ HELPERS: dict[str, str] = {
 }
 
 # helper -> helpers it calls
-NEEDS: dict[str, tuple[str, ...]] = {"softmax_cross_entropy": ("log_softmax",)}
+NEEDS: dict[str, tuple[str, ...]] = {"cross_entropy": ("log_softmax",)}
 
 
 def helper_closure(names: set[str]) -> list[str]:

@@ -1,8 +1,9 @@
-"""SymPy expressions printed as NumPy code a person would write: `d_y * y * (1 - y)`,
-`np.where(z > 0, d_h, 0)`, spaces around operators and no redundant parentheses.
+"""SymPy expressions printed as NumPy code a person would write (`d_y * y * (1 - y)`,
+`np.where(z > 0, d_h, 0)`), or as math (`where(z > 0, d_h, 0)`, `sigmoid(z)`): spaces around
+operators and no redundant parentheses.
 
-The printer returns code with its precedence so callers can nest expressions (an operand may
-itself be inlined code, like `x @ W1`). Operands print in the order of their inputs, so
+The printer returns code with its precedence, so callers can nest expressions (an operand
+may itself be inlined code, like `x @ W1`). Operands print in the order of their inputs, so
 `x @ W1 + b1` keeps the order of the `.bp` source and an adjoint comes first in a product.
 """
 
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 
 import sympy
 
-from ...graph.functions import Elu, LeakyRelu, Power, Relu, Sigmoid, Softplus
+from .functions import Elu, LeakyRelu, Power, Relu, Sigmoid, Softplus
 
 # Python's precedence levels, loosest first.
 COMPARE, ADD, MUL, UNARY, POWER, ATOM = range(6)
@@ -40,7 +41,7 @@ def number(value: sympy.Expr) -> Code:
     return Code(text, UNARY if text.startswith("-") else ATOM)
 
 
-class NumpyPrinter:
+class ExpressionPrinter:
     """Prints one expression; `names` gives the code of each free symbol.
 
     With `math=True` it writes the same expression for people rather than NumPy: `exp(x)`,
@@ -48,12 +49,13 @@ class NumpyPrinter:
     """
 
     def __init__(self, names: Mapping[sympy.Symbol, Code], dtype: str = "DTYPE",
-                 math: bool = False):
+                 math: bool = False, helpers: set[str] | None = None):
         self.names = names
         self.dtype = dtype
         self.math = math
         self.np = "" if math else "np."
-        self.helpers: set[str] = set()  # helper functions the printed code calls
+        # helper functions the printed code calls (the module defines them)
+        self.helpers: set[str] = set() if helpers is None else helpers
 
     def print(self, expr: sympy.Basic) -> Code:
         if expr.is_Symbol:
@@ -105,7 +107,8 @@ class NumpyPrinter:
             coefficient = sympy.Integer(coefficient.p)
         if coefficient != 1:
             numerator.insert(0, coefficient)
-        numerator.sort(key=lambda f: (not f.is_Number, self._order(f)))
+        # numbers and named constants (LR, N) lead, as coefficients do: LR * d_W
+        numerator.sort(key=lambda f: (not _coefficient(f), self._order(f)))
         text = _product([self.print(f) for f in numerator]) if numerator else "1"
         if denominator:
             parts = [self.print(f) for f in sorted(denominator, key=self._order)]
@@ -153,6 +156,11 @@ class NumpyPrinter:
         return code
 
 
+def _coefficient(factor: sympy.Expr) -> bool:
+    """A number, or made only of sizes and named constants (`dim:N`, `hyper:LR`)."""
+    return all(":" in s.name for s in factor.free_symbols)
+
+
 def _is_array(symbol: sympy.Symbol) -> bool:
     """Does this symbol stand for an array? The others are sizes (`dim:N`), Python ints."""
     return not symbol.name.startswith("dim:")
@@ -165,9 +173,9 @@ def _product(factors: list[Code]) -> str:
     return " * ".join([first.at(MUL), *(f.at(UNARY) for f in rest)])
 
 
-def _logical(function: str) -> Callable[[NumpyPrinter, sympy.Basic], Code]:
+def _logical(function: str) -> Callable[[ExpressionPrinter, sympy.Basic], Code]:
     """And / Or / Not of conditions (nested piecewise derivatives make them), elementwise."""
-    def method(printer: NumpyPrinter, expr: sympy.Basic) -> Code:
+    def method(printer: ExpressionPrinter, expr: sympy.Basic) -> Code:
         if len(expr.args) == 1:  # Not
             return printer.call(printer.np + function, *expr.args)
         code = printer.print(expr.args[0])
@@ -177,22 +185,22 @@ def _logical(function: str) -> Callable[[NumpyPrinter, sympy.Basic], Code]:
     return method
 
 
-def _spelled(function: str) -> Callable[[NumpyPrinter, sympy.Basic], Code]:
+def _spelled(function: str) -> Callable[[ExpressionPrinter, sympy.Basic], Code]:
     """A NumPy function of the same arguments: exp -> np.exp."""
     return lambda printer, expr: printer.call(printer.np + function, *expr.args)
 
 
-def _helper(name: str) -> Callable[[NumpyPrinter, sympy.Basic], Code]:
+def _helper(name: str) -> Callable[[ExpressionPrinter, sympy.Basic], Code]:
     """A function the generated module defines (see numpy_helpers)."""
-    def method(printer: NumpyPrinter, expr: sympy.Basic) -> Code:
+    def method(printer: ExpressionPrinter, expr: sympy.Basic) -> Code:
         printer.helpers.add(name)
         return printer.call(name, *expr.args)
     return method
 
 
-def _nested(function: str) -> Callable[[NumpyPrinter, sympy.Basic], Code]:
+def _nested(function: str) -> Callable[[ExpressionPrinter, sympy.Basic], Code]:
     """np.maximum(a, np.maximum(b, c)) for Max(a, b, c)."""
-    def method(printer: NumpyPrinter, expr: sympy.Basic) -> Code:
+    def method(printer: ExpressionPrinter, expr: sympy.Basic) -> Code:
         args = sorted(expr.args, key=printer._order)
         code = printer.print(args[-1])
         for arg in reversed(args[:-1]):
@@ -201,20 +209,20 @@ def _nested(function: str) -> Callable[[NumpyPrinter, sympy.Basic], Code]:
     return method
 
 
-def _relu(printer: NumpyPrinter, expr: sympy.Basic) -> Code:
+def _relu(printer: ExpressionPrinter, expr: sympy.Basic) -> Code:
     if printer.math:
         return printer.call("relu", *expr.args)
     return Code(f"np.maximum({printer.print(expr.args[0]).text}, 0)", ATOM)
 
 
-def _softplus(printer: NumpyPrinter, expr: sympy.Basic) -> Code:
+def _softplus(printer: ExpressionPrinter, expr: sympy.Basic) -> Code:
     if printer.math:
         return printer.call("softplus", *expr.args)
     # log(1 + exp(x)) without overflow for any x
     return Code(f"np.logaddexp(0, {printer.print(expr.args[0]).text})", ATOM)
 
 
-def _leaky_relu(printer: NumpyPrinter, expr: sympy.Basic) -> Code:
+def _leaky_relu(printer: ExpressionPrinter, expr: sympy.Basic) -> Code:
     if printer.math:
         return printer.call("leaky_relu", *expr.args)
     x, alpha = expr.args
@@ -225,17 +233,17 @@ def _leaky_relu(printer: NumpyPrinter, expr: sympy.Basic) -> Code:
     return Code(f"np.where({value.at(ADD)} > 0, {value.text}, {slope.text})", ATOM)
 
 
-def _heaviside(printer: NumpyPrinter, expr: sympy.Basic) -> Code:
+def _heaviside(printer: ExpressionPrinter, expr: sympy.Basic) -> Code:
     # the derivative of max/min: 1/2 at ties, as central differences and PyTorch see it
     return Code(f"{printer.np}heaviside({printer.print(expr.args[0]).text}, 0.5)", ATOM)
 
 
-_DISPATCH: tuple[tuple[type, Callable[[NumpyPrinter, sympy.Basic], Code]], ...] = (
-    (sympy.Add, NumpyPrinter.add),
-    (sympy.Mul, NumpyPrinter.mul),
-    ((sympy.Pow, Power), NumpyPrinter.pow),
-    (sympy.Piecewise, NumpyPrinter.piecewise),
-    (sympy.core.relational.Relational, NumpyPrinter.relational),
+_DISPATCH: tuple[tuple[type, Callable[[ExpressionPrinter, sympy.Basic], Code]], ...] = (
+    (sympy.Add, ExpressionPrinter.add),
+    (sympy.Mul, ExpressionPrinter.mul),
+    ((sympy.Pow, Power), ExpressionPrinter.pow),
+    (sympy.Piecewise, ExpressionPrinter.piecewise),
+    (sympy.core.relational.Relational, ExpressionPrinter.relational),
     (sympy.And, _logical("logical_and")),
     (sympy.Or, _logical("logical_or")),
     (sympy.Not, _logical("logical_not")),

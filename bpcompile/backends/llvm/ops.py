@@ -1,0 +1,166 @@
+"""The IR each op's node becomes inside an entry function: a call of the kernel computing it
+(an elementwise loop nest, a reduction, the softmax family), the matmul (BLAS for large
+products, the register-blocked loop nest for the rest), or nothing for a view."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ...graph.ir import Node, Op, operand
+from ...graph.shapes import Shape
+from .axis import axis_view
+from .entry import EntryWriter
+from .loops import i64, product
+
+def elementwise(w: EntryWriter, i: int, node: Node) -> None:
+    if i in w.virtual:
+        return
+    shapes = [w.graph.nodes[j].shape for j in node.inputs]
+    dims, padded = collapse(node.shape, shapes)
+    patterns = tuple(tuple(p[a] == 1 and dims[a] != 1 for a in range(len(dims)))
+                     for p in padded)
+    out = w.storage[i]
+    pointers = [w.storage[j] for j in node.inputs]
+    alias = next((k for k, p in enumerate(pointers) if p is out), None)
+    sizes, size_values = w.size_values(node.expr)
+    kernel = w.library.elementwise(node.expr, patterns, len(dims), sizes, alias,
+                                      w.label(i))
+    args = ([] if alias is not None else [out]) + pointers
+    w.call(kernel, args + w.dims_of(dims) + size_values)
+
+def reduction(w: EntryWriter, i: int, node: Node) -> None:
+    source = node.inputs[0]
+    shape = w.graph.nodes[source].shape
+    if source in w.virtual:  # compute the elementwise input inside the reduction
+        inner = w.graph.nodes[source]
+        expr, operands = inner.expr, list(inner.inputs)
+    else:
+        expr, operands = operand(0), [source]
+    rank = len(shape)
+    patterns = tuple(
+        tuple(a < rank - len(s) or (s[a - rank + len(s)] == 1 and shape[a] != 1)
+              for a in range(rank))
+        for s in (w.graph.nodes[j].shape for j in operands)
+    )
+    sizes, size_values = w.size_values(expr)
+    op = "sum" if node.op is Op.SUM else "max"
+    kernel = w.library.reduction(op, expr, patterns, rank, node.axes, sizes,
+                                    f"{op}_{w.label(i)}")
+    pointers = [w.storage[j] for j in operands]
+    w.call(kernel, [w.storage[i], *pointers, *w.dims_of(shape), *size_values])
+
+def matmul_op(w: EntryWriter, i: int, node: Node) -> None:
+    """BLAS for large products (transposes as flags), the loop nest for the rest."""
+    a, b = node.inputs
+    a_node, b_node = w.graph.nodes[a], w.graph.nodes[b]
+    if a in w.views:  # A = X.T with X [k, m]: A[i, p] = X[p, i]
+        a_source = a_node.inputs[0]
+        k, m = w.dims_of(w.graph.nodes[a_source].shape)
+        a_row, a_col = i64(1), m
+    else:
+        a_source = a
+        dims = w.dims_of(a_node.shape)
+        m, k = (i64(1), dims[0]) if len(dims) == 1 else dims
+        a_row, a_col = k, i64(1)
+    b_source = b_node.inputs[0] if b in w.b_views else b
+    b_dims = w.dims_of(b_node.shape)
+    n = i64(1) if len(b_dims) == 1 else b_dims[1]
+    out, a_ptr = w.storage[i], w.storage[a_source]
+
+    def loop_nest() -> None:
+        if b in w.b_views:
+            w.call(w.library.transpose(),
+                        [w.storage[b], w.storage[b_source], n, k])
+        w.functions.setdefault(i, []).append(w.matmul.function().name)
+        w.matmul.call(w.b, out, a_ptr, w.storage[b], m, n, k, a_row, a_col)
+
+    if w.matmul.blas is None:
+        loop_nest()
+        return
+    with w.b.if_else(w.matmul.large(w.b, m, n, k)) as (large, small):
+        with large:
+            w.functions.setdefault(i, []).append("BLAS gemm")
+            w.matmul.call_blas(w.b, out, a_ptr, a in w.views,
+                                  w.storage[b_source], b in w.b_views, m, n, k)
+        with small:
+            loop_nest()
+
+def transpose(w: EntryWriter, i: int, node: Node) -> None:
+    if i in w.views or i in w.b_views:
+        return
+    rows, cols = w.dims_of(w.graph.nodes[node.inputs[0]].shape)
+    w.call(w.library.transpose(),
+                [w.storage[i], w.storage[node.inputs[0]], rows, cols])
+
+def along_axis(w: EntryWriter, i: int, node: Node) -> None:
+    source = node.inputs[0]
+    view = axis_view(w.b, w.dims_of(w.graph.nodes[source].shape), node.axes)
+    kernel = w.library.along_axis(ALONG_AXIS[node.op])
+    w.call(kernel, [w.storage[i], w.storage[source], view.outer, view.axis,
+                         view.inner])
+
+def softmax_xent(w: EntryWriter, i: int, node: Node) -> None:
+    logits, targets = node.inputs
+    dims = w.dims_of(w.graph.nodes[logits].shape)
+    rows = product(w.b, dims[:-1])
+    w.call(w.library.softmax_cross_entropy(),
+                [w.storage[i], w.storage[logits], w.storage[targets], rows,
+                 dims[-1]])
+
+
+ALONG_AXIS = {
+    Op.SOFTMAX: "softmax", Op.LOG_SOFTMAX: "log_softmax", Op.LOGSUMEXP: "logsumexp",
+    Op.ARGMAX_ONEHOT: "argmax_onehot",
+}
+
+
+EMIT: dict[Op, Callable[[EntryWriter, int, Node], None]] = {
+    Op.ELEMENTWISE: elementwise,
+    Op.SUM: reduction,
+    Op.MAX: reduction,
+    Op.MATMUL: matmul_op,
+    Op.TRANSPOSE: transpose,
+    Op.SOFTMAX: along_axis,
+    Op.LOG_SOFTMAX: along_axis,
+    Op.LOGSUMEXP: along_axis,
+    Op.ARGMAX_ONEHOT: along_axis,
+    Op.SOFTMAX_XENT: softmax_xent,
+}
+
+
+def collapse(shape: Shape, inputs: list[Shape]) -> tuple[Shape, list[Shape]]:
+    """Merge neighbouring axes along which every operand is either whole or broadcast alike,
+    so [N, 3] + [N, 3] is one loop and [N, 3] + [3] stays two."""
+    rank = len(shape)
+    padded = [(1,) * (rank - len(s)) + tuple(s) for s in inputs]
+    kinds = [tuple(p[a] == 1 and shape[a] != 1 for p in padded) for a in range(rank)]
+    groups: list[list[int]] = []
+    for axis in range(rank):
+        if groups and kinds[axis] == kinds[groups[-1][-1]]:
+            groups[-1].append(axis)
+        else:
+            groups.append([axis])
+
+    def merged(dims: tuple) -> tuple:
+        result = []
+        for group in groups:
+            values = [dims[a] for a in group]
+            if all(isinstance(v, int) for v in values):
+                size = 1
+                for v in values:
+                    size *= v
+                result.append(size)
+            elif len(values) == 1:
+                result.append(values[0])
+            else:
+                ints = [v for v in values if isinstance(v, int) and v != 1]
+                symbols = [v for v in values if isinstance(v, str)]
+                if ints or len(symbols) > 1:
+                    return None  # a product of sizes we cannot name: keep the axes
+                result.append(symbols[0])
+        return tuple(result)
+
+    out = merged(shape)
+    if out is None:
+        return shape, [tuple(p) for p in padded]
+    return out, [merged(p) for p in padded]
