@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 import bpcompile as bpc
+import bpcompile.cli.check as check_command
 import bpcompile.cli.main as cli
 from bpcompile.inspect.gradcheck import GradcheckResult
 from conftest import example_paths
@@ -226,7 +227,7 @@ def test_check_exit_status_follows_gradcheck(monkeypatch: pytest.MonkeyPatch,
         calls.append(net)
         return GradcheckResult(ok=ok, max_rel_error=0.0 if ok else 1.0, checked=1, worst=None)
 
-    monkeypatch.setattr(cli, "gradcheck", fake)
+    monkeypatch.setattr(check_command, "gradcheck", fake)
     assert cli.main(["check", str(REPO / "examples" / "xor.bp")]) == status
     assert len(calls) == 1
     assert ("passed" if ok else "FAILED") in capsys.readouterr().out
