@@ -13,12 +13,13 @@ with another's. In each round the parent asks every worker in turn, the order ro
 round, to time one block of steps (enough for about 20 ms); only that worker runs, the others
 wait blocked on a pipe, so they never compete for the cores, and a pause before each block
 lets the last worker's spinning BLAS threads go to sleep. Rounds spread drift in the
-machine's speed over all implementations alike. The table reports the median time per step
-over the rounds, and each peer's time as a ratio to the LLVM backend's in the same run (below
-1 means the peer is faster). Under it: the BLAS (and OpenMP) each worker loaded, as
-threadpoolctl sees it when installed, and the share of the cores that other processes used
-while blocks ran, which should be near 0%: on a busy machine every time is inflated, and
-PyTorch's, whose two OpenMP threads wait on each other, by far the most. PyTorch eager,
+machine's speed over all implementations alike. Other processes are watched too (through
+/proc): a round during which they used more than --max-busy of the cores is timed again, since
+a busy machine inflates every time, and PyTorch's, whose two OpenMP threads wait on each
+other, many times over. The table reports the median time per step over the rounds, and each
+peer's time as a ratio to the LLVM backend's in the same run (below 1 means the peer is
+faster). Under it: the BLAS (and OpenMP) each worker loaded, as threadpoolctl sees it when
+installed, and how busy the machine was otherwise. PyTorch eager,
 torch.compile and JAX are used when installed, and skipped with a note when not, or when they
 fail to build. Compile times are measured in fresh processes (see compile_times.py).
 """
@@ -63,6 +64,11 @@ BLOCK_TIMEOUT = 120.0
 # of CPU, all within 100 ms of the block's end); a pause before each block keeps the last
 # worker's spinning out of the next worker's block.
 DEFAULT_SETTLE_MS = 150.0
+# A round during which other processes used more than --max-busy of the cores is timed again,
+# after a pause, up to RETRY_FACTOR times the rounds asked for in all.
+DEFAULT_MAX_BUSY_PERCENT = 10.0
+RETRY_FACTOR = 3
+BUSY_PAUSE = 0.5
 
 
 class WorkerError(RuntimeError):
@@ -123,7 +129,6 @@ class Worker:
 class Report:
     """What a worker said about itself once warmed up."""
 
-    count: int
     pools: list[dict[str, Any]]
     notes: list[str]
 
@@ -135,7 +140,8 @@ class Measurement:
     times: dict[str, float] = field(default_factory=dict)
     reports: dict[str, Report] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
-    foreign_load: float | None = None
+    foreign_load: float | None = None   # over the rounds used, as in foreign_share
+    retaken: int = 0                    # rounds timed again because the machine was busy
 
 
 def installed(impl: str) -> bool:
@@ -159,47 +165,82 @@ def ready(worker: Worker) -> Report:
     message = worker.receive(STARTUP_TIMEOUT)
     if not message["ok"]:
         raise WorkerError(message["error"])
-    return Report(message["count"], message["pools"], message["notes"])
+    return Report(message["pools"], message["notes"])
 
 
-def machine_busy_seconds() -> float | None:
-    """CPU seconds all cores of the machine have spent busy since boot (None off Linux)."""
+def busy_ticks() -> int | None:
+    """Clock ticks all cores of the machine have spent busy since boot (None off Linux)."""
     try:
         fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
     except OSError:
         return None
-    # user nice system idle iowait irq softirq steal: all but idle and iowait are busy.
+    # user nice system idle iowait irq softirq steal: all but idle and iowait are busy;
+    # steal is time the hypervisor gave to another machine, as disturbing as a process.
     ticks = [int(value) for value in fields[:8]]
-    busy = sum(ticks) - ticks[3] - ticks[4]
-    return busy / os.sysconf("SC_CLK_TCK")
+    return sum(ticks) - ticks[3] - ticks[4]
+
+
+def process_ticks(pid: int) -> int:
+    """Clock ticks process `pid` has run, all its threads together (0 once it is gone)."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0
+    # The command name, in parentheses, may hold spaces; utime and stime are the 12th and
+    # 13th fields after it.
+    fields = text.rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
 
 
 @dataclass
-class Block:
-    per_step: float      # seconds per step
-    wall: float          # seconds the block took
-    cpu: float           # CPU seconds the worker used in it, all its threads
-    busy: float | None   # CPU seconds the whole machine used meanwhile
+class Snapshot:
+    when: float
+    busy: int | None   # the whole machine's busy ticks
+    ours: int          # ticks of this process and its workers
+    pids: list[int]
 
 
-def time_block(worker: Worker, settle: float) -> Block:
-    time.sleep(settle)
-    before = machine_busy_seconds()
-    worker.send("block")
-    answer = worker.receive(BLOCK_TIMEOUT)
-    after = machine_busy_seconds()
-    busy = None if before is None or after is None else after - before
-    return Block(answer["seconds"], answer["wall"], answer["cpu"], busy)
+def snapshot(pids: list[int]) -> Snapshot:
+    ours = sum(process_ticks(pid) for pid in pids)
+    return Snapshot(time.perf_counter(), busy_ticks(), ours, pids)
 
 
-def foreign_load(blocks: list[Block]) -> float | None:
-    """The share of the machine's cores that something other than the timed worker used
-    while blocks ran: other processes, or the hypervisor (steal). Near 0 is a clean run."""
-    if not blocks or any(block.busy is None for block in blocks):
+def foreign_share(start: Snapshot, end: Snapshot) -> float | None:
+    """The share of the machine's cores that anything but this process and its workers used
+    between two snapshots. Ticks, not exact times, on both sides, so it is only good to a
+    few percent over a round of about a second: enough to see another process at work."""
+    if start.busy is None or end.busy is None:
         return None
-    wall = sum(block.wall for block in blocks)
-    others = sum(block.busy - block.cpu for block in blocks)  # type: ignore[operator]
-    return max(others, 0.0) / (wall * (os.cpu_count() or 1))
+    others = (end.busy - start.busy) - (end.ours - start.ours)
+    capacity = (end.when - start.when) * os.sysconf("SC_CLK_TCK") * (os.cpu_count() or 1)
+    return max(others, 0) / capacity
+
+
+def time_block(worker: Worker, settle: float) -> float:
+    """Seconds per step over one block of the worker's steps."""
+    time.sleep(settle)
+    worker.send("block")
+    return worker.receive(BLOCK_TIMEOUT)["seconds"]
+
+
+@dataclass
+class Round:
+    per_step: dict[str, float]   # seconds per step, by implementation
+    foreign: float | None        # share of the cores others used meanwhile (foreign_share)
+
+
+def time_round(workers: dict[str, Worker], order: list[str], settle: float,
+               result: Measurement) -> Round:
+    """One block of each worker, in `order`. A worker that dies is dropped and noted."""
+    start = snapshot([os.getpid()] + [worker.process.pid for worker in workers.values()])
+    per_step = {}
+    for impl in order:
+        try:
+            per_step[impl] = time_block(workers[impl], settle)
+        except WorkerError as error:
+            result.skipped[impl] = f"died while timing: {error}"
+            workers.pop(impl).close()
+    return Round(per_step, foreign_share(start, snapshot(start.pids)))
 
 
 def rotated(items: list[str], shift: int) -> list[str]:
@@ -225,36 +266,47 @@ def start_all(workload: str, impls: list[str], result: Measurement) -> dict[str,
     return workers
 
 
-def run_rounds(workers: dict[str, Worker], rounds: int, settle: float,
-               result: Measurement) -> tuple[dict[str, list[float]], list[Block]]:
-    """Seconds per step of each block, by implementation, and all blocks in order. A worker
-    that dies on the way is dropped and its implementation noted as skipped."""
-    samples: dict[str, list[float]] = {impl: [] for impl in workers}
-    blocks: list[Block] = []
-    for round_number in range(rounds):
-        for impl in rotated(list(workers), round_number):
-            try:
-                block = time_block(workers[impl], settle)
-            except WorkerError as error:
-                result.skipped[impl] = f"died while timing: {error}"
-                workers.pop(impl).close()
-                del samples[impl]
-                continue
-            samples[impl].append(block.per_step)
-            blocks.append(block)
-    return samples, blocks
+def run_rounds(workers: dict[str, Worker], rounds: int, settle: float, max_busy: float,
+               result: Measurement) -> list[Round]:
+    """`rounds` rounds during which other processes used at most `max_busy` of the cores.
+    A busier round is timed again after a pause, since on a shared machine someone else's
+    test run slows every implementation, and PyTorch's (two OpenMP threads waiting on each
+    other) many times over. If the machine never quietens, the least disturbed rounds fill
+    up the count, and the report says so."""
+    kept: list[Round] = []
+    rejected: list[Round] = []
+    attempts = 0
+    while len(kept) < rounds and attempts < rounds * RETRY_FACTOR:
+        timed = time_round(workers, rotated(list(workers), attempts), settle, result)
+        attempts += 1
+        if timed.foreign is None or timed.foreign <= max_busy:
+            kept.append(timed)
+        else:
+            rejected.append(timed)
+            time.sleep(BUSY_PAUSE)
+    result.retaken = len(rejected)
+    rejected.sort(key=lambda timed: timed.foreign or 0.0)
+    return kept + rejected[:rounds - len(kept)]
 
 
-def measure(workload: str, impls: list[str], rounds: int, settle: float) -> Measurement:
+def mean_foreign(rounds: list[Round]) -> float | None:
+    shares = [timed.foreign for timed in rounds if timed.foreign is not None]
+    return statistics.mean(shares) if shares else None
+
+
+def measure(workload: str, impls: list[str], rounds: int, settle: float,
+            max_busy: float) -> Measurement:
     result = Measurement()
     workers = start_all(workload, impls, result)
     try:
-        samples, blocks = run_rounds(workers, rounds, settle, result)
+        timed = run_rounds(workers, rounds, settle, max_busy, result)
     finally:
         for worker in workers.values():
             worker.close()
-    result.times = {impl: statistics.median(values) * 1e6 for impl, values in samples.items()}
-    result.foreign_load = foreign_load(blocks)
+    for impl in workers:  # the survivors
+        values = [one.per_step[impl] for one in timed if impl in one.per_step]
+        result.times[impl] = statistics.median(values) * 1e6
+    result.foreign_load = mean_foreign(timed)
     return result
 
 
@@ -338,19 +390,23 @@ def skipped_lines(results: dict[str, Measurement]) -> list[str]:
     return lines
 
 
-def load_lines(results: dict[str, Measurement]) -> list[str]:
-    """How much of the machine other processes took while blocks ran: a shared machine's
-    background work inflates every time, so it is printed whether or not it is small."""
-    shares = {name: r.foreign_load for name, r in results.items() if r.foreign_load is not None}
+def load_lines(results: dict[str, Measurement], max_busy: float) -> list[str]:
+    """How much of the machine other processes took during the rounds used, and how many
+    rounds were timed again: printed always, since a busy machine inflates every time."""
+    shares, retaken, warnings = [], [], []
+    for name, result in results.items():
+        if result.foreign_load is None:
+            continue
+        shares.append(f"{name} {result.foreign_load:.0%}")
+        retaken.append(f"{name} {result.retaken}")
+        if result.foreign_load > max_busy:
+            warnings.append(f"warning: the machine stayed busy during {name}; its times are "
+                            f"inflated")
     if not shares:
         return []
-    listed = ", ".join(f"{name} {share:.0%}" for name, share in shares.items())
-    lines = [f"cores used by other processes while blocks ran: {listed}"]
-    for name, share in shares.items():
-        if share > 0.05:
-            lines.append(f"warning: on {name}, other processes took {share:.0%} of the cores; "
-                         f"its times are inflated")
-    return lines
+    return [f"cores used by other processes during the rounds used: {', '.join(shares)}",
+            f"rounds timed again because others used over {max_busy:.0%} of the cores: "
+            f"{', '.join(retaken)}"] + warnings
 
 
 def environment_warnings() -> list[str]:
@@ -398,6 +454,9 @@ def parse_arguments() -> argparse.Namespace:
                         help="blocks timed per implementation and workload (default 15)")
     parser.add_argument("--settle-ms", type=float, default=DEFAULT_SETTLE_MS,
                         help="idle pause before each block (default %(default)s)")
+    parser.add_argument("--max-busy", type=float, default=DEFAULT_MAX_BUSY_PERCENT,
+                        help="percent of the cores other processes may use during a round "
+                             "before it is timed again (default %(default)s)")
     args = parser.parse_args()
     unknown = set(args.workloads.split(",")) - {w.name for w in WORKLOADS}
     if unknown:
@@ -413,19 +472,19 @@ def main() -> None:
     impls, missing = chosen_implementations(args.implementations)
     results: dict[str, Measurement] = {}
     for name in args.workloads.split(","):
-        result = measure(name, impls, args.rounds, args.settle_ms / 1e3)
+        result = measure(name, impls, args.rounds, args.settle_ms / 1e3, args.max_busy / 100)
         results[name] = result
         summary = ", ".join(f"{impl} {t:,.1f} us" for impl, t in result.times.items())
         print(f"{name}: {summary}", file=sys.stderr, flush=True)
     shown = [impl for impl in impls if any(impl in r.times for r in results.values())]
     print(machine_line())
-    print(f"median microseconds per training step over {args.rounds} blocks, "
-          f"each implementation in its own process\n")
+    print(f"median microseconds per training step over {args.rounds} rounds of one block "
+          f"each, each implementation in its own process\n")
     print(table(results, shown))
     print("\nlibraries loaded, per implementation (threadpoolctl):")
     print("\n".join(library_lines(results, shown)))
     notes = [f"note: {LABELS[impl]} not installed, skipped" for impl in missing]
-    for line in notes + skipped_lines(results) + load_lines(results):
+    for line in notes + skipped_lines(results) + load_lines(results, args.max_busy / 100):
         print(line)
 
 

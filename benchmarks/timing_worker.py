@@ -4,10 +4,11 @@
 
 run.py starts one of these per implementation and talks to it in JSON lines: the worker
 builds its training step, warms it up (compiles, JITs, allocates), picks how many steps make
-one block of about 20 ms, and says so, with the thread pools its process loaded. Then, for
-each line `block` it reads, it times one block and answers with the seconds per step; `quit`
-(or the end of its input) ends it. Between requests it sits blocked on the read, using no
-CPU, so the worker being timed has the machine to itself.
+one block of about 20 ms, and says it is ready, with the thread pools its process loaded.
+Then, for each line `block` it reads, it times one block and answers with the seconds per
+step (and doubles the block for next time if it took under 20 ms); `quit`, or the end of its
+input, ends it. Between requests it sits blocked on the read, using no CPU, so the worker
+being timed has the machine to itself.
 """
 
 from __future__ import annotations
@@ -112,10 +113,9 @@ def prepare(impl: str, name: str) -> tuple[Callable[[], float], int]:
     return step, count
 
 
-def ready_message(impl: str, count: int) -> dict[str, Any]:
+def ready_message(impl: str) -> dict[str, Any]:
     return {
         "ok": True,
-        "count": count,
         "pools": thread_pools(),
         "notes": notes(impl),
     }
@@ -132,14 +132,16 @@ def serve(impl: str, name: str, channel: TextIO) -> None:
     except Exception as error:  # noqa: BLE001 - any failure here means "skip this one"
         send(channel, {"ok": False, "error": f"{type(error).__name__}: {error}"})
         return
-    send(channel, ready_message(impl, count))
+    send(channel, ready_message(impl))
     for line in sys.stdin:
         if line.strip() != "block":
             return
-        cpu_start = time.process_time()
         seconds = time_block(step, count)
-        cpu = time.process_time() - cpu_start
-        send(channel, {"seconds": seconds / count, "wall": seconds, "cpu": cpu})
+        send(channel, {"seconds": seconds / count})
+        # Calibrated on a busy machine, blocks come out short once it quietens: lengthen
+        # them. A slow block never shortens them, since slowness is what a busy machine does.
+        if seconds < BLOCK_SECONDS and count < MAX_BLOCK_STEPS:
+            count *= 2
 
 
 def private_channel() -> TextIO:

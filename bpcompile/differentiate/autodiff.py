@@ -44,6 +44,14 @@ class Backward:
         return i if self.shape(i) == shape else self.node(Op.RESHAPE, (i,), shape, lines)
 
     def transpose(self, i: int, lines=()) -> int:
+        """i's transpose, written as textbooks simplify it: (W.T).T is W, and (A @ B).T is
+        B.T @ A.T (a transposed product, not a product transposed)."""
+        node = self.builder.nodes[i]
+        if node.op is Op.TRANSPOSE:
+            return node.inputs[0]
+        if node.op is Op.MATMUL and all(len(self.shape(j)) == 2 for j in node.inputs):
+            a, b = node.inputs
+            return self.matmul(self.transpose(b, lines), self.transpose(a, lines), lines)
         rows, cols = self.shape(i)
         return self.node(Op.TRANSPOSE, (i,), (cols, rows), lines)
 

@@ -49,8 +49,11 @@ class ExpressionPrinter:
     """
 
     def __init__(self, names: Mapping[sympy.Symbol, Code], dtype: str = "DTYPE",
-                 math: bool = False, helpers: set[str] | None = None):
+                 math: bool = False, helpers: set[str] | None = None, iverson: bool = True):
         self.names = names
+        # math: a comparison's 0/1 as `(z > 0)`, or as `where(z > 0, 1, 0)`, which computes
+        # as numbers (NumPy's booleans refuse `-`)
+        self.iverson = iverson
         self.dtype = dtype
         self.math = math
         self.np = "" if math else "np."
@@ -141,7 +144,8 @@ class ExpressionPrinter:
             return self.print(value)
         otherwise = sympy.Piecewise(*rest) if len(rest) > 1 or rest[0].cond != sympy.true \
             else rest[0].expr
-        if value == 1 and otherwise == 0:  # an indicator: the comparison as 0/1 values
+        if value == 1 and otherwise == 0 and (not self.math or self.iverson):
+            # an indicator: the comparison as 0/1 values, `(z > 0)` as textbooks write it
             text = f"({self.print(condition).text})"
             if self.math:
                 return Code(text, ATOM)

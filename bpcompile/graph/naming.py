@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import sympy
 
+from .functions import Elu, LeakyRelu, Power, Relu, Sigmoid, Softplus
 from .ir import LEAVES, Graph, Op
 
 # What the names mean, as the generated module's header and `show` tell people.
@@ -65,11 +66,19 @@ def identifier(text: str) -> str:
     return name + "_" if name in RESERVED else name
 
 
+# The `.bp` name of each function a value may be named after (h_sigmoid, z_exp).
+FUNCTION_WORDS: dict[type, str] = {
+    Sigmoid: "sigmoid", Softplus: "softplus", Relu: "relu", LeakyRelu: "leaky_relu",
+    Elu: "elu", Power: "power", sympy.exp: "exp", sympy.log: "log", sympy.tanh: "tanh",
+    sympy.sin: "sin", sympy.cos: "cos", sympy.Abs: "abs", sympy.Max: "maximum",
+    sympy.Min: "minimum",
+}
+
+
 def function_word(expr: sympy.Expr) -> str | None:
-    """`sigmoid` for sigmoid(...), `exp` for exp(...): the outermost function of `expr`."""
-    if isinstance(expr, sympy.Function):
-        return getattr(type(expr), "_name", type(expr).__name__.lower())
-    return None
+    """`sigmoid` for sigmoid(...), `exp` for exp(...): the outermost function of `expr`, as
+    the `.bp` language spells it."""
+    return FUNCTION_WORDS.get(type(expr))
 
 
 class Naming:
@@ -148,6 +157,8 @@ class Naming:
             self._give(i, f"new_{name}")
         primary = set(self.names)
         written = {i for i in primary if not nodes[i].derived}  # names the file wrote
+        roots = [*g.outputs.values(), *([] if g.loss is None else [g.loss])]
+        self._forward = set(g.live(roots))
         for i in range(len(nodes)):
             if i not in self.names:
                 self._give(i, self._derived(i, primary, written))
@@ -172,12 +183,16 @@ class Naming:
         return f"{self.names[owner].text}_{word or 'part'}"
 
     def _owner(self, i: int, primary: set[int]) -> int | None:
-        """The nearest named value that reads node i, directly or through unnamed ones."""
+        """The nearest named value that reads node i, directly or through unnamed ones: a
+        forward value's owner is a forward value (a statement of the `.bp` file)."""
         frontier, seen = [i], {i}
+        forward = i in self._forward
         while frontier:
             following = []
             for j in frontier:
                 for user in sorted(set(self._users[j])):
+                    if forward and user not in self._forward:
+                        continue
                     if user in primary:
                         return user
                     if user not in seen:

@@ -15,7 +15,7 @@ import sympy
 
 from .expressions import ATOM, MUL, UNARY, Code, ExpressionPrinter
 from .ir import OUT, Graph, Node, Op, operand
-from .shapes import Shape
+from .shapes import Shape, broadcast
 
 
 @dataclass
@@ -129,7 +129,11 @@ class Speller:
         node = self.graph.nodes[i]
         args = [self.code(j) for j in node.inputs]
         if node.op is Op.ELEMENTWISE:
-            return self.expression(node.expr, args, node.shape)
+            code = self.expression(node.expr, args, node.shape)
+            reached = broadcast(*(self.graph.nodes[j].shape for j in node.inputs))
+            if node.inputs and reached != node.shape:  # the operands do not fill its shape
+                return Code(f"broadcast_to({code.text}, {self.style.shape(node.shape)})", ATOM)
+            return code
         shapes = [self.graph.nodes[j].shape for j in node.inputs]
         return OP_SPELLING[node.op](self.style, node, args, shapes)
 
@@ -140,7 +144,7 @@ class Speller:
         names.update(self.symbols)
         if out is not None:
             names[OUT] = out
-        code = ExpressionPrinter(names, math=True).print(expr)
+        code = ExpressionPrinter(names, math=True, iverson=False).print(expr)
         if not args and shape:  # a constant filling a tensor: full((N, 3), 0)
             return Code(f"full({self.style.shape(shape)}, {code.text})", ATOM)
         return code

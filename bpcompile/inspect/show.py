@@ -60,7 +60,7 @@ class GradientView:
         module = ModuleWriter(net.compiled, net.dtype.name)
         writer = FunctionWriter(module)
         module.body(writer, list(net.network.data), [graph.loss, *graph.grads.values()])
-        naming = module.naming
+        naming = self.naming = module.naming
         self.speller = Speller(graph, {i: naming[i].code for i in writer.bound},
                                module.symbol_names)
         self.writer = writer
@@ -69,12 +69,12 @@ class GradientView:
                       if i not in forward and i in writer.line_of] for p in params}
         needed = [i for i in sorted(set().union(*map(set, chains.values())))]
         count = {i: sum(i in set(c) for c in chains.values()) for i in needed}
-        alone = len(params) == 1
-        self.own = {p: [i for i in chains[p] if i == graph.grads[p]
-                        or (not alone and count[i] == 1)] for p in params}
+        alone = len(params) == 1  # then only the gradient itself is the param's own
+        self.own = {p: [i for i in chains[p] if count[i] == 1
+                        and (not alone or i == graph.grads[p])] for p in params}
         owned = set().union(*map(set, self.own.values()))
         self.shared = [i for i in needed if i not in owned]
-        read = set().union(*(graph.live([graph.grads[p]]) for p in params)) | {graph.loss}
+        read = set(graph.live([graph.loss, *(graph.grads[p] for p in params)]))
         self.forward = [i for i in sorted(forward & read) if i in writer.line_of]
         self.local = _local_derivatives(graph, [graph.params[p] for p in params], forward,
                                         self.speller)
@@ -88,12 +88,37 @@ class GradientView:
         """Node i's line: its name, its math, and the generated code computing it."""
         return Equation(self.speller.names[i], self.speller.spell(i).text, self.code_line(i))
 
+    def gradient(self, param: str) -> list[Equation]:
+        """The lines of a param's own part of the chain, ending with its gradient `d_W`,
+        also where the gradient is a value of another name (a forward value, as d/dv of
+        sum(u * v) is u; or another param's zero gradient)."""
+        grad = self.graph.grads[param]
+        lines = [self.equation(i) for i in self.own[param] if i != grad]
+        if grad in self.own[param] and self.speller.names.get(grad) != f"d_{self.naming[self.graph.params[param]].code}":
+            lines.append(self.equation(grad))  # the value it shares, by its own name
+        name = self.naming[self.graph.params[param]].code
+        left = f"d_{name}"
+        if self.speller.names.get(grad) == left:
+            return lines + [self.equation(grad)]
+        # a value printed before is read by its name; another (a gradient a param printed
+        # later shares) by its expression
+        earlier = set(self.forward) | set(self.shared)
+        for other in self.params[:self.params.index(param)]:
+            earlier |= set(self.own[other])
+        right = self.speller.code(grad) if grad in earlier else self.speller.spell(grad)
+        return lines + [Equation(left, right.text)]
+
     def code_line(self, i: int) -> str:
+        """Node i's statement in the generated code: a line, or a wrapped statement with its
+        comment above it and its continuation lines indented."""
+        lines = self.writer.lines
         start = self.writer.line_of[i]
         end = start + 1
-        while end < len(self.writer.lines) and self.writer.lines[end].startswith(" "):
-            end += 1  # a wrapped statement continues on indented lines
-        return "\n".join(self.writer.lines[start:end])
+        if lines[start].startswith("# "):  # the comment of a statement too long for it
+            end += 1
+        while end < len(lines) and lines[end].startswith(" "):
+            end += 1
+        return "\n".join(lines[start:end])
 
     def deltas(self, spell: Plain) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
         """(activation derivatives, delta chain) of the shown params, each equation once;
@@ -155,7 +180,7 @@ class GradientView:
         lines += [f"    {line}" for line in shared_code]
         for param in self.params:
             lines += ["", self.header(param), "  gradient:"]
-            lines += _aligned([self.equation(i) for i in self.own[param]])
+            lines += _aligned(self.gradient(param))
             lines.append(f"  {self.code_title()}")
             lines += [f"    {line}" for line in own_code[param]]
         return "\n".join(lines) + "\n"
@@ -204,8 +229,7 @@ class GradientView:
         lines += [r"\begin{verbatim}", *shared_code, r"\end{verbatim}"]
         for param in self.params:
             lines.append(rf"\subsection*{{{latex_escape(self.header(param))}}}")
-            lines += _align([(texttt(e.left), texttt(e.right))
-                             for e in (self.equation(i) for i in self.own[param])])
+            lines += _align([(texttt(e.left), texttt(e.right)) for e in self.gradient(param)])
             lines += [r"\begin{verbatim}", *own_code[param], r"\end{verbatim}"]
         return "\n".join(lines) + "\n"
 

@@ -16,8 +16,10 @@ import sys
 from collections.abc import Callable
 
 from ..graph.ir import Graph, rebuild
+from .activations import name_pre_activations
 from .constants import bind_constants, fold_constants
 from .fuse import fuse
+from .reuse import reuse_forward_values
 from .split import split_transcendentals
 from .stability import stabilize_graph
 
@@ -25,6 +27,7 @@ Pass = tuple[str, Callable[[Graph], Graph]]
 
 FORWARD: list[Pass] = [
     ("cse", rebuild),
+    ("name pre-activations", name_pre_activations),
     ("stabilize", stabilize_graph),
     ("split", split_transcendentals),
     ("fuse", fuse),
@@ -44,6 +47,7 @@ def fold_and_fuse(graph: Graph) -> Graph:
 
 BACKWARD: list[Pass] = [
     ("fold constants and fuse", fold_and_fuse),
+    ("reuse forward values", reuse_forward_values),
 ]
 
 

@@ -132,7 +132,7 @@ def _inlined(builder: GraphBuilder, expr: sympy.Expr, inputs: tuple[int, ...], k
              depth: int) -> tuple[sympy.Expr, tuple[int, ...]]:
     """`expr` with input k's elementwise producer substituted, `depth` producers deep."""
     producer = builder.nodes[inputs[k]]
-    if producer.op is not Op.ELEMENTWISE or depth == 0:
+    if producer.op is not Op.ELEMENTWISE or depth == 0 or _before_activation(producer):
         return expr, inputs
     inner, inner_inputs = producer.expr, producer.inputs
     for j in producer.inputs:
@@ -142,6 +142,12 @@ def _inlined(builder: GraphBuilder, expr: sympy.Expr, inputs: tuple[int, ...], k
             inner, inner_inputs = _inlined(builder, inner, inner_inputs,
                                            inner_inputs.index(j), depth - 1)
     return inline(expr, inputs, k, inner, inner_inputs)
+
+
+def _before_activation(node: Node) -> bool:
+    """A value before an activation (`y_pre`) is left a value: a rewrite of
+    `log(sigmoid(y_pre))` reads it, so the loss's gradient is its adjoint, `d_y_pre`."""
+    return node.derived and node.name is not None and node.name.endswith("_pre")
 
 
 def _elementwise(builder: GraphBuilder, node: Node, inputs: tuple[int, ...]) -> int:

@@ -286,8 +286,8 @@ def _views_a_param(graph: Graph, i: int) -> bool:
         return True
     if node.op in (Op.TRANSPOSE, Op.RESHAPE):
         return _views_a_param(graph, node.inputs[0])
-    if node.op is Op.ELEMENTWISE and isinstance(node.expr, sympy.Symbol):
-        return _views_a_param(graph, node.inputs[int(node.expr.name[1:])])
+    if node.op is Op.ELEMENTWISE and node.inputs and node.expr == operand(0):
+        return _views_a_param(graph, node.inputs[0])
     return False
 
 
