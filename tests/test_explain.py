@@ -47,6 +47,20 @@ target t[N, 3]
 logits = dense(x, 3)
 loss cross_entropy(logits, t)
 """,
+    "sigmoid-bce": """
+input x[N, 2]
+target t[N, 1]
+h = dense(x, 2, act=tanh)
+y = dense(h, 1, act=sigmoid)
+loss binary_cross_entropy(y, t)
+""",
+    "softmax-ce": """
+input x[N, 2]
+target t[N, 3]
+h = dense(x, 2, act=relu)
+z = dense(h, 3)
+loss cross_entropy(z, t)
+""",
     "def": """
 def swish(u) = u * sigmoid(u)
 input x[N, 2]
@@ -99,7 +113,8 @@ def closed_forms(e: bpc.Explanation, p: dict, data: dict) -> tuple[float, dict]:
 # each other everywhere else, and unrolling is the slow part).
 @pytest.mark.parametrize("name, batch, backend", [
     ("xor", 1, "numpy"), ("xor", 1, "llvm"), ("xor", 2, "numpy"), ("tanh", 1, "numpy"),
-    ("relu", 2, "numpy"), ("softmax", 2, "numpy"), ("def", 1, "numpy")])
+    ("relu", 2, "numpy"), ("softmax", 2, "numpy"), ("def", 1, "numpy"),
+    ("sigmoid-bce", 1, "numpy"), ("softmax-ce", 2, "numpy")])
 def test_closed_forms_match_value_and_grad(name: str, batch: int, backend: str) -> None:
     net = compiled(name, backend)
     explanation = bpc.explain(net, batch=batch)
@@ -207,3 +222,57 @@ def test_cli_explain_without_loss_exits_2(tmp_path: Path) -> None:
     result = run_cli("explain", path, cwd=tmp_path)
     assert result.returncode == 2
     assert "no loss" in result.stderr and "Traceback" not in result.stderr
+
+
+# ------------------------------------------- the output layer's textbook (y - t) forms
+
+def symbols(*names: str) -> list[sympy.Symbol]:
+    return [sympy.Symbol(n, real=True) for n in names]
+
+
+def test_sigmoid_with_binary_cross_entropy_is_y_minus_t() -> None:
+    """Oracle: the textbook result, d/dW2 of BCE(sigmoid(h @ W2 + b2)) = (y - t) h, checked
+    symbol for symbol (SymPy: the difference expands to 0)."""
+    e = bpc.explain(bpc.compile(SMALL["sigmoid-bce"]))
+    y, t, h1, h2 = symbols("y", "t", "h_1", "h_2")
+    assert sympy.expand(e.grads["y.W"][0, 0] - (y - t) * h1) == 0
+    assert sympy.expand(e.grads["y.W"][1, 0] - (y - t) * h2) == 0
+    assert sympy.expand(e.grads["y.b"][0] - (y - t)) == 0
+    assert "∂L/∂y.W_11 = (y - t) * h_1" in e.text()
+
+
+def test_softmax_with_cross_entropy_is_p_minus_t() -> None:
+    """Oracle: (softmax(z)_k - t_k) * h_j, for targets whose rows sum to 1."""
+    e = bpc.explain(bpc.compile(SMALL["softmax-ce"]))
+    h = symbols("h_1", "h_2")
+    t = symbols("t_1", "t_2", "t_3")
+    p = symbols("softmax(z)_1", "softmax(z)_2", "softmax(z)_3")
+    for j in range(2):
+        for k in range(3):
+            assert sympy.expand(e.grads["z.W"][j, k] - (p[k] - t[k]) * h[j]) == 0
+    assert "sums to 1" in e.text()
+
+
+def test_identity_with_mse_keeps_the_output_named() -> None:
+    """A linear output layer: ∂L/∂W2 = 2 (y - t) h / outputs, with y the name just defined,
+    not its sum of products written out again."""
+    e = bpc.explain(bpc.compile(SMALL["tanh"]))
+    y1, t1, h1 = symbols("y_1", "t_1", "h_1")
+    assert sympy.expand(e.grads["y.W"][0, 0] - (y1 - t1) * h1) == 0  # mean over 2 outputs
+    assert "y.W_11 * h_1" not in e.text().split("gradients")[1]
+
+
+def test_latex_keeps_the_chain_rule_order() -> None:
+    """The LaTeX reads as the text does, from the loss back: (y - t), then y (1 - y), then
+    W2, then h (1 - h), then x; not SymPy's alphabetical order."""
+    e = bpc.explain(bpc.compile_file(XOR), param="W1")
+    row = next(r for r in e.latex().splitlines() if r"{W_{1}}_{1,1}}" in r.split("&=")[0])
+    right = row.split("&=")[1]
+    order = [right.index(part) for part in (r"\left(y - t\right)", r"{W_{2}}_{1,1}",
+                                            r"{h}_{1}", r"{x}_{1}")]
+    assert order == sorted(order), right
+
+
+def test_an_explanation_reads_in_a_plain_repl() -> None:
+    e = bpc.explain(bpc.compile_file(XOR))
+    assert repr(e) == e.text() and repr(e).startswith("explain xor")

@@ -2,126 +2,32 @@
 derives them by hand.
 
 Every param entry and every sample's input and target becomes a SymPy symbol (`W1_11`,
-`x_1`, `t`); the forward graph is interpreted on NumPy object arrays of SymPy expressions
-(one rule per op, in `RULES`), giving the loss as one scalar expression; `sympy.diff` gives
-each weight's gradient. Reading it needs the names a student uses: each value the `.bp` file
-names (`h`, `y`) gets a symbol per entry (`h_1`, `y`), substituted back into the gradient,
-so dL/dW1_11 reads `(y - t) * y * (1 - y) * W2_11 * h_1 * (1 - h_1) * x_1`.
+`x_1`, `t`); each value the `.bp` file names (`h`, `y`) gets a symbol per entry (`h_1`, `y`)
+and a definition; each weight's gradient comes from the chain rule over those names
+(scalars.py), so dL/dW1_11 reads `(y - t) * y * (1 - y) * W2_11 * h_1 * (1 - h_1) * x_1`,
+and the output layer of sigmoid with binary cross-entropy reads `(y - t) * h_1`.
 
 This unrolls on purpose: it grows with the number of weights, so it refuses big networks.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from itertools import product
 
 import numpy as np
 import sympy
 
-from ..graph.expressions import ATOM, Code, ExpressionPrinter
-from ..differentiate.symbolic import SIGN_PRESERVING
 from ..errors import BPNameError, BPShapeError, BPTypeError
-from ..graph.ir import LEAVES, Graph, Node, Op, operand
-from ..graph.shapes import dim_symbol
+from ..graph.expressions import ATOM, Code, ExpressionPrinter
 from ..runtime.net import CompiledNet
-from .notebook import latex, name_latex
+from .notebook import latex
+from .scalars import RULES, Interpreter, ScalarNames, Tensor, scalars
 
-MAX_WEIGHTS = 64   # scalar weights: each is one sympy.diff of the whole unrolled loss
+MAX_WEIGHTS = 64   # scalar weights: each is one gradient of the unrolled loss
 MAX_BATCH = 8      # samples: the loss grows with each
 
-Tensor = np.ndarray  # an object array of SymPy expressions
 
-
-# ---------------------------------------------------------------- the interpreter
-
-def _map(function: Callable[..., sympy.Expr], *arrays: Tensor) -> Tensor:
-    """`function` on each entry (broadcasting), as an object array even when 0-d."""
-    result = np.frompyfunc(function, len(arrays), 1)(*arrays)
-    return np.asarray(result, dtype=object)
-
-
-def _sum(a: Tensor, axes: tuple[int, ...] | None, keepdims: bool = False) -> Tensor:
-    return np.asarray(np.sum(a, axis=axes, keepdims=keepdims), dtype=object)
-
-
-def _exp(a: Tensor) -> Tensor:
-    return _map(sympy.exp, a)
-
-
-def _log_softmax(a: Tensor, axis: int) -> Tensor:
-    return a - _map(sympy.log, _sum(_exp(a), (axis,), keepdims=True))
-
-
-def _max(node: Node, a: Tensor) -> Tensor:
-    """One axis at a time: an object ufunc reduces over only one axis at once."""
-    maximum = np.frompyfunc(sympy.Max, 2, 1)
-    for axis in sorted(node.axes, reverse=True):
-        a = np.asarray(maximum.reduce(a, axis=axis, keepdims=node.keepdims), dtype=object)
-    return a
-
-
-def _softmax_xent(node: Node, logits: Tensor, t: Tensor) -> Tensor:
-    """Mean over rows of -sum(t * log_softmax(logits))."""
-    axis = node.axes[0]
-    rows = logits.size // logits.shape[axis]
-    return _sum(-t * _log_softmax(logits, axis), None) / rows
-
-
-class Interpreter:
-    """Evaluates forward nodes on object arrays; `sizes` binds the symbolic dims."""
-
-    def __init__(self, sizes: dict[str, int]):
-        self.sizes = {dim_symbol(d): sympy.Integer(n) for d, n in sizes.items()}
-
-    def elementwise(self, node: Node, args: list[Tensor]) -> Tensor:
-        expr = node.expr.xreplace(self.sizes)
-        if not args:
-            return np.full(tuple(self.shape(node)), expr, dtype=object)
-        symbols = [operand(k) for k in range(len(args))]
-        return _map(lambda *values: expr.xreplace(dict(zip(symbols, values))), *args)
-
-    def shape(self, node: Node) -> list[int]:
-        return [self.sizes[dim_symbol(d)] if isinstance(d, str) else d for d in node.shape]
-
-
-RULES: dict[Op, Callable[[Interpreter, Node, list[Tensor]], Tensor]] = {
-    Op.ELEMENTWISE: Interpreter.elementwise,
-    Op.MATMUL: lambda _, node, a: np.asarray(np.matmul(a[0], a[1]), dtype=object),
-    Op.TRANSPOSE: lambda _, node, a: a[0].T,
-    Op.RESHAPE: lambda run, node, a: a[0].reshape([int(d) for d in run.shape(node)]),
-    Op.SUM: lambda _, node, a: _sum(a[0], node.axes, node.keepdims),
-    Op.MAX: lambda _, node, a: _max(node, a[0]),
-    Op.SOFTMAX: lambda _, node, a: _exp(a[0]) / _sum(_exp(a[0]), node.axes[:1], True),
-    Op.LOG_SOFTMAX: lambda _, node, a: _log_softmax(a[0], node.axes[0]),
-    Op.LOGSUMEXP: lambda _, node, a: _map(sympy.log, _sum(_exp(a[0]), node.axes,
-                                                          node.keepdims)),
-    Op.SOFTMAX_XENT: lambda _, node, a: _softmax_xent(node, a[0], a[1]),
-}
-
-
-# ------------------------------------------------------------------------ names
-
-def scalars(name: str, shape: tuple[int, ...], batch_axes: frozenset[int] = frozenset()
-            ) -> tuple[Tensor, dict[sympy.Symbol, str]]:
-    """One real symbol per entry, `W1_12` (1-based), plain `t` for a single entry; axes in
-    `batch_axes` (a batch of one) leave no index. Also each symbol's LaTeX, `{W_{1}}_{12}`."""
-    kept = [n for k, n in enumerate(shape) if k not in batch_axes]
-    join = "_" if any(n > 9 for n in kept) else ""
-    result = np.empty(shape, dtype=object)
-    names: dict[sympy.Symbol, str] = {}
-    for index in product(*(range(n) for n in shape)):
-        digits = [str(i + 1) for k, i in enumerate(index) if k not in batch_axes]
-        suffix = join.join(digits) if int(np.prod(kept)) > 1 else ""
-        symbol = sympy.Symbol(f"{name}_{suffix}" if suffix else name, real=True)
-        result[index] = symbol
-        names[symbol] = (f"{{{name_latex(name)}}}_{{{','.join(digits)}}}" if suffix
-                         else name_latex(name))
-    return result, names
-
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Explanation:
     """A network's loss and gradients over scalar symbols, written with named values.
 
@@ -140,6 +46,7 @@ class Explanation:
     grads: dict[str, Tensor]
     order: tuple[sympy.Symbol, ...]  # reading order: loss side first, inputs last
     latex_names: dict[sympy.Symbol, str]
+    assumes_rows_sum_to_one: bool = False  # cross_entropy's targets, as one-hot rows do
 
     def unrolled(self, expr: sympy.Expr) -> sympy.Expr:
         for symbol, value in reversed(self.definitions):
@@ -154,7 +61,11 @@ class Explanation:
                  "  forward, each named value as a student writes it:"]
         lines += [f"    {s.name} = {show(e)}" for s, e in self.definitions]
         lines.append(f"    L = {show(self.loss)}")
-        lines.append("  gradients (sympy.diff of L, simplified, written with the names above):")
+        lines.append("  gradients (the chain rule over the names above, each term simplified "
+                     "by SymPy):")
+        if self.assumes_rows_sum_to_one:
+            lines.append("    (each row of cross_entropy's targets sums to 1, as one-hot rows "
+                         "do)")
         for name, grad in self.grads.items():
             lines += [f"    ∂L/∂{w.name} = {show(g)}" for w, g in zip(self.params[name].flat,
                                                                     grad.flat)]
@@ -163,7 +74,7 @@ class Explanation:
     def latex(self, environment: str = "align*") -> str:
         """LaTeX of the same, in `environment` (`aligned` inside $$ for notebooks)."""
         names = self.latex_names
-        show = lambda e: latex(e, names)  # noqa: E731
+        show = lambda e: latex(e, names, order=self.order)  # noqa: E731
         rows = [f"{names[s]} &= {show(e)}" for s, e in self.definitions]
         rows.append(f"L &= {show(self.loss)}")
         for name, grad in self.grads.items():
@@ -177,6 +88,10 @@ class Explanation:
         return f"$$\n{self.latex('aligned')}$$"
 
     def __str__(self) -> str:
+        return self.text()
+
+    def __repr__(self) -> str:
+        """A plain REPL shows the gradients, as `print` does."""
         return self.text()
 
 
@@ -222,81 +137,16 @@ def explain(net: CompiledNet, batch: int = 1, param: str | None = None) -> Expla
             raise BPTypeError(f"explain: cannot unroll a {node.op.name.lower()} node")
         value = RULES[node.op](run, node, [values[j] for j in node.inputs])
         values[i] = np.asarray(value, dtype=object)  # NumPy gives 0-d results as scalars
-    naming = Naming(graph, live, values, batch)
-    latex_names.update(naming.latex_names)
-    loss = values[graph.loss].item()
+    names = ScalarNames(graph, live, values, batch)
+    latex_names.update(names.latex_names)
+    loss = names.tidy(values[graph.loss].item())
     chosen = [param] if param is not None else list(graph.params)
-    grads = {name: _map(lambda w: naming.tidy(sympy.diff(loss, w)), values[graph.params[name]])
-             for name in chosen}
+    grads = names.gradients(loss, {n: values[graph.params[n]] for n in chosen})
     return Explanation(
         name=net.name, batch=batch,
         params={n: values[i] for n, i in graph.params.items()},
         data={n: values[i] for n, i in graph.inputs.items()},
-        definitions=tuple(naming.definitions), loss=naming.tidy(loss), grads=grads,
-        order=naming.order(graph, live, values), latex_names=latex_names,
+        definitions=tuple(names.definitions), loss=loss, grads=grads,
+        order=names.order(graph, live, values), latex_names=latex_names,
+        assumes_rows_sum_to_one=bool(names.row_sums),
     )
-
-
-class Naming:
-    """Symbols for the entries of each value the `.bp` file names (`h` -> `h_1, h_2, h_3`),
-    and the substitution that writes an expression with them."""
-
-    def __init__(self, graph: Graph, live: list[int], values: dict[int, Tensor], batch: int):
-        self.symbols: dict[int, Tensor] = {}
-        self.latex_names: dict[sympy.Symbol, str] = {}
-        self.replace: dict[sympy.Basic, sympy.Basic] = {}
-        self.definitions: list[tuple[sympy.Symbol, sympy.Expr]] = []
-        taken = {s.name for i in live if graph.nodes[i].op in LEAVES for s in values[i].flat}
-        for i in live:
-            node = graph.nodes[i]
-            if node.name is None or node.op in LEAVES or i == graph.loss \
-                    or node.name in taken:
-                continue
-            shape = values[i].shape
-            axes = frozenset(k for k, d in enumerate(node.shape) if isinstance(d, str))
-            symbols, names = scalars(node.name, shape, axes if batch == 1 else frozenset())
-            self.symbols[i] = symbols
-            self.latex_names.update(names)
-            for symbol, value in zip(symbols.flat, values[i].flat):
-                if value.is_Atom or value in self.replace:
-                    continue  # a number or a copy of an input: nothing to name
-                self.definitions.append((symbol, value.func(*(self.tidy(a)
-                                                              for a in value.args))))
-                self.replace[value] = symbol
-                if isinstance(value, SIGN_PRESERVING):  # relu'(u) tests u > 0: h > 0
-                    self.replace[value.args[0] > 0] = symbol > 0
-
-    def tidy(self, expr: sympy.Expr) -> sympy.Expr:
-        """`expr` written with the names, then its common factors pulled out. A named sum
-        merges into the sums around it (SymPy flattens them), so it is found by `subs`."""
-        expr = expr.xreplace(self.replace)
-        for value, symbol in reversed(self.replace.items()):
-            if isinstance(value, sympy.Add):
-                expr = expr.subs(value, symbol)
-        return sympy.factor_terms(expr)
-
-    def order(self, graph: Graph, live: list[int], values: dict[int, Tensor]
-              ) -> tuple[sympy.Symbol, ...]:
-        """Symbols by distance from the loss, so a product reads from the output back to
-        the input: (y - t) * y * (1 - y) * W2_11 * h_1 * (1 - h_1) * x_1."""
-        users = graph.users()
-        depth = {graph.loss: 0}
-        for i in reversed(live):
-            steps = [depth[u] + (1 if u in self.symbols else 0) for u in users[i] if u in depth]
-            depth.setdefault(i, min(steps, default=0))
-        targets = {graph.inputs[n] for n in graph.inputs if n in _targets(graph, live)}
-        kind = {Op.PARAM: 1, Op.INPUT: 3}
-
-        def key(i: int) -> tuple[int, int, int]:
-            node = graph.nodes[i]
-            rank = 0 if i in targets else 2 if i in self.symbols else kind.get(node.op, 4)
-            return depth[i], rank, i
-
-        arrays = {**{i: values[i] for i in live if graph.nodes[i].op in LEAVES}, **self.symbols}
-        return tuple(s for i in sorted(arrays, key=key) for s in arrays[i].flat)
-
-
-def _targets(graph: Graph, live: list[int]) -> set[str]:
-    """Data the outputs do not read: the targets."""
-    forward = set(graph.live(graph.outputs.values()))
-    return {n for n, i in graph.inputs.items() if i not in forward and i in live}

@@ -7,7 +7,7 @@ a sigmoid looks the same everywhere: `\\sigma\\left(z\\right)`, not `Sigmoid(z)`
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import sympy
 from sympy.printing.latex import LatexPrinter
@@ -39,11 +39,37 @@ class MathPrinter(LatexPrinter):
         return rf"{head}\left({args}\right)"
 
 
-def latex(expr: sympy.Basic, names: Mapping[sympy.Symbol, str] | None = None) -> str:
+def latex(expr: sympy.Basic, names: Mapping[sympy.Symbol, str] | None = None,
+          order: Sequence[sympy.Symbol] | None = None) -> str:
     """`expr` as LaTeX; `names` gives the LaTeX of some symbols (others print as SymPy
-    prints them)."""
+    prints them). With `order`, products and sums keep the reading order the text shows
+    (the chain rule's, from the loss back), not SymPy's alphabetical one."""
     settings = {"symbol_names": dict(names or {}), "mul_symbol": None}
-    return MathPrinter(settings).doprint(expr)
+    if order is None:
+        return MathPrinter(settings).doprint(expr)
+    position = {symbol: k for k, symbol in enumerate(order)}
+    return MathPrinter({**settings, "order": "none"}).doprint(_reordered(expr, position))
+
+
+def _reordered(expr: sympy.Basic, position: Mapping[sympy.Symbol, int]) -> sympy.Basic:
+    """`expr` with every product and sum unevaluated, its terms by the position of the first
+    symbol they read (numbers first in a product, negative terms last in a sum)."""
+    if not expr.args or not isinstance(expr, (sympy.Add, sympy.Mul, sympy.Function,
+                                             sympy.Pow)):
+        return expr
+    args = [_reordered(a, position) for a in expr.args]
+
+    def first(term: sympy.Basic) -> int:
+        read = [position[s] for s in term.free_symbols if s in position]
+        return min(read, default=len(position))
+
+    if isinstance(expr, sympy.Mul):
+        args.sort(key=lambda a: (not a.is_Number, first(a)))
+        return sympy.Mul(*args, evaluate=False)
+    if isinstance(expr, sympy.Add):
+        args.sort(key=lambda a: (a.could_extract_minus_sign(), first(a)))
+        return sympy.Add(*args, evaluate=False)
+    return expr.func(*args, evaluate=False) if isinstance(expr, sympy.Pow) else expr.func(*args)
 
 
 LATEX_SPECIALS = {"\\": r"\textbackslash{}", "_": r"\_", "#": r"\#", "%": r"\%", "&": r"\&",
