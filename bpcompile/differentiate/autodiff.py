@@ -203,6 +203,9 @@ def _softmax_xent(bw: Backward, i: int, node: Node, g: int, wanted) -> Contribut
     return (d_logits, d_t)
 
 
+# Ops the backward pass makes but never differentiates: max's gradient mask.
+BACKWARD_ONLY = frozenset({Op.ARGMAX_ONEHOT})
+
 VJP: dict[Op, VjpRule] = {
     Op.ELEMENTWISE: _elementwise,
     Op.MATMUL: _matmul,

@@ -28,7 +28,8 @@ class Op(Enum):
     RESHAPE = auto()        # same elements, new shape (only unit dims added or removed)
     SUM = auto()            # sum over axes
     MAX = auto()            # max over axes
-    ARGMAX_ONEHOT = auto()  # 1 at the first arg-max along axes, 0 elsewhere (max's gradient)
+    ARGMAX_ONEHOT = auto()  # 1 at the first arg-max along axes, 0 elsewhere (max's gradient;
+                            # made only by the backward pass, never differentiated)
     SOFTMAX = auto()        # along axes[0]
     LOG_SOFTMAX = auto()    # along axes[0], max-shifted
     LOGSUMEXP = auto()      # over axes, max-shifted

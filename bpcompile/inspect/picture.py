@@ -62,6 +62,7 @@ OUTLINES: dict[Op, Outline] = {
     Op.INPUT: DATA,
     Op.PARAM: STORED,
     Op.STATE: STORED,
+    Op.GRAD: DATA,  # a gradient given to apply_gradients
     Op.ELEMENTWISE: Outline("ellipse", ("([", "])")),
     Op.MATMUL: STRUCTURAL,
     Op.TRANSPOSE: STRUCTURAL,

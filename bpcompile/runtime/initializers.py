@@ -69,9 +69,6 @@ def source(init: Init, shape: tuple[int, ...]) -> str:
         return f"rng.normal(0.0, {init.args[0]!r}, size={size}).astype(DTYPE)"
     if kind == "uniform":
         return f"rng.uniform({init.args[0]!r}, {init.args[1]!r}, size={size}).astype(DTYPE)"
-    if kind == "xavier":
-        bound = _xavier_bound(shape)
-        return f"rng.uniform({-bound!r}, {bound!r}, size={size}).astype(DTYPE)"
-    if kind == "he":
-        return f"rng.normal(0.0, {_he_std(shape)!r}, size={size}).astype(DTYPE)"
+    if kind in ("xavier", "he"):  # a helper the module defines: it draws as `draw` does
+        return f"{kind}(rng, {size})"
     raise AssertionError(kind)

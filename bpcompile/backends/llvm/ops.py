@@ -114,8 +114,13 @@ ALONG_AXIS = {
 }
 
 
+def view(w: EntryWriter, i: int, node: Node) -> None:
+    """A reshape: no code, its storage is its input's (entry.py)."""
+
+
 EMIT: dict[Op, Callable[[EntryWriter, int, Node], None]] = {
     Op.ELEMENTWISE: elementwise,
+    Op.RESHAPE: view,
     Op.SUM: reduction,
     Op.MAX: reduction,
     Op.MATMUL: matmul_op,

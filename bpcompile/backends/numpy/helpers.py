@@ -37,6 +37,22 @@ HELPERS: dict[str, str] = {
     onehot = np.zeros_like(flat)
     np.put_along_axis(onehot, np.argmax(flat, axis=-1)[..., None], 1, axis=-1)
     return np.moveaxis(onehot.reshape(moved.shape), last, axes)''',
+    "fans": '''def fans(shape):
+    """(fan_in, fan_out) of a weight laid out [in, out, *receptive field]."""
+    if len(shape) < 2:
+        size = shape[0] if shape else 1
+        return size, size
+    receptive = int(np.prod(shape[2:]))
+    return shape[0] * receptive, shape[1] * receptive''',
+    "xavier": '''def xavier(rng, shape):
+    """Glorot uniform: U(-b, b) with b = sqrt(6 / (fan_in + fan_out)), drawn in float64."""
+    fan_in, fan_out = fans(shape)
+    bound = float(np.sqrt(6.0 / (fan_in + fan_out)))
+    return rng.uniform(-bound, bound, size=shape).astype(DTYPE)''',
+    "he": '''def he(rng, shape):
+    """Kaiming normal, fan-in: N(0, 2 / fan_in), drawn in float64."""
+    std = float(np.sqrt(2.0 / fans(shape)[0]))
+    return rng.normal(0.0, std, size=shape).astype(DTYPE)''',
     "refuse_non_finite": '''def refuse_non_finite(loss, grads, call="step"):
     """Raise NonFiniteError naming the loss or the first gradient that is not finite."""
     if not np.isfinite(loss):
@@ -49,7 +65,9 @@ HELPERS: dict[str, str] = {
 }
 
 # helper -> helpers it calls
-NEEDS: dict[str, tuple[str, ...]] = {"cross_entropy": ("log_softmax",)}
+NEEDS: dict[str, tuple[str, ...]] = {
+    "cross_entropy": ("log_softmax",), "xavier": ("fans",), "he": ("fans",),
+}
 
 
 def helper_closure(names: set[str]) -> list[str]:

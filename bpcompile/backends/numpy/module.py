@@ -213,6 +213,8 @@ class ModuleWriter:
     def init(self) -> str:
         lines = ["rng = np.random.default_rng(seed)", "return {"]
         for name, info in self.network.params.items():
+            if info.init.kind in ("xavier", "he"):
+                self.helpers.add(info.init.kind)
             entry = f'"{name}": {init_source(info.init, info.shape)},'
             lines += [line[4:] for line in fit(entry, info.init.describe(), "        ")]
         lines.append("}")
