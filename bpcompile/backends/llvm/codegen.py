@@ -25,6 +25,7 @@ from ...runtime.signature import Signature
 from .fastcall import FastStep, array_fields
 from .layout import Layout, layout_of
 from .entry import ALIGN, EntryWriter
+from .jit import target_machine
 from .kernels import Kernels
 from .ops import EMIT
 from .loops import I32
@@ -161,6 +162,19 @@ def generate(compiled: Compiled, signature: Signature, dtype: str, vector_bytes:
         shapes = {name: info.shape for name, info in network.params.items()}
         FastStep(module, layout, fields, lib.t, shapes, signature.state, network.data).emit(
             module.globals["bpc_step"])
-    return Program(str(module), layout, entries,
-                   {entry: w.work for entry, w in writers.items()}, graph,
-                   {entry: w.functions for entry, w in writers.items()})
+    library.name_by_values()
+    module.triple = target_machine().triple
+    module.data_layout = str(target_machine().target_data)
+    functions = {entry: {i: [f if isinstance(f, str) else f.name for f in called]
+                         for i, called in w.functions.items()}
+                 for entry, w in writers.items()}
+    return Program(_with_source(str(module), network.source.filename), layout, entries,
+                   {entry: w.work for entry, w in writers.items()}, graph, functions)
+
+
+def _with_source(ir_text: str, filename: str) -> str:
+    """The module's text naming the `.bp` file it was compiled from."""
+    escaped = "".join(c if c.isprintable() and c not in '"\\' else f"\\{ord(c):02X}"
+                      for c in filename)
+    return f'source_filename = "{escaped}"\n{ir_text}'
+

@@ -57,34 +57,49 @@ class EntryWriter:
         self.work: list[Shape] = []
         self.workspace_offset: ir.Value = i64(0)
         self.current = -1  # the node being emitted
-        self.functions: dict[int, list[str]] = {}  # node -> functions its code calls
+        # node -> the functions its code calls (their names are final only once the module
+        # is complete: a kernel several values share is renamed then)
+        self.functions: dict[int, list[ir.Function | str]] = {}
         self.dim: dict[str, ir.Value] = {
-            name: self.b.load(self.b.gep(self.f.args[1], [i64(k)], source_etype=I64),
-                              typ=I64, name=name)
+            name: self.b.load(self.b.gep(self.f.args[1], [i64(k)], source_etype=I64,
+                                         name=f"{name}.slot"), typ=I64, name=name)
             for k, name in enumerate(layout.dims)
         }
 
     # ------------------------------------------------------------------ storage
 
     def slot(self, index: int, name: str) -> ir.Value:
-        pointer = self.b.gep(self.f.args[0], [i64(index)], source_etype=PTR)
+        """The array in the table's slot `index`, named as its value: %x, %W1, %loss."""
+        pointer = self.b.gep(self.f.args[0], [i64(index)], source_etype=PTR,
+                             name=f"{name}.slot")
         return self.b.load(pointer, typ=PTR, name=name)
 
     def dims_of(self, shape: Shape) -> list[ir.Value]:
         return [i64(d) if isinstance(d, int) else self.dim[d] for d in shape]
 
-    def count(self, shape: Shape) -> ir.Value:
-        return product(self.b, self.dims_of(shape))
+    def count(self, shape: Shape, name: str = "") -> ir.Value:
+        """The number of elements of `shape`, named `name.count` when it is computed."""
+        dims = self.dims_of(shape)
+        if len(dims) > 1 and name:
+            total = dims[0]
+            for k, dim in enumerate(dims[1:]):
+                total = self.b.mul(total, dim, name=f"{name}.count" if k == len(dims) - 2
+                                   else "")
+            return total
+        return product(self.b, dims)
 
     def allocate(self, shape: Shape, name: str) -> ir.Value:
-        """A workspace buffer, at the next aligned offset."""
+        """A workspace buffer, at the next aligned offset: %h = workspace + %h.offset, and
+        the next buffer starts at %h.end."""
         if not hasattr(self, "_workspace"):
             self._workspace = self.slot(self.layout.workspace, "workspace")
-        pointer = self.b.gep(self._workspace, [self.workspace_offset], source_etype=ir.IntType(8),
+        offset = self.workspace_offset
+        pointer = self.b.gep(self._workspace, [offset], source_etype=ir.IntType(8),
                              name=name)
-        size = self.b.mul(self.count(shape), i64(self.itemsize))
-        aligned = self.b.and_(self.b.add(size, i64(ALIGN - 1)), i64(-ALIGN))
-        self.workspace_offset = self.b.add(self.workspace_offset, aligned)
+        size = self.b.mul(self.count(shape, name), i64(self.itemsize), name=f"{name}.bytes")
+        aligned = self.b.and_(self.b.add(size, i64(ALIGN - 1)), i64(-ALIGN),
+                              name=f"{name}.aligned")
+        self.workspace_offset = self.b.add(offset, aligned, name=f"{name}.end")
         self.work.append(shape)
         return pointer
 
@@ -165,7 +180,7 @@ class EntryWriter:
 
     def call(self, function: ir.Function, args: list[ir.Value]) -> ir.Value:
         """Call a kernel for the current node, noting which (for `bpcompile show`)."""
-        self.functions.setdefault(self.current, []).append(function.name)
+        self.functions.setdefault(self.current, []).append(function)
         return self.b.call(function, args)
 
     def copy_results(self, results: dict[int, list[tuple[int, str]]]) -> None:

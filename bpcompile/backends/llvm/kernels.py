@@ -64,6 +64,7 @@ class Kernels:
         self.itemsize = 8 if isinstance(self.t, ir.DoubleType) else 4
         self.cache: dict[tuple, ir.Function] = {}
         self.names: Counter[str] = Counter()
+        self.values: dict[str, list[str]] = {}  # kernel -> the values it computes
         # Kernels no network shapes (matmul, softmax, ...) live in the prebuilt library
         # (prebuilt.py), compiled once per machine: a network's module only declares them;
         # the library's module (prebuilt=True) defines them.
@@ -74,6 +75,8 @@ class Kernels:
                   shared: bool = False) -> ir.Function:
         function = self.cache.get(key)
         if function is not None:
+            if not shared:
+                self.values.setdefault(function.name, []).append(name)
             return function
         fnty = ir.FunctionType(returns, [t for _, t in args])
         if shared:
@@ -86,6 +89,7 @@ class Kernels:
             unique = name if self.names[name] == 1 else f"{name}.{self.names[name]}"
             function = ir.Function(self.module, fnty, f"bpc.{unique}")
             function.linkage = "internal"
+            self.values[function.name] = [name]
         function.attributes.add("nounwind")
         # Kept out of line: each kernel is optimized once, on its own, instead of inside
         # one huge entry function (which cost several times the compile time).
@@ -100,6 +104,21 @@ class Kernels:
             builder.ret(result)
         self.cache[key] = function
         return function
+
+    def name_by_values(self) -> None:
+        """Name each kernel after the values it computes: `bpc.h` computes h; a kernel
+        several values share (the same activation in two layers) is `bpc.h+y`, or
+        `bpc.new_W1+3_more`. Done once every entry is written, before the module is
+        printed (llvmlite prints a name only then)."""
+        for old, values in self.values.items():
+            distinct = list(dict.fromkeys(values))
+            if len(distinct) == 1:
+                continue
+            shown = distinct if len(distinct) <= 3 else \
+                [distinct[0], f"{len(distinct) - 1}_more"]
+            function = self.module.globals.pop(old)
+            function.name = f"bpc.{'+'.join(shown)}"
+            self.module.globals[function.name] = function
 
     # ----------------------------------------------------------------- loops
 

@@ -99,12 +99,13 @@ class Matmul:
         """C[m, n] = A[m, k] @ B[k, n], A[i, p] at i * a_row + p * a_col, B and C dense."""
         builder.call(self.function(), [c, a, b, m, n, k, a_row, a_col])
 
-    def large(self, builder: ir.IRBuilder, m: ir.Value, n: ir.Value, k: ir.Value) -> ir.Value:
-        """Whether this product goes to BLAS (false when there is none)."""
+    def large(self, builder: ir.IRBuilder, m: ir.Value, n: ir.Value, k: ir.Value,
+              name: str = "product") -> ir.Value:
+        """Whether the product `name` goes to BLAS (false when there is none)."""
         if self.blas is None:
             return ir.Constant(ir.IntType(1), 0)
-        work = builder.mul(builder.mul(m, n), k)
-        return builder.icmp_signed(">=", work, i64(BLAS_THRESHOLD))
+        work = builder.mul(builder.mul(m, n), k, name=f"{name}.work")
+        return builder.icmp_signed(">=", work, i64(BLAS_THRESHOLD), name=f"{name}.to_blas")
 
     def call_blas(self, builder: ir.IRBuilder, c: ir.Value, a: ir.Value, a_transposed: bool,
                   b: ir.Value, b_transposed: bool, m: ir.Value, n: ir.Value,

@@ -44,8 +44,7 @@ def reduction(w: EntryWriter, i: int, node: Node) -> None:
     )
     sizes, size_values = w.size_values(expr)
     op = "sum" if node.op is Op.SUM else "max"
-    kernel = w.library.reduction(op, expr, patterns, rank, node.axes, sizes,
-                                    f"{op}_{w.label(i)}")
+    kernel = w.library.reduction(op, expr, patterns, rank, node.axes, sizes, w.label(i))
     pointers = [w.storage[j] for j in operands]
     w.call(kernel, [w.storage[i], *pointers, *w.dims_of(shape), *size_values])
 
@@ -71,13 +70,13 @@ def matmul_op(w: EntryWriter, i: int, node: Node) -> None:
         if b in w.b_views:
             w.call(w.library.transpose(),
                         [w.storage[b], w.storage[b_source], n, k])
-        w.functions.setdefault(i, []).append(w.matmul.function().name)
+        w.functions.setdefault(i, []).append(w.matmul.function())
         w.matmul.call(w.b, out, a_ptr, w.storage[b], m, n, k, a_row, a_col)
 
     if w.matmul.blas is None:
         loop_nest()
         return
-    with w.b.if_else(w.matmul.large(w.b, m, n, k)) as (large, small):
+    with w.b.if_else(w.matmul.large(w.b, m, n, k, w.label(i))) as (large, small):
         with large:
             w.functions.setdefault(i, []).append("BLAS gemm")
             w.matmul.call_blas(w.b, out, a_ptr, a in w.views,
