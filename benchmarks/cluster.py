@@ -28,7 +28,7 @@ from run import blas_description  # noqa: E402
 from workloads import WIDE_BP  # noqa: E402
 
 import bpcompile as bpc  # noqa: E402
-from bpcompile.train import cluster  # noqa: E402
+from bpcompile.training import cluster  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 

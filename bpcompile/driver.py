@@ -1,85 +1,28 @@
-"""The one driver: `.bp` text through every stage to a CompiledNet on either backend.
+"""The one driver: `.bp` text to a CompiledNet on either backend, through the disk cache.
 
-    text --language--> Network (forward graph) --passes.FORWARD--> --differentiate-->
-      --optimizer--> --passes.BACKWARD--> Compiled.graph   (what people read: the NumPy
-      module, show, graph, explain)
-      --passes.BACKENDS[backend]--> the graph the backend prints --backend--> executor
-
-`open_network` is the path every compile takes: the network's signature comes from the disk
-cache when it is there (so a cached network opens without SymPy), and the executor builds
-(or loads) its code from the compiled graph, which is built on first need.
+`open_network` is the path every compile takes. The network's signature comes from the disk
+cache when it is there, so a network compiled before opens without parsing and without
+SymPy; the compiler's stages (pipeline.py) run only when something needs the graph: code
+that is not cached, `show`, `explain`. Each backend's executor then builds or loads its code
+from the graph the pipeline hands it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from functools import cached_property
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import passes
 from ._version import __version__
-from .differentiate.autodiff import differentiate
-from .differentiate.optimizers import add_updates, state_shapes
-from .graph.ir import Graph
-from .graph.network import Network
-from .language.lower import lower
-from .language.parser import parse
 from .runtime import cache
 from .runtime.net import CompiledNet, Executor
 from .runtime.signature import Signature
 
+if TYPE_CHECKING:
+    from .pipeline import Compiled
 
-@dataclass(frozen=True)
-class Compiled:
-    """A network and its optimized training graph: outputs, loss, gradients and updates."""
-
-    network: Network
-    graph: Graph
-
-    @cached_property
-    def backend_graphs(self) -> dict[str, Graph]:
-        return {}
-
-    def for_backend(self, backend: str) -> Graph:
-        """The graph `backend` prints: `graph` through that backend's own pass list."""
-        if backend not in self.backend_graphs:
-            self.backend_graphs[backend] = passes.run(passes.BACKENDS[backend], self.graph)
-        return self.backend_graphs[backend]
-
-
-def build(text: str, filename: str = "<string>") -> Compiled:
-    """Parse, lower, optimize and differentiate a `.bp` program; BPError if it is bad."""
-    network = lower(parse(text, filename))
-    passes.debug("lower", network.graph)
-    graph = passes.run(passes.FORWARD, network.graph)
-    if graph.loss is not None:
-        graph = differentiate(graph)
-        passes.debug("differentiate", graph)
-        shapes = {name: info.shape for name, info in network.params.items()}
-        graph = add_updates(graph, network.optimizer, shapes)
-        passes.debug("optimizer", graph)
-        graph = passes.run(passes.BACKWARD, graph)
-    return Compiled(network, graph)
-
-
-def signature(compiled: Compiled) -> Signature:
-    """The sympy-free summary of a compiled network that calls need."""
-    network, graph = compiled.network, compiled.graph
-    shapes = {name: info.shape for name, info in network.params.items()}
-    return Signature(
-        name=network.name, filename=network.source.filename, source=network.source.text,
-        params=dict(network.params), inputs=dict(network.inputs),
-        targets=dict(network.targets), outputs=tuple(network.outputs),
-        output_shapes={n: graph.nodes[i].shape for n, i in graph.outputs.items()},
-        optimizer=network.optimizer,
-        state=state_shapes(network.optimizer, shapes) if graph.loss is not None else {},
-        has_loss=graph.loss is not None,
-    )
-
-
-Build = Callable[[], Compiled]
+Build = Callable[[], "Compiled"]
 
 
 def _numpy(signature: Signature, dtype: np.dtype, compiled: Build) -> Executor:
@@ -100,10 +43,17 @@ EXECUTORS: dict[str, Callable[[Signature, np.dtype, Build], Executor]] = {
 }
 
 
+def build(text: str, filename: str) -> Compiled:
+    """The compiler's stages on `text` (pipeline.py, which loads SymPy and lark)."""
+    from .pipeline import build as run_pipeline
+
+    return run_pipeline(text, filename)
+
+
 def open_network(source: str, filename: str, backend: str, dtype: np.dtype) -> CompiledNet:
     """`source` compiled for `backend` and `dtype`. The signature comes from the disk cache
     when it has it, so a second compile of a network skips parsing and SymPy; the graph is
-    built only when something needs it (code that is not cached, `show`, `explain`)."""
+    built only when something needs it."""
     built: list[Compiled] = []
 
     def compiled() -> Compiled:
@@ -116,6 +66,8 @@ def open_network(source: str, filename: str, backend: str, dtype: np.dtype) -> C
     if cached is not None:
         summary = Signature.from_json(cached[0])
     else:
+        from .pipeline import signature
+
         summary = signature(compiled())
         cache.store(name, summary.to_json(), b"")
     executor = EXECUTORS[backend](summary, dtype, compiled)

@@ -23,7 +23,7 @@ import bpcompile as bpc
 distributed = pytest.importorskip("distributed")
 da = pytest.importorskip("dask.array")
 
-from bpcompile.train import cluster  # noqa: E402
+from bpcompile.training import cluster  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"

@@ -26,7 +26,7 @@ from conftest import EXAMPLES, PROBE, example_paths
 
 import bpcompile as bpc
 from bpcompile import BPError, BPNumericError
-from bpcompile.backends.llvm.matmul import BLAS_THRESHOLD, find_blas
+from bpcompile.backends.llvm.blas import BLAS_THRESHOLD, find_blas
 from bpcompile.cli.main import main as cli_main
 from bpcompile.runtime.net import CompiledNet
 
@@ -681,7 +681,7 @@ def test_loop_nests_without_blas_agree_with_numpy(tmp_path: Path) -> None:
         "import json, sys\n"
         "import numpy as np\n"
         "import bpcompile as bpc\n"
-        "from bpcompile.backends.llvm.matmul import find_blas\n"
+        "from bpcompile.backends.llvm.blas import find_blas\n"
         f"sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
         "from test_llvm_backend import BIG, big_results\n"
         "assert find_blas() is None\n"

@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 
 import bpcompile as bpc
-from bpcompile.train import checkpoint
-from bpcompile.train import dataset
-from bpcompile.train import loop as training
+from bpcompile.training import checkpoint
+from bpcompile.training import dataset
+from bpcompile.training import loop as training
 from bpcompile.inspect.health import EXPLODE_RATIO, gradient_health
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"

@@ -160,7 +160,7 @@ def test_ctrl_c_saves_and_exits_130(tmp_path: Path) -> None:
     assert process.returncode == 130, err
     assert "Traceback" not in err and "interrupted in epoch 2," in rest
     net = bpc.compile_file(EXAMPLES / "vanishing.bp")
-    from bpcompile.train import checkpoint
+    from bpcompile.training import checkpoint
 
     saved = checkpoint.load(out, net)
     assert saved.progress.epoch == 1 and 0 <= saved.progress.step < 1000

@@ -24,9 +24,9 @@ from ..api import compile_file
 from ..errors import BPTypeError
 from ..inspect.health import HealthReport
 from ..runtime.net import CompiledNet
-from ..train import checkpoint, cluster, plot
-from ..train.dataset import Dataset, load, npy_files
-from ..train.loop import Epoch, Split, TrainResult, accuracy, batches, fit, split
+from ..training import checkpoint, cluster, plot
+from ..training.dataset import Dataset, load, npy_files
+from ..training.loop import Epoch, Split, TrainResult, accuracy, batches, fit, split
 
 INTERRUPTED = 130  # the shell's status for a program stopped by SIGINT
 # The least time between two checkpoints taken at the ends of epochs (one is always

@@ -14,8 +14,9 @@ from dataclasses import replace
 
 import sympy
 
+from ..graph.functions import count
 from ..graph.ir import Graph, GraphBuilder, Node, Op, operand
-from ..graph.shapes import Shape, broadcast_axes, count, reduced_shape
+from ..graph.shapes import Shape, broadcast_axes, reduced_shape
 from ..passes.fuse import depends_on_params
 from .symbolic import ADJOINT, OUT, backward
 

@@ -13,6 +13,9 @@ from sympy.core.evalf import prec_to_dps
 from sympy.printing.precedence import PRECEDENCE
 from sympy.printing.str import StrPrinter
 
+from .shapes import Dim, Shape
+
+
 class Sigmoid(sympy.Function):
     """The logistic function 1 / (1 + exp(-x))."""
 
@@ -97,6 +100,20 @@ class Elu(sympy.Function):
 
     def _eval_is_real(self) -> bool | None:
         return self.args[0].is_real
+
+
+def dim_symbol(name: str) -> sympy.Symbol:
+    """The SymPy symbol standing for the size bound to `name` at call time."""
+    return sympy.Symbol(f"dim:{name}", positive=True, integer=True)
+
+
+def dim_value(dim: Dim) -> sympy.Expr:
+    return sympy.Integer(dim) if isinstance(dim, int) else dim_symbol(dim)
+
+
+def count(shape: Shape) -> sympy.Expr:
+    """The number of elements of `shape`, as a SymPy expression in its symbols."""
+    return sympy.Mul(*(dim_value(d) for d in shape)) if shape else sympy.Integer(1)
 
 
 def is_size(symbol: sympy.Basic) -> bool:

@@ -4,10 +4,13 @@ params start, how the network trains."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..errors import Source
-from .ir import Graph
 from .shapes import Shape
+
+if TYPE_CHECKING:  # a signature's declarations load without SymPy
+    from .ir import Graph
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,6 @@ from __future__ import annotations
 import math
 from typing import Union
 
-import sympy
-
 Dim = Union[int, str]
 Shape = tuple[Dim, ...]
 
@@ -59,20 +57,6 @@ def reduced_shape(shape: Shape, axes: tuple[int, ...], keepdims: bool) -> Shape:
 
 def symbols_of(shape: Shape) -> tuple[str, ...]:
     return tuple(d for d in shape if isinstance(d, str))
-
-
-def dim_symbol(name: str) -> sympy.Symbol:
-    """The SymPy symbol standing for the size bound to `name` at call time."""
-    return sympy.Symbol(f"dim:{name}", positive=True, integer=True)
-
-
-def dim_value(dim: Dim) -> sympy.Expr:
-    return sympy.Integer(dim) if isinstance(dim, int) else dim_symbol(dim)
-
-
-def count(shape: Shape) -> sympy.Expr:
-    """The number of elements of `shape`, as a SymPy expression in its symbols."""
-    return sympy.Mul(*(dim_value(d) for d in shape)) if shape else sympy.Integer(1)
 
 
 def concrete(shape: Shape, bindings: dict[str, int]) -> tuple[int, ...]:

@@ -17,13 +17,12 @@ from dataclasses import dataclass
 
 import sympy
 
-from ..graph.expressions import ATOM, MUL, Code, ExpressionPrinter
-from ..graph.spelling import Speller
 from ..differentiate.symbolic import SIGN_PRESERVING, partial
+from ..graph.expressions import ATOM, MUL, Code, ExpressionPrinter
 from ..graph.functions import Elu, LeakyRelu, Relu, Sigmoid, Softplus
 from ..graph.ir import OUT, Graph, Op, operand
+from ..graph.spelling import Speller
 from .notebook import FUNCTION_LATEX, latex, name_latex, texttt
-
 
 # The activations a delta may pass through, as `f` is written in `f'(z)` in plain text.
 ACTIVATIONS: dict[type, str] = {

@@ -14,7 +14,6 @@ from sympy.printing.latex import LatexPrinter
 
 from ..graph.functions import Elu, LeakyRelu, Power, Relu, Sigmoid, Softplus
 
-
 # Our functions' LaTeX names; SymPy's own (exp, tanh, ...) it already spells well.
 FUNCTION_LATEX: dict[type[sympy.Function], str] = {
     Sigmoid: r"\sigma",

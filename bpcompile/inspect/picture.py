@@ -17,14 +17,13 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-
 from .. import atomic
 from ..backends.numpy.module import ModuleWriter
 from ..backends.numpy.statements import FunctionWriter
 from ..errors import BPError
 from ..graph.ir import LEAVES, Graph, Node, Op
-from ..graph.spelling import Speller
 from ..graph.shapes import format_shape
+from ..graph.spelling import Speller
 from ..runtime.net import CompiledNet
 
 LABEL_LIMIT = 60  # characters of an expression in a box; longer ones end in an ellipsis

@@ -20,8 +20,8 @@ import numpy as np
 import sympy
 
 from ..differentiate.symbolic import SIGN_PRESERVING
+from ..graph.functions import dim_symbol
 from ..graph.ir import LEAVES, Graph, Node, Op, operand
-from ..graph.shapes import dim_symbol
 from .notebook import name_latex
 
 Tensor = np.ndarray  # an object array of SymPy expressions

@@ -19,10 +19,10 @@ from ..backends.numpy.module import ModuleWriter
 from ..backends.numpy.statements import FunctionWriter
 from ..differentiate.symbolic import partial
 from ..errors import BPNameError
+from ..graph.expressions import ATOM, Code
 from ..graph.ir import Graph, Op
 from ..graph.naming import NAMES_NOTE
 from ..graph.shapes import format_shape
-from ..graph.expressions import ATOM, Code
 from ..graph.spelling import Speller
 from ..runtime.net import CompiledNet
 from .chain import ChainReader, Latex, Plain, numbering, textbook
@@ -137,7 +137,9 @@ class GradientView:
         return derivatives, chain + gradients
 
     def ir(self) -> tuple[list[str], dict[str, list[str]]]:
-        from ..backends.llvm.describe import describe_gradients  # llvmlite only when asked
+        from ..backends.llvm.describe import (
+            describe_gradients,  # llvmlite only when asked
+        )
 
         return describe_gradients(self.net.compiled, self.net.signature, self.net.dtype,
                                   self.params)

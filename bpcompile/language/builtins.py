@@ -12,7 +12,6 @@ from sympy import Piecewise
 from ..graph.functions import Elu, LeakyRelu, Power, Relu, Sigmoid, Softplus
 
 
-
 def _gelu(x: sympy.Expr) -> sympy.Expr:
     """GELU, tanh approximation (PyTorch's approximate='tanh')."""
     inner = sympy.sqrt(2 / sympy.pi) * (x + sympy.Float("0.044715") * x**3)

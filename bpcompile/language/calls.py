@@ -10,13 +10,13 @@ from collections.abc import Callable
 
 import sympy
 
-from ..graph.functions import Softplus
-from .builtins import ELEMENTWISE
 from ..errors import BPNameError, BPShapeError, BPTypeError
+from ..graph.functions import Softplus, count
 from ..graph.ir import Op, operand
-from ..graph.shapes import Shape, count, format_shape, reduced_shape
+from ..graph.shapes import Shape, format_shape, reduced_shape
 from . import syntax as S
 from .arguments import axis_option, bind, bool_option, number_option, tensor_argument
+from .builtins import ELEMENTWISE
 from .context import Lowering
 from .layers import dense_elsewhere
 from .values import Scalar, Tensor, Value

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import sympy
 
-from .builtins import BINARY, COMPARISONS, ELEMENTWISE, indicator, number
 from ..errors import BPNameError, BPTypeError
 from . import syntax as S
 from .arguments import bind
+from .builtins import BINARY, COMPARISONS, ELEMENTWISE, indicator, number
 from .context import Lowering
 
 

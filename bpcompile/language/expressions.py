@@ -9,11 +9,12 @@ import sys
 
 import sympy
 
-from .builtins import BINARY, COMPARISONS, indicator, number
 from ..errors import BPError, BPNameError, BPShapeError, BPTypeError, Pos, Source
+from ..graph.functions import dim_symbol
 from ..graph.ir import GraphBuilder, Node, Op, operand
-from ..graph.shapes import Shape, ShapeMismatch, broadcast, dim_symbol, format_shape
+from ..graph.shapes import Shape, ShapeMismatch, broadcast, format_shape
 from . import syntax as S
+from .builtins import BINARY, COMPARISONS, indicator, number
 from .calls import CALLS, call, matmul
 from .values import Scalar, Tensor, Value
 

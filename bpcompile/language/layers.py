@@ -8,13 +8,13 @@ from collections.abc import Callable
 
 import sympy
 
-from .builtins import ELEMENTWISE
 from ..errors import BPShapeError, BPTypeError, Pos
 from ..graph.ir import Op, operand
 from ..graph.network import Init
 from ..graph.shapes import format_shape
 from . import syntax as S
 from .arguments import bind, number_option, tensor_argument
+from .builtins import ELEMENTWISE
 from .context import Lowering
 from .values import Tensor, Value
 

@@ -15,7 +15,6 @@ import sympy
 from ..graph.functions import Elu, LeakyRelu, Relu, Sigmoid, Softplus
 from ..graph.ir import Graph, GraphBuilder, Node, Op, copy_node, operand, rebuild
 
-
 # Functions `h = f(...)` is an activation of: f of one argument (and constant options).
 ACTIVATIONS = (Sigmoid, Softplus, Relu, LeakyRelu, Elu, sympy.exp, sympy.log, sympy.tanh,
                sympy.sin, sympy.cos, sympy.Abs)

@@ -12,8 +12,8 @@ from dataclasses import replace
 
 import sympy
 
+from ..graph.functions import count
 from ..graph.ir import Graph, GraphBuilder, Node, Op, copy_node, operand, rebuild
-from ..graph.shapes import count
 
 
 def _same_value(node: Node, value: sympy.Expr, source: Node) -> sympy.Expr:

@@ -11,7 +11,16 @@ from __future__ import annotations
 import sympy
 
 from ..differentiate.symbolic import transcendental_terms
-from ..graph.ir import Graph, GraphBuilder, Node, Op, canonical, copy_node, operand, rebuild
+from ..graph.ir import (
+    Graph,
+    GraphBuilder,
+    Node,
+    Op,
+    canonical,
+    copy_node,
+    operand,
+    rebuild,
+)
 from ..graph.shapes import Shape, broadcast
 
 Key = tuple[sympy.Expr, tuple[int, ...], Shape]

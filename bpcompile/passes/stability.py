@@ -25,6 +25,7 @@ from ..graph.ir import (
     rebuild,
 )
 
+
 def _log_of_sigmoid(expr: sympy.Expr) -> sympy.Expr | None:
     """log(sigmoid(u)) = -softplus(-u)."""
     if isinstance(expr, sympy.log) and isinstance(expr.args[0], Sigmoid):

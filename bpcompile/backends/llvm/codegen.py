@@ -22,15 +22,16 @@ from ...graph.shapes import Shape
 from ...passes.updates import UpdatePlan, plan_updates
 from ...runtime.net import Compiled
 from ...runtime.signature import Signature
-from .fastcall import FastStep, array_fields
-from .layout import Layout, layout_of
-from .entry import ALIGN, EntryWriter
+from .entry import EntryWriter
+from .fastcall import FastStep
+from .fastpath import array_fields
 from .jit import target_machine
 from .kernels import Kernels
-from .ops import EMIT
+from .layout import Layout, layout_of
 from .loops import I32
 from .mathlib import MathFunctions
 from .matmul import Matmul
+from .ops import EMIT
 
 ENTRIES = ("forward", "loss", "value_and_grad", "step", "apply_gradients")
 
@@ -47,17 +48,6 @@ class Program:
     workspace: dict[str, list[Shape]] = field(default_factory=dict)  # entry -> buffer shapes
     graph: Graph | None = None
     functions: dict[str, dict[int, list[str]]] = field(default_factory=dict)  # entry -> node
-
-
-def workspace_bytes(shapes: list[Shape], sizes: dict[str, int], itemsize: int) -> int:
-    """Bytes the buffers of `shapes` take once sizes are bound (aligned as the IR aligns)."""
-    total = 0
-    for shape in shapes:
-        count = 1
-        for d in shape:
-            count *= d if isinstance(d, int) else sizes[d]
-        total += -(-count * itemsize // ALIGN) * ALIGN
-    return total
 
 
 def _roots(graph: Graph, layout: Layout, entry: str) -> dict[int, list[tuple[int, str]]]:

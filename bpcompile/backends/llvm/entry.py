@@ -22,12 +22,10 @@ from ...graph.ir import LEAVES, Graph, Node, Op
 from ...graph.naming import Naming
 from ...graph.shapes import Shape
 from .kernels import Kernels
-from .layout import Layout
+from .layout import ALIGN, Layout
 from .loops import I32, I64, PTR, i64, product
 from .mathlib import MathFunctions
 from .matmul import Matmul
-
-ALIGN = 64  # bytes: every workspace buffer starts on a cache line
 
 
 class EntryWriter:

@@ -17,24 +17,24 @@ import ctypes
 import sys
 import threading
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-import llvmlite
-import llvmlite.binding as llvm
+import llvmlite  # the package's version only: its binding loads with the first code
 import numpy as np
 
 from ..._version import __version__
 from ...errors import BPNumericError
-from ...runtime.signature import Signature
 from ...graph.shapes import Shape
 from ...runtime import cache
 from ...runtime.net import Compiled
-from . import prebuilt as library
-from .codegen import generate, workspace_bytes
-from .entry import ALIGN
-from .layout import Layout, layout_of
-from .fastcall import Context, array_fields, builtin, python_symbols
-from .jit import Engine, compile_ir, host, vector_bytes
-from .matmul import find_blas
+from ...runtime.signature import Signature
+from .blas import find_blas
+from .fastpath import Context, array_fields, builtin, python_symbols
+from .layout import ALIGN, Layout, layout_of, workspace_bytes
+
+if TYPE_CHECKING:
+    from .codegen import Program
+    from .jit import Engine
 
 Arrays = dict[str, np.ndarray]
 # PYFUNCTYPE keeps the GIL during the call: no other thread can touch a table meanwhile.
@@ -42,8 +42,33 @@ ENTRY = ctypes.PYFUNCTYPE(ctypes.c_int32, ctypes.c_void_p, ctypes.c_void_p)
 MAX_WORKSPACES = 8  # per entry point: one per recent batch size
 
 
+# LLVM's binding (a large shared library) and the code generator (SymPy) load the first
+# time code is needed, not when a network is opened: these call into them.
+
+
+def compile_ir(ir_text: str, object_code: bytes | None = None,
+               symbols: dict[str, int] | None = None) -> tuple[Engine, bytes]:
+    from .jit import compile_ir as compile_module
+
+    return compile_module(ir_text, object_code=object_code, symbols=symbols)
+
+
+def generate(*args: object, **kwargs: object) -> Program:
+    from .codegen import generate as generate_module
+
+    return generate_module(*args, **kwargs)
+
+
+def vector_bytes() -> int:
+    from .jit import vector_bytes as widest
+
+    return widest()
+
+
 def object_key(signature: Signature, dtype: np.dtype, entry: str) -> str:
     """Everything that decides an entry point's machine code."""
+    from .jit import host
+
     cpu, features = host()
     blas = find_blas()
     return cache.key("object", __version__, llvmlite.__version__, cpu, features,
@@ -93,10 +118,13 @@ class LLVMExecutor:
         """The IR of every entry point with the prebuilt library linked in: one module, so
         the text is a whole program that LLVM's parser and tools accept (two modules'
         texts one after the other are not: each repeats the other's definitions)."""
+        import llvmlite.binding as llvm
+
+        from .prebuilt import library_ir
+
         network = llvm.parse_assembly(generate(self.compiled(), self.signature, self.dtype.name,
                                                vector_bytes()).ir)
-        network.link_in(llvm.parse_assembly(library.library_ir(self.dtype.name,
-                                                               vector_bytes())))
+        network.link_in(llvm.parse_assembly(library_ir(self.dtype.name, vector_bytes())))
         network.name = self.signature.name
         return (f"; network {self.signature.name} ({self.dtype.name}): every entry point, "
                 f"then the prebuilt library (prebuilt.py) its kernels call\n{network}")
@@ -115,7 +143,9 @@ class LLVMExecutor:
     def _engine(self, entry: str) -> tuple[Engine, list[Shape]]:
         """The compiled entry point, from the disk cache if it holds it, else compiled (and
         stored there); with the shapes of its workspace buffers."""
-        library.load(self.dtype.name, vector_bytes())
+        from .prebuilt import load
+
+        load(self.dtype.name, vector_bytes())
         name = object_key(self.signature, self.dtype, entry) + ".o"
         cached = cache.load(name)
         if cached is not None:

@@ -11,21 +11,13 @@ from collections.abc import Callable
 import sympy
 from llvmlite import ir
 
+from ...graph.functions import dim_symbol
 from ...graph.ir import operand
-from ...graph.shapes import dim_symbol
-from .expr import ExprCompiler
-from .loops import I32, I64, PTR, for_range, i64, product
-from .mathlib import MathFunctions
 from .axis import REASSOC, AxisLoops, AxisView
+from .expr import ExprCompiler
+from .loops import I32, I64, PTR, for_range, i64, prebuilt_name, product
+from .mathlib import MathFunctions
 from .rows import RowKernels
-
-
-
-def prebuilt_name(name: str, t: ir.Type, lanes: int) -> str:
-    """The symbol of a prebuilt library kernel: one per dtype and vector width."""
-    dtype = "f64" if isinstance(t, ir.DoubleType) else "f32"
-    return f"bpc_prebuilt.{name}.{dtype}x{lanes}"
-
 
 Pattern = tuple[bool, ...]  # per axis of the loop nest: is this operand broadcast along it?
 

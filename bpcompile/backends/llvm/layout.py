@@ -6,7 +6,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ...graph.shapes import Shape
 from ...runtime.signature import Signature
+
+ALIGN = 64  # bytes: every workspace buffer starts on a cache line
 
 
 @dataclass(frozen=True)
@@ -53,3 +56,14 @@ def layout_of(signature: Signature) -> Layout:
         params=tuple(signature.params), state=tuple(signature.state),
         data=tuple(signature.data), outputs=tuple(signature.outputs), dims=signature.dims,
     )
+
+
+def workspace_bytes(shapes: list[Shape], sizes: dict[str, int], itemsize: int) -> int:
+    """Bytes the buffers of `shapes` take once sizes are bound (aligned as the IR aligns)."""
+    total = 0
+    for shape in shapes:
+        count = 1
+        for d in shape:
+            count *= d if isinstance(d, int) else sizes[d]
+        total += -(-count * itemsize // ALIGN) * ALIGN
+    return total

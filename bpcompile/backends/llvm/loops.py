@@ -45,3 +45,9 @@ def product(builder: ir.IRBuilder, values: list[ir.Value]) -> ir.Value:
     for value in values[1:]:
         result = builder.mul(result, value)
     return result
+
+
+def prebuilt_name(name: str, t: ir.Type, lanes: int) -> str:
+    """The symbol of a prebuilt library kernel: one per dtype and vector width."""
+    dtype = "f64" if isinstance(t, ir.DoubleType) else "f32"
+    return f"bpc_prebuilt.{name}.{dtype}x{lanes}"

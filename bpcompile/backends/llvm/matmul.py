@@ -16,62 +16,14 @@ for the loop nest.
 
 from __future__ import annotations
 
-import ctypes
-import glob
-import os
-from dataclasses import dataclass
-from functools import lru_cache
 
-import numpy as np
 from llvmlite import ir
 
-from .kernels import prebuilt_name
-from .loops import I32, I64, PTR, for_range, i64
+from .blas import BLAS_THRESHOLD, NO_TRANS, ROW_MAJOR, TRANS, find_blas
+from .loops import I32, I64, PTR, for_range, i64, prebuilt_name
 from .mathlib import MathFunctions, declare_intrinsic
 
 ROWS = 4
-# Products of at least this many multiply-adds go to BLAS (measured; see benchmarks/).
-BLAS_THRESHOLD = 1 << 21
-ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112
-
-
-@dataclass(frozen=True)
-class Blas:
-    """A CBLAS gemm found in the process: its symbol names and integer width."""
-
-    library: str
-    sgemm: str
-    dgemm: str
-    int_bits: int
-
-    def symbols(self) -> dict[str, int]:
-        lib = ctypes.CDLL(self.library)
-        return {name: ctypes.cast(getattr(lib, name), ctypes.c_void_p).value
-                for name in (self.sgemm, self.dgemm)}
-
-
-@lru_cache(maxsize=1)
-def find_blas() -> Blas | None:
-    """The OpenBLAS bundled with NumPy's wheels, or None (then every matmul is a loop
-    nest). Set BPCOMPILE_NO_BLAS=1 to measure the loop nests alone."""
-    if os.environ.get("BPCOMPILE_NO_BLAS"):
-        return None
-    root = os.path.dirname(os.path.dirname(np.__file__))
-    patterns = [os.path.join(root, "numpy.libs", "libscipy_openblas*"),
-                os.path.join(os.path.dirname(np.__file__), ".dylibs", "libscipy_openblas*")]
-    names = [("scipy_cblas_sgemm64_", "scipy_cblas_dgemm64_", 64),
-             ("scipy_cblas_sgemm", "scipy_cblas_dgemm", 32),
-             ("cblas_sgemm64_", "cblas_dgemm64_", 64)]
-    for pattern in patterns:
-        for path in sorted(glob.glob(pattern)):
-            try:
-                lib = ctypes.CDLL(path)
-            except OSError:
-                continue
-            for sgemm, dgemm, bits in names:
-                if hasattr(lib, sgemm) and hasattr(lib, dgemm):
-                    return Blas(path, sgemm, dgemm, bits)
-    return None
 
 
 class Matmul:

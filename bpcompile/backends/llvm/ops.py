@@ -12,6 +12,7 @@ from .axis import axis_view
 from .entry import EntryWriter
 from .loops import i64, product
 
+
 def elementwise(w: EntryWriter, i: int, node: Node) -> None:
     if i in w.virtual:
         return

@@ -14,9 +14,10 @@ import llvmlite.binding as llvm
 from llvmlite import ir
 
 from ...runtime import cache
-from .fastcall import array_data_function, array_fields
+from .fastcall import array_data_function
+from .fastpath import array_fields
 from .jit import Engine, compile_ir, host
-from .kernels import Kernels, prebuilt_name
+from .loops import prebuilt_name
 from .mathlib import FORMATS, MathFunctions
 from .matmul import Matmul
 
@@ -25,6 +26,10 @@ ALONG_AXIS = ("softmax", "log_softmax", "logsumexp", "argmax_onehot")
 
 def library_ir(dtype: str, vector_bytes: int) -> str:
     """The prebuilt library's module for one dtype and vector width."""
+    from .kernels import (
+        Kernels,  # SymPy's expression compiler: only when compiling anew
+    )
+
     module = ir.Module(name=f"bpcompile_prebuilt_{dtype}")
     lib = MathFunctions(module, dtype)
     matmul = Matmul(module, lib, vector_bytes, prebuilt=True)

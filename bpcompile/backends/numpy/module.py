@@ -15,16 +15,18 @@ import sympy
 
 from ..._version import __version__
 from ...differentiate.optimizers import is_hyper, state_entries
+from ...graph.expressions import ATOM, Code
+from ...graph.functions import dim_symbol
 from ...graph.ir import LEAVES, Graph, Node, Op, operand
 from ...graph.naming import NAMES_NOTE, Naming
-from ...graph.shapes import Shape, dim_symbol
-from ...graph.expressions import ATOM, Code
+from ...graph.shapes import Shape
 from ...passes.updates import plan_updates
 from ...runtime.initializers import source as init_source
 from ...runtime.net import Compiled
 from .helpers import HELPERS, helper_closure
 from .lines import WIDTH, fit
 from .statements import FunctionWriter
+
 
 class ModuleWriter:
     """Prints the whole module for one compiled network and dtype."""

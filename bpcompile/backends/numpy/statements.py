@@ -16,12 +16,12 @@ from typing import Protocol
 
 import sympy
 
+from ...graph.expressions import ATOM, Code, ExpressionPrinter, number
+from ...graph.functions import is_size
 from ...graph.ir import Graph, Node, Op, operand
 from ...graph.naming import Naming
 from ...graph.shapes import Shape, broadcast, symbols_of
-from ...graph.expressions import ATOM, Code, ExpressionPrinter, number
 from ...graph.spelling import OP_SPELLING, Style
-from ...graph.functions import is_size
 from .lines import fit
 
 INLINE_LIMIT = 60  # characters; longer unnamed expressions get a line of their own

@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BPError, BPNameError, BPShapeError, BPTypeError
-from ..runtime.signature import Signature
 from ..graph.shapes import Shape, format_shape
 from ..runtime.checks import real_array
+from ..runtime.signature import Signature
 
 Arrays = dict[str, np.ndarray]
 
