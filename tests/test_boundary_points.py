@@ -45,13 +45,16 @@ Conventions at singular points (PyTorch's unless SPEC says otherwise):
 - sqrt'(0) = inf (forward 0 is finite: the backends must agree on the infinity); x ** 0.5
   likewise; sqrt(relu(x)) at 0 is 0 (relu's mask, not inf * 0), as PyTorch.
 
-Known bugs are kept as tests marked `xfail(strict=True)` (KNOWN below), so a fix shows up as
-an unexpected pass and the mark is removed with it:
-- `(-2) ** x` (a negative constant base, a varying exponent) does not compile; once it
-  does, its value is real at whole x and its gradient NaN there, as PyTorch's
-  (log(-2) is NaN in real arithmetic; the power is not real near such x);
-- NaN gradients through `where` where the unselected branch's derivative is NaN (the two
-  where cases above).
+- `(-2) ** x` (a negative constant base, a varying exponent): real at whole x, its
+  gradient NaN there, as PyTorch's (log(-2) is NaN in real arithmetic; the power is not
+  real near such x);
+- `where(c, a, b)` selects its derivative as it selects its value: the branch not taken
+  cannot make the gradient NaN (`where(x >= 0, sqrt(x), -x)` has slope -1 at x < 0, where
+  PyTorch, multiplying a zero adjoint by sqrt's NaN, gives NaN: such points are left out
+  of the PyTorch comparison).
+
+Known bugs would be kept as tests marked `xfail(strict=True)` (KNOWN below), so a fix shows
+up as an unexpected pass; there are none.
 
 Variants: each binary case runs with both operands params, then with each operand in turn an
 input; `where(c, a, b)` with its condition a param (whose gradient is zeros) and an input.
@@ -390,26 +393,9 @@ def assert_same(case: Case, name: str, got, expected, rtol: float) -> None:
 
 
 # Known bugs, kept visible: (test, case id) -> reason. strict: a fix makes them fail, so
-# the entry is removed with the fix.
-NEGATIVE_BASE = ("(-2) ** x does not compile: Power.fdiff's d/d exponent is self * log(-2), "
-                 "which SymPy evaluates to the complex log(2) + I*pi, and the printers' "
-                 "float() of it raises TypeError (a traceback, not a BPError)")
-WHERE_NAN = ("where(x >= 0, sqrt(x), -x): NaN at x < 0, where the derivative is -1. sqrt(x) "
-             "is split into a node of its own, so the chain rule multiplies where's 0 "
-             "adjoint by sqrt's NaN derivative (as PyTorch does); one node's derivative, "
-             "Piecewise((1/(2*sqrt(x)), x >= 0), (-1, True)), would be right")
-BUMP_NAN = ("where(x > 0, exp(-1 / x), 0): NaN at x = 0, where the derivative is 0. "
-            "exp(-1/x) is split into a node of its own, whose derivative out / x**2 is 0/0 "
-            "there, and where's 0 adjoint times NaN is NaN (as PyTorch does)")
-KNOWN: dict[tuple[str, str], str] = {
-    **{(test, "(-2) ** x"): NEGATIVE_BASE
-       for test in ("agree", "nan", "central", "torch", "convention")},
-    ("nan", "where(x >= 0, sqrt(x), -x)"): WHERE_NAN,
-    ("central", "where(x >= 0, sqrt(x), -x)"): WHERE_NAN,
-    ("nan", "where(x > 0, exp(-1 / x), 0)"): BUMP_NAN,
-    ("central", "where(x > 0, exp(-1 / x), 0)"): BUMP_NAN,
-    ("convention", "where(x > 0, exp(-1 / x), 0)"): BUMP_NAN,
-}
+# the entry is removed with the fix. (The two this file found, `(-2) ** x` not compiling and
+# NaN through `where`'s untaken branch, are fixed: graph/functions.py, passes/fuse.py.)
+KNOWN: dict[tuple[str, str], str] = {}
 
 
 def ids_for(test: str) -> list:
@@ -588,8 +574,6 @@ def _convention_params() -> list:
         marks = []
         if ("convention", case_id) in KNOWN:
             marks = [pytest.mark.xfail(strict=True, reason=KNOWN["convention", case_id])]
-        elif case_id == "where(x >= 0, sqrt(x), -x)" and point["x"] < 0:
-            marks = [pytest.mark.xfail(strict=True, reason=WHERE_NAN)]
         label = ", ".join(f"{n}={v:g}" for n, v in point.items())
         params.append(pytest.param(case_id, point, expected, marks=marks,
                                    id=f"{case_id} at {label}"))

@@ -145,6 +145,8 @@ class Power(sympy.Function):
                              (exponent * Power(base, exponent - 1), True))
         if base.is_zero:  # 0 ** y: 0 or 1 where finite, with no slope
             return sympy.Integer(0)
+        if base.is_negative:  # (-2) ** y is real only at whole y: no slope in y, as PyTorch
+            return sympy.nan
         return Piecewise((0, sympy.Eq(base, 0) & (exponent >= 0)),
                          (self * sympy.log(base), True))
 

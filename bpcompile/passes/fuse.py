@@ -15,6 +15,8 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import replace
 
+import sympy
+
 from ..differentiate.symbolic import backward_transcendentals
 from ..graph.ir import Graph, Node, Op, inline, operand, rebuild
 
@@ -55,6 +57,7 @@ def fuse(graph: Graph, differentiate: bool = True, respect_names: bool = True) -
             producer = merged.get(j, graph.nodes[j])
             if _can_merge(producer, node, counts[j], respect_names):
                 new_expr, new_inputs = inline(expr, inputs, k, producer.expr, producer.inputs)
+                new_expr = _selected(new_expr)
                 if not varying or _cheap_enough(
                     (expr, inputs), (producer.expr, producer.inputs), (new_expr, new_inputs),
                     varying,
@@ -74,6 +77,19 @@ def fuse(graph: Graph, differentiate: bool = True, respect_names: bool = True) -
 
     replaced = replace(graph, nodes=tuple(merged.get(i, n) for i, n in enumerate(graph.nodes)))
     return rebuild(replaced)
+
+
+def _selected(expr: sympy.Expr) -> sympy.Expr:
+    """Products and sums of piecewise terms as one piecewise: `(x >= 0) / (2 * sqrt(x))`
+    beside `where(x >= 0, 0, -1)` becomes `where(x >= 0, 1 / (2 * sqrt(x)), -1)`, which
+    selects, so the NaN of the branch not taken (sqrt of a negative) cannot reach the
+    result through `0 * NaN`. Kept only where folding does not blow the expression up."""
+    if not expr.has(sympy.Piecewise):
+        return expr
+    folded = sympy.piecewise_fold(expr)
+    if sympy.count_ops(folded) > 2 * sympy.count_ops(expr) + 10:
+        return expr
+    return folded
 
 
 def _forward_values(graph: Graph) -> set[int]:
