@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import sympy
 
-from .functions import Elu, LeakyRelu, Power, Relu, Sigmoid, Softplus
+from .functions import Elu, LeakyRelu, Power, Relu, Sigmoid, Softplus, is_size
 
 # Python's precedence levels, loosest first.
 COMPARE, ADD, MUL, UNARY, POWER, ATOM = range(6)
@@ -167,7 +167,7 @@ def _coefficient(factor: sympy.Expr) -> bool:
 
 def _is_array(symbol: sympy.Symbol) -> bool:
     """Does this symbol stand for an array? The others are sizes (`dim:N`), Python ints."""
-    return not symbol.name.startswith("dim:")
+    return not is_size(symbol)
 
 
 def _product(factors: list[Code]) -> str:

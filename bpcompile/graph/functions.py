@@ -104,7 +104,7 @@ class Elu(sympy.Function):
 
 def dim_symbol(name: str) -> sympy.Symbol:
     """The SymPy symbol standing for the size bound to `name` at call time."""
-    return sympy.Symbol(f"dim:{name}", positive=True, integer=True)
+    return sympy.Symbol(f"{SIZE}{name}", positive=True, integer=True)
 
 
 def dim_value(dim: Dim) -> sympy.Expr:
@@ -116,9 +116,18 @@ def count(shape: Shape) -> sympy.Expr:
     return sympy.Mul(*(dim_value(d) for d in shape)) if shape else sympy.Integer(1)
 
 
+SIZE = "dim:"  # the prefix of the symbols dim_symbol makes
+
+
 def is_size(symbol: sympy.Basic) -> bool:
     """Does this symbol stand for a size bound at call time (`dim:N`), not for an array?"""
-    return symbol.is_Symbol and symbol.name.startswith("dim:")
+    return symbol.is_Symbol and symbol.name.startswith(SIZE)
+
+
+def size_name(symbol: sympy.Symbol) -> str:
+    """The `.bp` name of the size a dim symbol stands for: `N` for `dim:N`."""
+    assert is_size(symbol), symbol
+    return symbol.name[len(SIZE):]
 
 
 class Power(sympy.Function):

@@ -69,9 +69,9 @@ def _roots(graph: Graph, layout: Layout, entry: str) -> dict[int, list[tuple[int
 
 
 def _write_entry(module: ir.Module, graph: Graph, naming: Naming, layout: Layout,
-                 lib: MathFunctions, matmul: Matmul, library: Kernels,
+                 lib: MathFunctions, matmul: Matmul, kernels: Kernels,
                  entry: str) -> EntryWriter:
-    writer = EntryWriter(module, graph, naming, layout, lib, matmul, library, entry, EMIT)
+    writer = EntryWriter(module, graph, naming, layout, lib, matmul, kernels, entry, EMIT)
     results = _roots(graph, layout, entry)
     if entry not in ("step", "apply_gradients"):
         order = graph.live(list(results))
@@ -84,7 +84,7 @@ def _write_entry(module: ir.Module, graph: Graph, naming: Naming, layout: Layout
         leaves = list(graph.gradient_leaves.values())
         plan = plan_updates(graph, leaves)
         writer.plan(leaves + list(plan.order), {}, plan.in_place)
-        _refuse_non_finite(writer, library, leaves, first_status=2)
+        _refuse_non_finite(writer, kernels, leaves, first_status=2)
         _write_updates(writer, graph, plan)
         return writer
     # step: loss and gradients, the finiteness check, then the updates, which read each
@@ -96,15 +96,15 @@ def _write_entry(module: ir.Module, graph: Graph, naming: Naming, layout: Layout
                 keep=set(graph.grads.values()))
     writer.emit(first, results, {})
     writer.copy_results(results)
-    _refuse_non_finite(writer, library, [graph.loss, *graph.grads.values()], first_status=1)
+    _refuse_non_finite(writer, kernels, [graph.loss, *graph.grads.values()], first_status=1)
     _write_updates(writer, graph, plan)
     return writer
 
 
-def _refuse_non_finite(writer: EntryWriter, library: Kernels, quantities: list[int],
+def _refuse_non_finite(writer: EntryWriter, kernels: Kernels, quantities: list[int],
                        first_status: int) -> None:
     """Return status first_status + k, changing nothing, if quantity k is not finite."""
-    check = library.non_finite()
+    check = kernels.non_finite()
     for k, node in enumerate(quantities):
         bad = writer.b.call(check, [writer.pointer(node),
                                     writer.count(writer.graph.nodes[node].shape)])
@@ -142,17 +142,17 @@ def generate(compiled: Compiled, signature: Signature, dtype: str, vector_bytes:
     module = ir.Module(name=network.name)
     lib = MathFunctions(module, dtype)
     matmul = Matmul(module, lib, vector_bytes)
-    library = Kernels(module, lib, matmul.lanes)
+    kernels = Kernels(module, lib, matmul.lanes)
     entries = entries or entries_of(compiled)
     naming = Naming(graph)
-    writers = {entry: _write_entry(module, graph, naming, layout, lib, matmul, library, entry)
+    writers = {entry: _write_entry(module, graph, naming, layout, lib, matmul, kernels, entry)
                for entry in entries}
     fields = array_fields()
     if fast and "step" in entries and fields is not None:
         shapes = {name: info.shape for name, info in network.params.items()}
         FastStep(module, layout, fields, lib.t, shapes, signature.state, network.data).emit(
             module.globals["bpc_step"])
-    library.name_by_values()
+    kernels.name_by_values()
     module.triple = target_machine().triple
     module.data_layout = str(target_machine().target_data)
     functions = {entry: {i: [f if isinstance(f, str) else f.name for f in called]

@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 import sympy
 from llvmlite import ir
 
+from ...graph.functions import is_size, size_name
 from ...graph.ir import LEAVES, Graph, Node, Op
 from ...graph.naming import Naming
 from ...graph.shapes import Shape
@@ -32,7 +33,7 @@ class EntryWriter:
     """Writes one entry function."""
 
     def __init__(self, module: ir.Module, graph: Graph, naming: Naming, layout: Layout,
-                 lib: MathFunctions, matmul: Matmul, library: Kernels, entry: str,
+                 lib: MathFunctions, matmul: Matmul, kernels: Kernels, entry: str,
                  ops: Mapping[Op, Callable[[EntryWriter, int, Node], None]]):
         self.graph = graph
         self.ops = ops  # how each op's node is written (ops.py)
@@ -40,7 +41,7 @@ class EntryWriter:
         self.layout = layout
         self.lib = lib
         self.matmul = matmul
-        self.library = library
+        self.kernels = kernels
         self.entry = entry
         self.t = lib.t
         self.itemsize = 8 if isinstance(self.t, ir.DoubleType) else 4
@@ -199,8 +200,7 @@ class EntryWriter:
 
     def size_values(self, expr: sympy.Expr) -> tuple[tuple[str, ...], list[ir.Value]]:
         """The symbolic sizes an expression reads, and their values as floats."""
-        names = tuple(sorted(str(s)[4:] for s in expr.free_symbols
-                             if str(s).startswith("dim:")))
+        names = tuple(sorted(size_name(s) for s in expr.free_symbols if is_size(s)))
         return names, [self.b.sitofp(self.dim[n], self.t) for n in names]
 
     def copy(self, target: ir.Value, source: ir.Value, shape: Shape) -> None:

@@ -205,7 +205,7 @@ class ExprCompiler:
                              self.b.select(negative, self.const(-1.0), x))
 
 
-def _library(name: str) -> Callable[[ExprCompiler, sympy.Basic], Value]:
+def _math_function(name: str) -> Callable[[ExprCompiler, sympy.Basic], Value]:
     return lambda c, expr: c.lib.call(c.b, name, *(c.emit(a) for a in expr.args))
 
 
@@ -221,12 +221,12 @@ _DISPATCH: tuple[tuple[type, Callable[[ExprCompiler, sympy.Basic], Value]], ...]
     (sympy.core.relational.Relational, ExprCompiler.relational),
     ((sympy.And, sympy.Or, sympy.Not, sympy.ITE, sympy.logic.boolalg.BooleanAtom),
      ExprCompiler.boolean),
-    (Power, _library("pow")),
-    (sympy.exp, _library("exp")),
-    (sympy.log, _library("log")),
-    (sympy.tanh, _library("tanh")),
-    (Sigmoid, _library("sigmoid")),
-    (Softplus, _library("softplus")),
+    (Power, _math_function("pow")),
+    (sympy.exp, _math_function("exp")),
+    (sympy.log, _math_function("log")),
+    (sympy.tanh, _math_function("tanh")),
+    (Sigmoid, _math_function("sigmoid")),
+    (Softplus, _math_function("softplus")),
     (sympy.sin, _intrinsic("llvm.sin")),
     (sympy.cos, _intrinsic("llvm.cos")),
     (sympy.Abs, _intrinsic("llvm.fabs")),

@@ -24,7 +24,7 @@ def elementwise(w: EntryWriter, i: int, node: Node) -> None:
     pointers = [w.storage[j] for j in node.inputs]
     alias = next((k for k, p in enumerate(pointers) if p is out), None)
     sizes, size_values = w.size_values(node.expr)
-    kernel = w.library.elementwise(node.expr, patterns, len(dims), sizes, alias,
+    kernel = w.kernels.elementwise(node.expr, patterns, len(dims), sizes, alias,
                                       w.label(i))
     args = ([] if alias is not None else [out]) + pointers
     w.call(kernel, args + w.dims_of(dims) + size_values)
@@ -45,7 +45,7 @@ def reduction(w: EntryWriter, i: int, node: Node) -> None:
     )
     sizes, size_values = w.size_values(expr)
     op = "sum" if node.op is Op.SUM else "max"
-    kernel = w.library.reduction(op, expr, patterns, rank, node.axes, sizes, w.label(i))
+    kernel = w.kernels.reduction(op, expr, patterns, rank, node.axes, sizes, w.label(i))
     pointers = [w.storage[j] for j in operands]
     w.call(kernel, [w.storage[i], *pointers, *w.dims_of(shape), *size_values])
 
@@ -69,7 +69,7 @@ def matmul_op(w: EntryWriter, i: int, node: Node) -> None:
 
     def loop_nest() -> None:
         if b in w.b_views:
-            w.call(w.library.transpose(),
+            w.call(w.kernels.transpose(),
                         [w.storage[b], w.storage[b_source], n, k])
         w.functions.setdefault(i, []).append(w.matmul.function())
         w.matmul.call(w.b, out, a_ptr, w.storage[b], m, n, k, a_row, a_col)
@@ -89,13 +89,13 @@ def transpose(w: EntryWriter, i: int, node: Node) -> None:
     if i in w.views or i in w.b_views:
         return
     rows, cols = w.dims_of(w.graph.nodes[node.inputs[0]].shape)
-    w.call(w.library.transpose(),
+    w.call(w.kernels.transpose(),
                 [w.storage[i], w.storage[node.inputs[0]], rows, cols])
 
 def along_axis(w: EntryWriter, i: int, node: Node) -> None:
     source = node.inputs[0]
     view = axis_view(w.b, w.dims_of(w.graph.nodes[source].shape), node.axes)
-    kernel = w.library.along_axis(ALONG_AXIS[node.op])
+    kernel = w.kernels.along_axis(ALONG_AXIS[node.op])
     w.call(kernel, [w.storage[i], w.storage[source], view.outer, view.axis,
                          view.inner])
 
@@ -103,7 +103,7 @@ def softmax_xent(w: EntryWriter, i: int, node: Node) -> None:
     logits, targets = node.inputs
     dims = w.dims_of(w.graph.nodes[logits].shape)
     rows = product(w.b, dims[:-1])
-    w.call(w.library.softmax_cross_entropy(),
+    w.call(w.kernels.softmax_cross_entropy(),
                 [w.storage[i], w.storage[logits], w.storage[targets], rows,
                  dims[-1]])
 

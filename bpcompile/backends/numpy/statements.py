@@ -17,7 +17,7 @@ from typing import Protocol
 import sympy
 
 from ...graph.expressions import ATOM, Code, ExpressionPrinter, number
-from ...graph.functions import is_size
+from ...graph.functions import is_size, size_name
 from ...graph.ir import Graph, Node, Op, operand
 from ...graph.naming import Naming
 from ...graph.shapes import Shape, broadcast, symbols_of
@@ -112,7 +112,7 @@ class FunctionWriter:
     def elementwise(self, i: int, node: Node, args: list[Code]) -> Code:
         names = {operand(k): code for k, code in enumerate(args)}
         names.update(self.module.symbol_names)
-        self.sizes |= {s.name[4:] for s in node.expr.free_symbols if is_size(s)}
+        self.sizes |= {size_name(s) for s in node.expr.free_symbols if is_size(s)}
         if not node.inputs:
             value = number(node.expr) if not node.expr.free_symbols else \
                 self.printer(names).print(node.expr)
