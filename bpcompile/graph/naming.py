@@ -20,6 +20,8 @@ itself gets a trailing `_`.
 from __future__ import annotations
 
 import keyword
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import sympy
@@ -34,6 +36,24 @@ Names: each value is called what the .bp file calls it; d_NAME is the adjoint of
 activation; NAME_FUNCTION (h_sigmoid, z_softmax) is that function computed for NAME and kept
 because another line reads it; NAME_part is a piece of NAME's statement computed once; and
 new_NAME is NAME after the optimizer's step."""
+
+
+# Each documented affix, how to find it in a name, and what it means: `legend` says only what
+# the names a person is shown use.
+AFFIXES: tuple[tuple[str, str, str], ...] = (
+    ("d_NAME", r"^d_", "the adjoint of NAME, d loss / d NAME"),
+    ("NAME_pre", r"_pre$", "the value before NAME's activation"),
+    ("NAME_part", r"_part(_\d+)?$", "a piece of NAME's statement, computed once"),
+    ("new_NAME", r"^new_", "NAME after the optimizer's step"),
+)
+
+
+def legend(names: Iterable[str]) -> str:
+    """`names: d_NAME = ...; NAME_pre = ...` for the affixes `names` use ('' for none)."""
+    names = list(names)
+    used = [f"{affix} = {meaning}" for affix, pattern, meaning in AFFIXES
+            if any(re.search(pattern, name) for name in names)]
+    return "names: " + "; ".join(used) if used else ""
 
 
 # Names the generated module uses itself: a `.bp` name equal to one gets a trailing `_`.

@@ -21,7 +21,7 @@ from ..differentiate.symbolic import partial
 from ..errors import BPNameError
 from ..graph.expressions import ATOM, Code
 from ..graph.ir import Graph, Op
-from ..graph.naming import NAMES_NOTE
+from ..graph.naming import legend
 from ..graph.shapes import format_shape
 from ..graph.spelling import Speller
 from ..runtime.net import CompiledNet
@@ -160,7 +160,9 @@ class GradientView:
     def text(self) -> str:
         spell = Plain(self.graph, self.speller, self.numbers)
         derivatives, deltas = self.deltas(spell)
-        lines = [self.title(), *(f"  {line}" for line in NAMES_NOTE.splitlines())]
+        shown = [*self.speller.names.values(), *(f"d_{p}" for p in self.params)]
+        note = legend(shown)
+        lines = [self.title(), *([f"  {note}"] if note else [])]
         lines.append("  forward values (value_and_grad computes them first):")
         lines += _aligned([self.equation(i) for i in self.forward])
         if self.local:
