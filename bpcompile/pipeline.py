@@ -16,7 +16,7 @@ from functools import cached_property
 from . import passes
 from .differentiate.autodiff import differentiate
 from .differentiate.optimizers import add_updates, state_shapes
-from .graph.ir import Graph
+from .graph.ir import Graph, Op
 from .graph.network import Network
 from .language.lower import lower
 from .language.parser import parse
@@ -68,4 +68,16 @@ def signature(compiled: Compiled) -> Signature:
         optimizer=network.optimizer,
         state=state_shapes(network.optimizer, shapes) if graph.loss is not None else {},
         has_loss=graph.loss is not None,
+        indices=index_data(network.graph),
     )
+
+
+def index_data(graph: Graph) -> dict[str, int]:
+    """The data arrays read as class indices, and how many classes each indexes."""
+    found: dict[str, int] = {}
+    for node in graph.nodes:
+        if node.op in (Op.ONEHOT, Op.TAKE):
+            data = node.inputs[0] if node.op is Op.ONEHOT else node.inputs[1]
+            name, limit = graph.nodes[data].name, node.attrs[0]
+            found[name] = min(found.get(name, limit), limit)
+    return found

@@ -231,6 +231,13 @@ def _gelu_bounds(lo: float, hi: float) -> tuple[float, float]:
     return -0.18, max(float(gelu(hi)), 0.0)
 
 
+def _silu_bounds(lo: float, hi: float) -> tuple[float, float]:
+    silu = lambda v: v * float(sigmoid(v))  # noqa: E731
+    if lo >= 0:
+        return silu(lo), silu(hi)
+    return -0.28, max(silu(hi), 0.0)  # its minimum is -0.2785, at -1.2785
+
+
 UNARY: dict[str, tuple[Callable, Callable[[float, float], tuple[float, float]]]] = {
     "exp": (np.exp, _monotone(math.exp)),
     "log": (np.log, _monotone(math.log)),
@@ -245,6 +252,11 @@ UNARY: dict[str, tuple[Callable, Callable[[float, float], tuple[float, float]]]]
     "softplus": (softplus, _monotone(lambda v: float(softplus(v)))),
     "gelu": (gelu, _gelu_bounds),
     "linear": (lambda x: x, _monotone(lambda v: v)),
+    # added with tensors of any rank: defined everywhere, and growing slowly
+    "atan": (np.arctan, _monotone(math.atan)),
+    "asinh": (np.arcsinh, _monotone(math.asinh)),
+    "erf": (lambda x: np.vectorize(math.erf)(x), _monotone(math.erf)),
+    "silu": (lambda x: x * sigmoid(x), _silu_bounds),
 }
 # Activations with a numeric option: name -> (option name, default, NumPy meaning).
 OPTIONED: dict[str, tuple[str, float, Callable]] = {

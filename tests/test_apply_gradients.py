@@ -10,9 +10,9 @@ import math
 
 import numpy as np
 import pytest
+from conftest import example_paths
 
 import bpcompile as bpc
-from conftest import example_paths
 
 OPTIMIZERS = [
     "sgd(lr=0.1)",

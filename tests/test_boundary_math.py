@@ -18,10 +18,10 @@ import pytest
 import sympy
 
 import bpcompile as bpc
-from bpcompile.graph.ir import operand
 from bpcompile.differentiate.symbolic import OUT, partial
 from bpcompile.graph.functions import Power
-from bpcompile.language.builtins import ELEMENTWISE
+from bpcompile.graph.ir import operand
+from bpcompile.language.builtins import ELEMENTWISE, REQUIRED
 
 BACKENDS = ["numpy", "llvm"]
 a0, a1 = operand(0), operand(1)
@@ -45,9 +45,17 @@ def central(net: bpc.CompiledNet, p: dict, data: dict, name: str, h: float = 1e-
 # Forms whose derivative `partial` rewrites: every one-argument built-in of a0, the
 # operators between a0 and a1, and compositions the fusion pass makes of them.
 UNARY = [name for name, b in ELEMENTWISE.items() if b.arity == 1]
+# options without a default (clip's bounds) take these values here
+REQUIRED_VALUES = {"low": -1, "high": 1}
+
+
+def _options(name: str) -> list[sympy.Basic]:
+    return [sympy.sympify(REQUIRED_VALUES[k] if v is REQUIRED else v)
+            for k, v in ELEMENTWISE[name].options.items()]
+
+
 FORMS = [
-    *(ELEMENTWISE[name].make(a0, *map(sympy.sympify, ELEMENTWISE[name].options.values()))
-      for name in UNARY),
+    *(ELEMENTWISE[name].make(a0, *_options(name)) for name in UNARY),
     a0 + a1, a0 - a1, a0 * a1, a0 / a1, Power(a0, a1), a0**2, a0**3, a0**-1,
     a0 ** sympy.Rational(1, 2), a0 ** sympy.Rational(3, 2), Power(a0, 2 * a1),
     a0 * sympy.exp(a1), a0 * sympy.tanh(a0), sympy.exp(a0) / a1, sympy.log(a0) * a1,

@@ -22,9 +22,9 @@ import pytest
 import bpcompile as bpc
 import bpcompile.backends.llvm.executor as llvm_runtime
 import bpcompile.driver
-from bpcompile.runtime import cache
 from bpcompile.backends.llvm import prebuilt as library
 from bpcompile.backends.llvm.jit import vector_bytes
+from bpcompile.runtime import cache
 
 SOURCE = """
 network cached

@@ -19,12 +19,12 @@ from types import ModuleType
 
 import numpy as np
 import pytest
+from conftest import example_paths
 
 import bpcompile as bpc
 import bpcompile.cli.check as check_command
 import bpcompile.cli.main as cli
 from bpcompile.inspect.gradcheck import GradcheckResult
-from conftest import example_paths
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE_IDS = [p.name for p in example_paths()]

@@ -17,11 +17,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import concurrency_workload
 import numpy as np
 import pytest
 
 import bpcompile as bpc
-import concurrency_workload
 from bpcompile.runtime import cache
 
 SOURCE = """

@@ -29,10 +29,10 @@ import traceback
 
 import numpy as np
 import pytest
+from bp_strategies import Case, networks
 from hypothesis import HealthCheck, given, note, seed, settings
 
 import bpcompile as bpc
-from bp_strategies import Case, networks
 
 BACKENDS = ("numpy", "llvm")
 EXAMPLES = int(os.environ.get("BPCOMPILE_FUZZ_EXAMPLES", "150"))

@@ -329,9 +329,11 @@ def test_matmul_of_expressions_names_them() -> None:
     assert "x * 2" in message
 
 
-def test_matmul_of_a_3d_tensor() -> None:
-    text = "param A[2, 2, 2]\nparam B[2, 2]\ny = A @ B\n"
-    expect(text, BPShapeError, 3, column(text, 3, "A"), "'@'", "[2, 2, 2]")
+def test_matmul_batch_dims_that_do_not_broadcast() -> None:
+    # `@` is batched at any rank (SPEC); batch dims follow NumPy's broadcasting
+    text = "param A[2, 2, 2]\nparam B[3, 2, 2]\ny = A @ B\n"
+    expect(text, BPShapeError, 3, column(text, 3, "A"), "'@'", "batch", "[2, 2, 2]",
+           "[3, 2, 2]")
 
 
 def test_broadcast_mismatch() -> None:

@@ -17,8 +17,8 @@ import pytest
 import sympy
 
 import bpcompile as bpc
-from bpcompile.inspect.explain import MAX_WEIGHTS
 from bpcompile.graph.functions import STANDARD_FORMS, Sigmoid
+from bpcompile.inspect.explain import MAX_WEIGHTS
 
 REPO = Path(__file__).resolve().parent.parent
 XOR = REPO / "examples" / "xor.bp"

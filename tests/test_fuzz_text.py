@@ -18,12 +18,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from bp_strategies import networks
+from conftest import example_paths
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import bpcompile as bpc
-from bp_strategies import networks
-from conftest import example_paths
 
 SETTINGS = settings(max_examples=200, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])

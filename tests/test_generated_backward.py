@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import EXAMPLES, example_paths, logical_lines
 
 import bpcompile as bpc
 from bpcompile.differentiate import symbolic
-from conftest import EXAMPLES, example_paths, logical_lines
 
 TRANSCENDENTAL_CALL = re.compile(r"\b(np\.exp|np\.expm1|np\.log|np\.log1p|np\.tanh|np\.sin|"
                                  r"np\.cos|np\.logaddexp|sigmoid|elu|np\.sqrt)\(")

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import example_paths
 
 import bpcompile as bpc
-from conftest import example_paths
 
 WIDTH = 99
 

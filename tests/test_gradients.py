@@ -592,10 +592,10 @@ def test_nested_piecewise_defs(backend: str) -> None:
     source = """
 def lr(u) = leaky_relu(u, alpha=0.2)
 def el(u) = elu(lr(u), alpha=0.5) * u
-def clip(u) = minimum(maximum(u, -1), 1)
+def hardclip(u) = minimum(maximum(u, -1), 1)
 param z[4, 3]
 input c[4, 3]
-loss sum(el(z) * c) + sum(clip(3 * z) * relu(z - 0.5) * c)
+loss sum(el(z) * c) + sum(hardclip(3 * z) * relu(z - 0.5) * c)
 """
     net = bpc.compile(source, backend=backend)
     rng = np.random.default_rng(63)

@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from conftest import BACKENDS, example_paths
 
 import bpcompile as bpc
-from bpcompile.inspect import picture as pic
 from bpcompile.graph.ir import Graph, Op
-from conftest import BACKENDS, example_paths
+from bpcompile.inspect import picture as pic
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE_IDS = [p.name for p in example_paths()]

@@ -260,20 +260,20 @@ def test_gradient_that_fuses_to_zero(backend: str, source: str, expected) -> Non
 
 # ------------------------------------------------------------------------------------------
 # dense() of a tensor of rank 3 or more compiled: the numpy backend computed a batched
-# matmul and the llvm backend crashed ("ValueError: too many values to unpack"). SPEC defines
-# dense as act(x @ W + b), and '@' takes 1-D and 2-D tensors, so it is a located
-# BPShapeError, as `x @ W` is. Fixed in calls.py (dense). Found probing what the generator
-# leaves out.
+# matmul and the llvm backend crashed ("ValueError: too many values to unpack"). Found
+# probing what the generator leaves out. Since SPEC's "tensors of any rank", '@' is batched,
+# so dense(x) of x[N, 2, 3] is act(x @ W + b) over the last axis (as torch.nn.Linear), on
+# both backends alike.
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_dense_of_rank_three_is_a_shape_error(backend: str) -> None:
-    """Oracle: the contract (SPEC: '@' is for 1-D and 2-D operands; errors are located)."""
-    source = "input x[N, 2, 3]\nh = dense(x, 4)\n"
-    with pytest.raises(bpc.BPShapeError) as caught:
-        bpc.compile(source, backend=backend, filename="net.bp")
-    assert str(caught.value).startswith("net.bp:2:5: error: dense() takes a 1-D or 2-D")
-    with pytest.raises(bpc.BPShapeError):  # as the same product written out
-        bpc.compile("input x[N, 2, 3]\nparam W[3, 4]\nh = x @ W\n", backend=backend)
+def test_dense_of_rank_three_is_a_batched_product(backend: str) -> None:
+    """Oracle: NumPy's matmul of the same arrays."""
+    source = "input x[N, 2, 3]\nh = dense(x, 4, act=tanh)\n"
+    net = bpc.compile(source, backend=backend, filename="net.bp")
+    p = net.init(seed=3)
+    x = np.random.default_rng(4).normal(size=(5, 2, 3))
+    expected = np.tanh(x @ p["h.W"] + p["h.b"])
+    np.testing.assert_allclose(net.forward(p, x=x)["h"], expected, rtol=1e-12, atol=1e-12)
 
 
 # ------------------------------------------------------------------------------------------

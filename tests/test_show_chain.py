@@ -16,9 +16,9 @@ import pytest
 import sympy
 
 import bpcompile as bpc
+from bpcompile.graph.functions import Relu, Sigmoid
 from bpcompile.inspect.notebook import latex
 from bpcompile.inspect.show import describe
-from bpcompile.graph.functions import Relu, Sigmoid
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"

@@ -12,17 +12,18 @@ wrote: `d_` adjoints of them and the documented suffixes (graph/naming.py), neve
 
 from __future__ import annotations
 
+import math
 import re
 
 import numpy as np
 import pytest
+from bp_strategies import Case, networks
+from conftest import example_paths
 from hypothesis import HealthCheck, given, settings
 
 import bpcompile as bpc
-from bp_strategies import Case, networks
 from bpcompile.graph.naming import Naming
 from bpcompile.inspect.show import describe
-from conftest import example_paths
 
 
 def _softmax(x, axis=-1):
@@ -73,6 +74,14 @@ FUNCTIONS = {
     "full": np.full, "broadcast_to": np.broadcast_to, "softmax": _softmax,
     "log_softmax": _log_softmax, "logsumexp": _logsumexp, "onehot_argmax": _onehot_argmax,
     "cross_entropy": _cross_entropy,
+    # the functions added with tensors of any rank, as NumPy names them
+    "tan": np.tan, "sinh": np.sinh, "cosh": np.cosh, "asin": np.arcsin, "acos": np.arccos,
+    "atan": np.arctan, "asinh": np.arcsinh, "acosh": np.arccosh, "atanh": np.arctanh,
+    "log1p": np.log1p, "expm1": np.expm1, "log2": np.log2, "log10": np.log10,
+    "erf": np.vectorize(math.erf, otypes=[float]), "logaddexp": np.logaddexp,
+    "hypot": np.hypot, "atan2": np.arctan2, "clip": np.clip, "floor": np.floor,
+    "ceil": np.ceil, "round": np.round, "prod": np.prod, "transpose": np.transpose,
+    "concatenate": np.concatenate, "argmax": np.argmax, "s_": np.s_,
 }
 EQUATION = re.compile(r"^    (?P<name>[A-Za-z_]\w*) *= (?P<expr>.+)$")
 # Sections of `show` whose lines are equations over values (the others are prose, textbook

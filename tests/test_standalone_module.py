@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import example_paths
 
 import bpcompile as bpc
 import bpcompile.cli.main as cli
-from conftest import example_paths
 
 INITS = """\
 # every initializer, a scalar param, Adam with every option

@@ -16,10 +16,9 @@ import numpy as np
 import pytest
 
 import bpcompile as bpc
-from bpcompile.training import checkpoint
-from bpcompile.training import dataset
-from bpcompile.training import loop as training
 from bpcompile.inspect.health import EXPLODE_RATIO, gradient_health
+from bpcompile.training import checkpoint, dataset
+from bpcompile.training import loop as training
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 DATA = EXAMPLES / "data"

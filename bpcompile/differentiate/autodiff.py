@@ -15,83 +15,14 @@ from dataclasses import replace
 import sympy
 
 from ..graph.functions import count
-from ..graph.ir import Graph, GraphBuilder, Node, Op, operand
-from ..graph.shapes import Shape, broadcast_axes, reduced_shape
+from ..graph.ir import Graph, Node, Op, operand
+from ..graph.shapes import reduced_shape
 from ..passes.fuse import depends_on_params
+from .backward import Backward, Contributions
+from .moves import MOVES, batched_matmul
 from .symbolic import ADJOINT, OUT, backward
 
-Contributions = tuple[int | None, ...]
 VjpRule = Callable[["Backward", int, Node, int, tuple[bool, ...]], Contributions]
-
-
-class Backward:
-    """Builds the backward nodes after the forward ones, in one builder."""
-
-    def __init__(self, graph: Graph):
-        self.graph = graph
-        self.builder = GraphBuilder.extending(graph)
-        self.forward = len(graph.nodes)  # ids below are forward values
-
-    def node(self, op: Op, inputs: tuple[int, ...], shape: Shape, lines=(), **attrs) -> int:
-        return self.builder.add(Node(op, inputs, shape, lines=lines, **attrs))
-
-    def elementwise(self, expr: sympy.Expr, inputs, shape: Shape, lines=()) -> int:
-        return self.builder.elementwise(expr, inputs, shape, lines=lines)
-
-    def shape(self, i: int) -> Shape:
-        return self.builder.nodes[i].shape
-
-    def reshape(self, i: int, shape: Shape, lines=()) -> int:
-        return i if self.shape(i) == shape else self.node(Op.RESHAPE, (i,), shape, lines)
-
-    def transpose(self, i: int, lines=()) -> int:
-        """i's transpose, written as textbooks simplify it: (W.T).T is W, and (A @ B).T is
-        B.T @ A.T (a transposed product, not a product transposed)."""
-        node = self.builder.nodes[i]
-        if node.op is Op.TRANSPOSE:
-            return node.inputs[0]
-        if node.op is Op.MATMUL and all(len(self.shape(j)) == 2 for j in node.inputs):
-            a, b = node.inputs
-            return self.matmul(self.transpose(b, lines), self.transpose(a, lines), lines)
-        rows, cols = self.shape(i)
-        return self.node(Op.TRANSPOSE, (i,), (cols, rows), lines)
-
-    def matmul(self, a: int, b: int, lines=()) -> int:
-        shape = self.shape(a)[:-1] + self.shape(b)[1:]
-        return self.node(Op.MATMUL, (a, b), shape, lines)
-
-    def unbroadcast(self, i: int, shape: Shape, lines=()) -> int:
-        """Sum `i` over the axes along which a value of `shape` was broadcast to it."""
-        axes = broadcast_axes(shape, self.shape(i))
-        if not axes:
-            return i
-        total = self.node(Op.SUM, (i,), reduced_shape(self.shape(i), axes, False), lines,
-                          axes=axes)
-        return self.reshape(total, shape, lines)
-
-    def expand(self, g: int, node: Node, lines=()) -> int:
-        """A reduction's adjoint `g` with the reduced axes back as 1s (to broadcast)."""
-        source = self.shape(node.inputs[0])
-        return self.reshape(g, reduced_shape(source, node.axes, True), lines)
-
-    def accumulate(self, parts: list[int], shape: Shape, name: str | None,
-                   derived: bool = False) -> int:
-        if len(parts) == 1:
-            total = parts[0]
-        else:
-            terms = sympy.Add(*(operand(k) for k in range(len(parts))))
-            # the sum comes from every line that contributed a part: its statement says so
-            lines = tuple(sorted(set().union(*(self.builder.nodes[k].lines for k in parts))))
-            total = self.elementwise(terms, parts, shape, lines)
-        if name is not None:
-            self.name_adjoint(total, name, derived)
-        return total
-
-    def name_adjoint(self, i: int, name: str, derived: bool) -> None:
-        """Call node `i` the adjoint of `name` (d_name), unless it is a forward value that
-        the adjoint merely equals (d(a * b)/da is b when the adjoint is 1)."""
-        if i >= self.forward:
-            self.builder.note(i, name, (), adjoint=True, derived=derived)
 
 
 # ------------------------------------------------------------------------ VJP rules
@@ -120,6 +51,8 @@ def _elementwise(bw: Backward, i: int, node: Node, g: int, wanted) -> Contributi
 def _matmul(bw: Backward, i: int, node: Node, g: int, wanted) -> Contributions:
     a, b = node.inputs
     rank = (len(bw.shape(a)), len(bw.shape(b)))
+    if max(rank) > 2:
+        return batched_matmul(bw, i, node, g, wanted)
     lines = node.lines
     da = db = None
     if rank == (2, 2):
@@ -205,7 +138,8 @@ def _softmax_xent(bw: Backward, i: int, node: Node, g: int, wanted) -> Contribut
 
 
 # Ops the backward pass makes but never differentiates: max's gradient mask.
-BACKWARD_ONLY = frozenset({Op.ARGMAX_ONEHOT})
+BACKWARD_ONLY = frozenset({Op.ARGMAX_ONEHOT, Op.CONV_INPUT_GRAD, Op.CONV_WEIGHT_GRAD,
+                           Op.POOL_GRAD})
 
 VJP: dict[Op, VjpRule] = {
     Op.ELEMENTWISE: _elementwise,
@@ -218,6 +152,7 @@ VJP: dict[Op, VjpRule] = {
     Op.SOFTMAX: _softmax,
     Op.LOG_SOFTMAX: _log_softmax,
     Op.SOFTMAX_XENT: _softmax_xent,
+    **MOVES,
 }
 
 

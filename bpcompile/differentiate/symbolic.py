@@ -17,6 +17,7 @@ import sympy
 
 from ..graph.functions import Elu, LeakyRelu, Power, Relu, Sigmoid, Softplus
 from ..graph.ir import OUT, operand
+from ..graph.vocabulary import CHEAP_KINDS, TRANSCENDENTAL_KINDS
 
 # The adjoint flowing into the node being differentiated (OUT is the node's own value).
 ADJOINT = sympy.Symbol("adjoint", real=True)
@@ -25,8 +26,9 @@ ADJOINT = sympy.Symbol("adjoint", real=True)
 # ------------------------------------------------------------------------ cost model
 
 TRANSCENDENTAL = (sympy.exp, sympy.log, sympy.sin, sympy.cos, sympy.tanh, Sigmoid, Softplus, Elu,
-                  Power)
-CHEAP_FUNCTIONS = (Relu, LeakyRelu, sympy.Max, sympy.Min, sympy.Heaviside, sympy.Abs, sympy.sign)
+                  Power, *TRANSCENDENTAL_KINDS)
+CHEAP_FUNCTIONS = (Relu, LeakyRelu, sympy.Max, sympy.Min, sympy.Heaviside, sympy.Abs, sympy.sign,
+                   *CHEAP_KINDS)
 
 
 def _is_transcendental(expr: sympy.Basic) -> bool:
@@ -109,7 +111,9 @@ def _expandable(expr: sympy.Expr) -> bool:
 @lru_cache(maxsize=4096)
 def partial(forward: sympy.Expr, index: int) -> sympy.Expr:
     """The cheapest form of d forward / d a<index>, free to read OUT (the forward's value)."""
-    derivative = sympy.diff(forward, operand(index))
+    # sign's derivative is 2 * DiracDelta: 0 almost everywhere, as PyTorch takes it
+    derivative = sympy.diff(forward, operand(index)).replace(sympy.DiracDelta,
+                                                            lambda *args: sympy.Integer(0))
     candidates = [derivative, derivative.subs(forward, OUT)]
     sign = _sign_from_out(forward)
     if sign:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import sympy
 
 from .functions import Elu, LeakyRelu, Power, Relu, Sigmoid, Softplus, is_size
+from .vocabulary import FUNCTIONS, Function
 
 # Python's precedence levels, loosest first.
 COMPARE, ADD, MUL, UNARY, POWER, ATOM = range(6)
@@ -213,6 +214,19 @@ def _nested(function: str) -> Callable[[ExpressionPrinter, sympy.Basic], Code]:
     return method
 
 
+def _plain(function: Function) -> Callable[[ExpressionPrinter, sympy.Basic], Code]:
+    """A function of the vocabulary: its `.bp` word in math, NumPy's function (or the
+    module's helper) in code."""
+    def method(printer: ExpressionPrinter, expr: sympy.Basic) -> Code:
+        if printer.math:
+            return printer.call(function.word, *expr.args)
+        if function.numpy is None:
+            printer.helpers.add(function.word)
+            return printer.call(function.word, *expr.args)
+        return printer.call(f"np.{function.numpy}", *expr.args)
+    return method
+
+
 def _relu(printer: ExpressionPrinter, expr: sympy.Basic) -> Code:
     if printer.math:
         return printer.call("relu", *expr.args)
@@ -270,4 +284,5 @@ _DISPATCH: tuple[tuple[type, Callable[[ExpressionPrinter, sympy.Basic], Code]], 
     (Relu, _relu),
     (LeakyRelu, _leaky_relu),
     (Elu, _helper("elu")),
+    *((function.kind, _plain(function)) for function in FUNCTIONS),
 )

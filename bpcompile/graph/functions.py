@@ -1,7 +1,8 @@
 """The elementwise functions the IR speaks beyond SymPy's own: sigmoid, softplus, relu,
-leaky_relu, elu, and a power whose exponent varies. Each knows its derivative (SymPy's
-`fdiff`), its sign where that is a domain fact the derivative rewrites rely on (sigmoid and
-softplus are positive), how it prints, and its value at numbers (`STANDARD_FORMS`)."""
+leaky_relu, elu, logaddexp, atan2, clip, floor, ceil, round, and a power whose exponent
+varies. Each knows its derivative (SymPy's `fdiff`), its sign where that is a domain fact
+the derivative rewrites rely on (sigmoid and softplus are positive), how it prints, and its
+value at numbers (`STANDARD_FORMS`)."""
 
 from __future__ import annotations
 
@@ -24,10 +25,10 @@ class Sigmoid(sympy.Function):
 
     @classmethod
     def eval(cls, x: sympy.Expr) -> sympy.Expr | None:
+        # sigmoid(-x) stays itself: as 1 - sigmoid(x) it would be 0 in the far tail, where
+        # it is 4e-18 at x = 40 (and logaddexp's slopes are sigmoids of both signs)
         if x.is_zero:
             return sympy.Rational(1, 2)
-        if x.could_extract_minus_sign():  # one canonical form: sigmoid(-x) = 1 - sigmoid(x)
-            return 1 - cls(-x)
         return None
 
     def fdiff(self, argindex: int = 1) -> sympy.Expr:
@@ -102,6 +103,107 @@ class Elu(sympy.Function):
         return self.args[0].is_real
 
 
+class Logaddexp(sympy.Function):
+    """log(exp(a) + exp(b)), computed so neither exp can overflow; its slopes are
+    sigmoid(a - b) and sigmoid(b - a), each accurate in its own tail."""
+
+    nargs = 2
+    _name = "logaddexp"
+
+    def fdiff(self, argindex: int = 1) -> sympy.Expr:
+        a, b = self.args
+        return Sigmoid(a - b) if argindex == 1 else Sigmoid(b - a)
+
+    def _eval_is_real(self) -> bool | None:
+        return self.args[0].is_real and self.args[1].is_real
+
+
+class Atan2(sympy.Function):
+    """The angle of the point (b, a), as NumPy's arctan2(a, b); its slopes b / (a^2 + b^2)
+    and -a / (a^2 + b^2) are 0 at the origin, as PyTorch's (not 0 / 0)."""
+
+    nargs = 2
+    _name = "atan2"
+
+    @classmethod
+    def eval(cls, a: sympy.Expr, b: sympy.Expr) -> sympy.Expr | None:
+        return sympy.atan2(a, b) if a.is_Number and b.is_Number else None
+
+    def fdiff(self, argindex: int = 1) -> sympy.Expr:
+        a, b = self.args
+        slope = b if argindex == 1 else -a
+        origin = sympy.And(sympy.Eq(a, 0), sympy.Eq(b, 0))
+        return Piecewise((0, origin), (slope / (a**2 + b**2), True))
+
+    def _eval_is_real(self) -> bool | None:
+        return self.args[0].is_real and self.args[1].is_real
+
+
+class Clip(sympy.Function):
+    """x limited to [low, high] (low and high are numbers); its slope is 1 where
+    low <= x <= high, ends included, as torch.clamp's."""
+
+    nargs = 3
+    _name = "clip"
+
+    def fdiff(self, argindex: int = 1) -> sympy.Expr:
+        x, low, high = self.args
+        inside = sympy.And(x >= low, x <= high)
+        return {1: Piecewise((1, inside), (0, True)),
+                2: Piecewise((1, x < low), (0, True)),
+                3: Piecewise((1, x > high), (0, True))}[argindex]
+
+    def _eval_is_real(self) -> bool | None:
+        return self.args[0].is_real
+
+
+class _Step(sympy.Function):
+    """A function that is constant between jumps: its gradient is 0 almost everywhere, as
+    PyTorch's is (SymPy leaves floor's derivative unevaluated)."""
+
+    nargs = 1
+
+    def fdiff(self, argindex: int = 1) -> sympy.Expr:
+        return sympy.Integer(0)
+
+    def _eval_is_real(self) -> bool | None:
+        return self.args[0].is_real
+
+    def _eval_is_integer(self) -> bool | None:
+        return self.args[0].is_real
+
+
+class Floor(_Step):
+    _name = "floor"
+
+    @classmethod
+    def eval(cls, x: sympy.Expr) -> sympy.Expr | None:
+        return sympy.floor(x) if x.is_Number else None
+
+
+class Ceil(_Step):
+    _name = "ceil"
+
+    @classmethod
+    def eval(cls, x: sympy.Expr) -> sympy.Expr | None:
+        return sympy.ceiling(x) if x.is_Number else None
+
+
+class Round(_Step):
+    """To the nearest whole number, halves to the even one (NumPy's and PyTorch's round)."""
+
+    _name = "round"
+
+    @classmethod
+    def eval(cls, x: sympy.Expr) -> sympy.Expr | None:
+        if not x.is_Rational:
+            return None
+        low = sympy.floor(x)
+        if x - low != sympy.Rational(1, 2):
+            return sympy.floor(x + sympy.Rational(1, 2))
+        return low if low.is_even else low + 1
+
+
 def dim_symbol(name: str) -> sympy.Symbol:
     """The SymPy symbol standing for the size bound to `name` at call time."""
     return sympy.Symbol(f"{SIZE}{name}", positive=True, integer=True)
@@ -172,7 +274,8 @@ def _varies(expr: sympy.Expr) -> bool:
 
 def _lowercase_names() -> None:
     """Print our functions as the `.bp` language spells them: sigmoid(z), not Sigmoid(z)."""
-    for function in (Sigmoid, Softplus, Relu, LeakyRelu, Elu):
+    for function in (Sigmoid, Softplus, Relu, LeakyRelu, Elu, Logaddexp, Atan2, Clip, Floor,
+                     Ceil, Round):
         function._sympystr = lambda self, printer: (
             f"{self._name}({', '.join(printer._print(a) for a in self.args)})"
         )
@@ -191,6 +294,9 @@ STANDARD_FORMS: dict[type[sympy.Function], Callable[..., sympy.Expr]] = {
     LeakyRelu: lambda x, alpha: Piecewise((x, x > 0), (alpha * x, True)),
     Elu: lambda x, alpha: Piecewise((x, x > 0), (alpha * (sympy.exp(x) - 1), True)),
     Power: lambda base, exponent: base**exponent,
+    Logaddexp: lambda a, b: sympy.log(sympy.exp(a) + sympy.exp(b)),
+    Atan2: sympy.atan2,
+    Clip: lambda x, low, high: sympy.Min(sympy.Max(x, low), high),
 }
 
 

@@ -23,11 +23,33 @@ class Op(Enum):
     PARAM = auto()          # a trained tensor (name)
     STATE = auto()          # optimizer state: momentum buffers, Adam moments, the step count
     ELEMENTWISE = auto()    # expr over a0..an, inputs broadcast to shape
-    MATMUL = auto()         # NumPy matmul of 1-D and 2-D operands
+    MATMUL = auto()         # NumPy matmul, any rank (batch dims broadcast)
     TRANSPOSE = auto()      # 2-D transpose
-    RESHAPE = auto()        # same elements, new shape (only unit dims added or removed)
+    PERMUTE = auto()        # numpy.transpose(x, axes): axes is the permutation
+    RESHAPE = auto()        # same elements in the same (C) order, new shape
+    SLICE = auto()          # x[...]: attrs holds (start, step) per input axis (a negative
+                            # start counts from the end); axes are the indexed axes, dropped
+    UNSLICE = auto()        # a SLICE's gradient: its input scattered into zeros of shape
+    CONCAT = auto()         # the inputs joined along axes[0]
     SUM = auto()            # sum over axes
+    PROD = auto()           # product over axes
     MAX = auto()            # max over axes
+    ARGMAX = auto()         # index of the first maximum along axes[0], as a number (no
+                            # gradient, like a comparison)
+    TAKE = auto()           # numpy.take(table, index, axis=axes[0]): inputs (table, index)
+    TAKE_GRAD = auto()      # TAKE's gradient: the adjoint (inputs[0]) added into zeros of
+                            # the table's shape at the rows index (inputs[1]) names
+    CONV = auto()           # torch's conv1d/conv2d of inputs (x, W); attrs = (stride,
+                            # padding, dilation, groups), one int per spatial axis
+    CONV_INPUT_GRAD = auto()   # CONV's gradient for x, of inputs (adjoint, W): a
+                               # transposed convolution; attrs as CONV's
+    CONV_WEIGHT_GRAD = auto()  # CONV's gradient for W, of inputs (x, adjoint): the
+                               # correlation of x with the adjoint; attrs as CONV's
+    POOL = auto()           # max or average pooling; attrs = (kind, kernel, stride, padding)
+    POOL_GRAD = auto()      # POOL's gradient, of inputs (x, adjoint): to the first maximum
+                            # of each window, or spread evenly over it; attrs as POOL's
+    ONEHOT = auto()         # class indices -> rows of 0s with a 1 at the index; attrs =
+                            # (classes,). Data only: checked at call time, no gradient
     ARGMAX_ONEHOT = auto()  # 1 at the first arg-max along axes, 0 elsewhere (max's gradient;
                             # made only by the backward pass, never differentiated)
     SOFTMAX = auto()        # along axes[0]
@@ -59,6 +81,7 @@ class Node:
     expr: sympy.Expr | None = None     # ELEMENTWISE only
     axes: tuple[int, ...] = ()         # reductions, softmax family
     keepdims: bool = False
+    attrs: tuple = ()                  # other static facts of an op (a slice's starts)
     name: str | None = None            # a leaf's name, or the `.bp` name this value was given
     lines: tuple[int, ...] = field(default=(), compare=False)  # `.bp` lines it comes from
     # How `name` reads (graph/naming.py): the adjoint d_name, d loss / d name; or a name the
@@ -69,7 +92,8 @@ class Node:
     def key(self) -> tuple:
         """What makes two nodes the same computation (names and lines do not)."""
         leaf_name = self.name if self.op in LEAVES else None
-        return (self.op, self.inputs, self.shape, self.expr, self.axes, self.keepdims, leaf_name)
+        return (self.op, self.inputs, self.shape, self.expr, self.axes, self.keepdims,
+                self.attrs, leaf_name)
 
 
 @dataclass(frozen=True)
@@ -155,6 +179,8 @@ class Graph:
             detail = str(n.expr) if n.expr is not None else ""
             if n.axes:
                 detail += f" axes={n.axes}" + (" keepdims" if n.keepdims else "")
+            if n.attrs:
+                detail += f" attrs={n.attrs}"
             ins = ", ".join(f"%{j}" for j in n.inputs)
             tag = f"  [{', '.join(roles[i])}]" if i in roles else ""
             label = f" {'d_' if n.adjoint else ''}{n.name}" if n.name else ""

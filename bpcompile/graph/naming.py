@@ -28,6 +28,7 @@ import sympy
 
 from .functions import Elu, LeakyRelu, Power, Relu, Sigmoid, Softplus
 from .ir import LEAVES, Graph, Op
+from .vocabulary import FUNCTIONS
 
 # What the names mean, as the generated module's header and `show` tell people.
 NAMES_NOTE = """\
@@ -62,7 +63,9 @@ RESERVED = frozenset(keyword.kwlist) | {
     "STATE", "NonFiniteError", "float", "dict", "print", "range", "len", "grads",
     "init", "forward", "value_and_grad", "init_state", "step", "apply_gradients",
     "update", "sigmoid", "elu", "softmax", "log_softmax", "logsumexp", "cross_entropy",
-    "onehot_argmax", "refuse_non_finite",
+    "onehot_argmax", "refuse_non_finite", "erf", "unslice", "onehot", "take",
+    "scatter_add", "windows", "conv", "conv_transpose", "correlate", "max_pool", "avg_pool",
+    "max_pool_grad", "avg_pool_grad", "spread",
 }
 
 # The word a value computed by each op is named with: `z_softmax`, `d_y_sum`.
@@ -70,7 +73,11 @@ OP_WORDS: dict[Op, str] = {
     Op.MATMUL: "matmul", Op.TRANSPOSE: "T", Op.RESHAPE: "reshaped", Op.SUM: "sum",
     Op.MAX: "max", Op.ARGMAX_ONEHOT: "argmax", Op.SOFTMAX: "softmax",
     Op.LOG_SOFTMAX: "log_softmax", Op.LOGSUMEXP: "logsumexp",
-    Op.SOFTMAX_XENT: "cross_entropy", Op.ELEMENTWISE: "part",
+    Op.SOFTMAX_XENT: "cross_entropy", Op.ELEMENTWISE: "part", Op.PERMUTE: "transposed",
+    Op.SLICE: "slice", Op.UNSLICE: "unsliced", Op.CONCAT: "joined", Op.PROD: "prod",
+    Op.ARGMAX: "argmax", Op.ONEHOT: "onehot", Op.TAKE: "rows", Op.TAKE_GRAD: "scattered",
+    Op.CONV: "conv", Op.CONV_INPUT_GRAD: "conv_transpose", Op.CONV_WEIGHT_GRAD: "correlate",
+    Op.POOL: "pool", Op.POOL_GRAD: "unpooled",
 }
 
 
@@ -92,6 +99,7 @@ FUNCTION_WORDS: dict[type, str] = {
     Elu: "elu", Power: "power", sympy.exp: "exp", sympy.log: "log", sympy.tanh: "tanh",
     sympy.sin: "sin", sympy.cos: "cos", sympy.Abs: "abs", sympy.Max: "maximum",
     sympy.Min: "minimum",
+    **{function.kind: function.word for function in FUNCTIONS},
 }
 
 

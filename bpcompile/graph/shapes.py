@@ -9,6 +9,7 @@ from typing import Union
 
 Dim = Union[int, str]
 Shape = tuple[Dim, ...]
+MAX_RANK = 6  # tensors have at most this many dims (SPEC)
 
 
 class ShapeMismatch(ValueError):
@@ -41,6 +42,13 @@ def broadcast_axes(source: Shape, target: Shape) -> tuple[int, ...]:
     )
 
 
+def matmul_shape(left: Shape, right: Shape) -> Shape:
+    """The shape of numpy.matmul(left, right), inner dims assumed equal: the batch dims
+    broadcast, then [m, n]; a 1-D operand's axis is dropped."""
+    batch = broadcast(left[:-2], right[:-2])
+    return batch + left[-2:-1] + (right[-1:] if len(right) > 1 else ())
+
+
 def normalize_axis(axis: int, rank: int) -> int:
     """A possibly negative axis as a non-negative one; raise IndexError if out of range."""
     if not -rank <= axis < rank:
@@ -69,3 +77,42 @@ def static_size(shape: Shape) -> int | None:
     if any(isinstance(d, str) for d in shape):
         return None
     return math.prod(shape)  # type: ignore[arg-type]
+
+
+Subscript = Union[int, slice]
+
+
+def slice_subscripts(attrs: tuple[tuple[int, int], ...], dropped: tuple[int, ...],
+                     source: Shape, result: Shape) -> tuple[Subscript, ...]:
+    """A SLICE node's `x[...]` subscripts: the index of each dropped axis, and for the others
+    a slice of `length` elements from `start` by `step` (a negative start counts from the
+    end), its ends left open where the slice reaches them."""
+    lengths = iter(result)
+    subscripts: list[Subscript] = []
+    for axis, (start, step) in enumerate(attrs):
+        if axis in dropped:
+            subscripts.append(start)
+            continue
+        length, size = next(lengths), source[axis]
+        step_text = None if step == 1 else step
+        if isinstance(length, str):  # the whole axis, either way
+            subscripts.append(slice(None, None, step_text))
+            continue
+        stop = start + length * step
+        first_open = start == (0 if step > 0 else size - 1)
+        last_open = stop >= size if step > 0 else stop < 0
+        subscripts.append(slice(None if first_open else start, None if last_open else stop,
+                                step_text))
+    return tuple(subscripts)
+
+
+def subscript_text(subscripts: tuple[Subscript, ...]) -> str:
+    """`0:2, ::-1, 3` as Python writes the subscripts."""
+    parts = []
+    for s in subscripts:
+        if isinstance(s, int):
+            parts.append(str(s))
+            continue
+        text = f"{'' if s.start is None else s.start}:{'' if s.stop is None else s.stop}"
+        parts.append(text + ("" if s.step is None else f":{s.step}"))
+    return ", ".join(parts)

@@ -15,7 +15,7 @@ import sympy
 
 from .expressions import ATOM, MUL, UNARY, Code, ExpressionPrinter
 from .ir import OUT, Graph, Node, Op, operand
-from .shapes import Shape, broadcast
+from .shapes import Shape, broadcast, slice_subscripts, subscript_text
 
 
 @dataclass
@@ -64,6 +64,91 @@ def _reshape(style: Style, node: Node, args: list[Code], shapes: list[Shape]) ->
     return Code(f"{style.np}reshape({args[0].text}, {style.shape(node.shape)})", ATOM)
 
 
+def _permute(style: Style, node: Node, args: list[Code], shapes: list[Shape]) -> Code:
+    return Code(f"{style.np}transpose({args[0].text}, {_tuple(node.axes)})", ATOM)
+
+
+def _slice(style: Style, node: Node, args: list[Code], shapes: list[Shape]) -> Code:
+    subscripts = slice_subscripts(node.attrs, node.axes, shapes[0], node.shape)
+    return Code(f"{args[0].at(ATOM)}[{subscript_text(subscripts)}]", ATOM)
+
+
+def _unslice(style: Style, node: Node, args: list[Code], shapes: list[Shape]) -> Code:
+    """The adjoint of a slice, scattered into zeros of the sliced tensor's shape."""
+    subscripts = slice_subscripts(node.attrs, node.axes, node.shape, shapes[0])
+    return style.helper("unslice", args[0].text, style.shape(node.shape),
+                        f"{style.np}s_[{subscript_text(subscripts)}]")
+
+
+def _concat(style: Style, node: Node, args: list[Code], shapes: list[Shape]) -> Code:
+    joined = ", ".join(a.text for a in args)
+    return Code(f"{style.np}concatenate(({joined}), axis={node.axes[0]})", ATOM)
+
+
+def _argmax(style: Style, node: Node, args: list[Code], shapes: list[Shape]) -> Code:
+    call = f"{style.np}argmax({args[0].text}, axis={node.axes[0]})"
+    # an index as a number of the network's dtype, as every value is
+    return Code(f"{call}.astype(DTYPE)" if style.numpy else call, ATOM)
+
+
+def _onehot(style: Style, node: Node, args: list[Code], shapes: list[Shape]) -> Code:
+    return style.helper("onehot", args[0].text, str(node.attrs[0]))
+
+
+def _take(style: Style, node: Node, args: list[Code], shapes: list[Shape]) -> Code:
+    return style.helper("take", args[0].text, args[1].text, f"axis={node.axes[0]}")
+
+
+def _take_grad(style: Style, node: Node, args: list[Code], shapes: list[Shape]) -> Code:
+    return style.helper("scatter_add", args[0].text, args[1].text, style.shape(node.shape),
+                        f"axis={node.axes[0]}")
+
+
+def _conv_options(attrs: tuple) -> list[str]:
+    """stride=, padding=, dilation=, groups= where they differ from the defaults."""
+    stride, padding, dilation, groups = attrs
+    options = [f"{name}={_tuple(value)}" for name, value, default in
+               (("stride", stride, 1), ("padding", padding, 0), ("dilation", dilation, 1))
+               if any(v != default for v in value)]
+    return options + ([f"groups={groups}"] if groups != 1 else [])
+
+
+def _conv(style: Style, node: Node, args: list[Code], shapes: list[Shape]) -> Code:
+    return style.helper("conv", args[0].text, args[1].text, *_conv_options(node.attrs))
+
+
+def _conv_transpose(style: Style, node: Node, args: list[Code], shapes: list[Shape]) -> Code:
+    return style.helper("conv_transpose", args[0].text, args[1].text,
+                        style.shape(node.shape), *_conv_options(node.attrs))
+
+
+def _correlate(style: Style, node: Node, args: list[Code], shapes: list[Shape]) -> Code:
+    return style.helper("correlate", args[0].text, args[1].text, style.shape(node.shape),
+                        *_conv_options(node.attrs))
+
+
+def _pool_options(attrs: tuple) -> list[str]:
+    kind, kernel, stride, padding = attrs
+    options = [] if stride == kernel else [f"stride={_tuple(stride)}"]
+    return options + ([f"padding={_tuple(padding)}"] if any(padding) else [])
+
+
+def _pool(style: Style, node: Node, args: list[Code], shapes: list[Shape]) -> Code:
+    kind, kernel = node.attrs[:2]
+    return style.helper(f"{kind}_pool", args[0].text, _tuple(kernel),
+                        *_pool_options(node.attrs))
+
+
+def _pool_grad(style: Style, node: Node, args: list[Code], shapes: list[Shape]) -> Code:
+    kind, kernel = node.attrs[:2]
+    return style.helper(f"{kind}_pool_grad", args[0].text, args[1].text, _tuple(kernel),
+                        *_pool_options(node.attrs))
+
+
+def _tuple(items: tuple) -> str:
+    return f"({items[0]},)" if len(items) == 1 else f"({', '.join(map(str, items))})"
+
+
 def _reduction(function: str) -> Spell:
     def spell(style: Style, node: Node, args: list[Code], shapes: list[Shape]) -> Code:
         return Code(f"{style.np}{function}({args[0].text}"
@@ -89,9 +174,23 @@ def _cross_entropy(style: Style, node: Node, args: list[Code], shapes: list[Shap
 OP_SPELLING: dict[Op, Spell] = {
     Op.MATMUL: _matmul,
     Op.TRANSPOSE: _transpose,
+    Op.PERMUTE: _permute,
     Op.RESHAPE: _reshape,
+    Op.SLICE: _slice,
+    Op.UNSLICE: _unslice,
+    Op.CONCAT: _concat,
     Op.SUM: _reduction("sum"),
+    Op.PROD: _reduction("prod"),
     Op.MAX: _reduction("max"),
+    Op.ARGMAX: _argmax,
+    Op.ONEHOT: _onehot,
+    Op.TAKE: _take,
+    Op.CONV: _conv,
+    Op.CONV_INPUT_GRAD: _conv_transpose,
+    Op.CONV_WEIGHT_GRAD: _correlate,
+    Op.POOL: _pool,
+    Op.POOL_GRAD: _pool_grad,
+    Op.TAKE_GRAD: _take_grad,
     Op.ARGMAX_ONEHOT: _along_axis("onehot_argmax"),
     Op.SOFTMAX: _along_axis("softmax"),
     Op.LOG_SOFTMAX: _along_axis("log_softmax"),

@@ -10,9 +10,23 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import sympy
+from sympy.codegen.cfunctions import expm1, log2, log10
 from sympy.printing.latex import LatexPrinter
 
-from ..graph.functions import Elu, LeakyRelu, Power, Relu, Sigmoid, Softplus
+from ..graph.functions import (
+    Atan2,
+    Ceil,
+    Clip,
+    Elu,
+    Floor,
+    LeakyRelu,
+    Logaddexp,
+    Power,
+    Relu,
+    Round,
+    Sigmoid,
+    Softplus,
+)
 
 # Our functions' LaTeX names; SymPy's own (exp, tanh, ...) it already spells well.
 FUNCTION_LATEX: dict[type[sympy.Function], str] = {
@@ -21,6 +35,15 @@ FUNCTION_LATEX: dict[type[sympy.Function], str] = {
     Softplus: r"\operatorname{softplus}",
     LeakyRelu: r"\operatorname{leaky\_relu}",
     Elu: r"\operatorname{elu}",
+    Floor: r"\operatorname{floor}",
+    Ceil: r"\operatorname{ceil}",
+    Round: r"\operatorname{round}",
+    Clip: r"\operatorname{clip}",
+    Logaddexp: r"\operatorname{logaddexp}",
+    expm1: r"\operatorname{expm1}",  # SymPy's reads as expm with an index 1
+    log2: r"\log_2",
+    log10: r"\log_{10}",
+    Atan2: r"\operatorname{atan2}",
 }
 
 

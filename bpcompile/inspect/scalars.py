@@ -20,8 +20,10 @@ import numpy as np
 import sympy
 
 from ..differentiate.symbolic import SIGN_PRESERVING
+from ..errors import BPError
 from ..graph.functions import dim_symbol
 from ..graph.ir import LEAVES, Graph, Node, Op, operand
+from ..graph.shapes import slice_subscripts
 from .notebook import name_latex
 
 Tensor = np.ndarray  # an object array of SymPy expressions
@@ -90,7 +92,73 @@ RULES: dict[Op, Callable[[Interpreter, Node, list[Tensor]], Tensor]] = {
     Op.LOGSUMEXP: lambda _, node, a: _map(sympy.log, _sum(_exp(a[0]), node.axes,
                                                           node.keepdims)),
     Op.SOFTMAX_XENT: lambda _, node, a: _softmax_xent(node, a[0], a[1]),
+    Op.PERMUTE: lambda _, node, a: np.transpose(a[0], node.axes),
+    Op.SLICE: lambda _, node, a: np.asarray(a[0][slice_subscripts(
+        node.attrs, node.axes, a[0].shape, node.shape)], dtype=object),
+    Op.UNSLICE: lambda run, node, a: _unslice(node, a[0], run.shape(node)),
+    Op.CONCAT: lambda _, node, a: np.concatenate(a, axis=node.axes[0]),
+    Op.PROD: lambda _, node, a: np.asarray(np.prod(a[0], axis=node.axes,
+                                                   keepdims=node.keepdims), dtype=object),
+    Op.ARGMAX: lambda _, node, a: _no_formula("argmax (an index with no gradient)"),
+    Op.ONEHOT: lambda _, node, a: _no_formula("class indices made one-hot"),
+    Op.TAKE: lambda _, node, a: _no_formula("a gather by indices given at call time"),
+    Op.CONV: lambda run, node, a: _conv(node, a[0], a[1], run.shape(node)),
+    Op.POOL: lambda run, node, a: _pool(node, a[0], run.shape(node)),
+    Op.TAKE_GRAD: lambda _, node, a: _no_formula("a scatter by indices given at call time"),
 }
+
+
+def _windows(node: Node, x: Tensor, shape: list[int], kernel, stride, padding, dilation,
+             fill: sympy.Expr):
+    """For each output entry (n, o, *position): the padded input's channel-o-or-group view
+    and the input positions its window reads, tap by tap."""
+    d = len(kernel)
+    padded = np.full((*x.shape[:2], *(m + 2 * p for m, p in zip(x.shape[2:], padding))),
+                     fill, dtype=object)
+    padded[(slice(None), slice(None)) + tuple(slice(p, p + m) for p, m in
+                                              zip(padding, x.shape[2:]))] = x
+    for index in np.ndindex(*shape):
+        taps = [(tap, tuple(q * s + t * dl for q, s, t, dl in
+                            zip(index[2:], stride, tap, dilation)))
+                for tap in np.ndindex(*kernel)]
+        yield index, padded, taps, d
+
+
+def _conv(node: Node, x: Tensor, k: Tensor, shape: list[int]) -> Tensor:
+    """torch's conv1d/conv2d on symbols: each output a sum of products, as written by hand."""
+    stride, padding, dilation, groups = node.attrs
+    out = np.empty(shape, dtype=object)
+    per_group = x.shape[1] // groups
+    for index, padded, taps, _ in _windows(node, x, shape, k.shape[2:], stride, padding,
+                                           dilation, sympy.Integer(0)):
+        n, o = index[:2]
+        first = o // (k.shape[0] // groups) * per_group
+        out[index] = sympy.Add(*(padded[(n, first + c, *at)] * k[(o, c, *tap)]
+                                 for c in range(per_group) for tap, at in taps))
+    return out
+
+
+def _pool(node: Node, x: Tensor, shape: list[int]) -> Tensor:
+    kind, kernel, stride, padding = node.attrs
+    out = np.empty(shape, dtype=object)
+    fill = sympy.S.NegativeInfinity if kind == "max" else sympy.Integer(0)
+    for index, padded, taps, _ in _windows(node, x, shape, kernel, stride, padding,
+                                           (1,) * len(kernel), fill):
+        values = [padded[(*index[:2], *at)] for _, at in taps]
+        out[index] = sympy.Max(*values) if kind == "max" else \
+            sympy.Add(*values) / len(values)
+    return out
+
+
+def _unslice(node: Node, g: Tensor, shape: list[int]) -> Tensor:
+    out = np.full(shape, sympy.Integer(0), dtype=object)
+    out[slice_subscripts(node.attrs, node.axes, tuple(shape), g.shape)] = g
+    return out
+
+
+def _no_formula(what: str) -> Tensor:
+    raise BPError(f"explain writes every value as a formula of named symbols, and {what} "
+                  "has none; explain a network with one-hot targets instead")
 
 
 def scalars(name: str, shape: tuple[int, ...], batch_axes: frozenset[int] = frozenset()

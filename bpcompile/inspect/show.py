@@ -20,7 +20,7 @@ from ..backends.numpy.statements import FunctionWriter
 from ..differentiate.symbolic import partial
 from ..errors import BPNameError
 from ..graph.expressions import ATOM, Code
-from ..graph.ir import Graph, Op
+from ..graph.ir import LEAVES, Graph, Op
 from ..graph.naming import legend
 from ..graph.shapes import format_shape
 from ..graph.spelling import Speller
@@ -105,7 +105,10 @@ class GradientView:
         earlier = set(self.forward) | set(self.shared)
         for other in self.params[:self.params.index(param)]:
             earlier |= set(self.own[other])
-        right = self.speller.code(grad) if grad in earlier else self.speller.spell(grad)
+        # a leaf (d loss / d w3 is the param w4 itself, in sum(w3 * w4)) is its name
+        leaf = self.graph.nodes[grad].op in LEAVES
+        right = self.speller.code(grad) if grad in earlier or leaf else \
+            self.speller.spell(grad)
         return lines + [Equation(left, right.text)]
 
     def code_line(self, i: int) -> str:

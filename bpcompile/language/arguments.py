@@ -9,6 +9,7 @@ import math
 import sympy
 
 from ..errors import BPShapeError, BPTypeError, Pos
+from ..graph.functions import is_size, size_name
 from ..graph.shapes import normalize_axis
 from . import syntax as S
 from .context import Lowering
@@ -69,7 +70,7 @@ def number_option(lw: Lowering, expr: object, what: str) -> sympy.Expr:
 
 def axis_option(lw: Lowering, expr: object, rank: int, what: str, pos: Pos) -> int | None:
     """An axis: an integer (negative counts from the end) checked against `rank`, or None."""
-    if expr is None:
+    if is_none(expr):
         return None
     value = number_option(lw, expr, f"the axis of {what}")
     if not value.is_Integer:
@@ -97,3 +98,55 @@ def tensor_argument(lw: Lowering, expr: S.Expr) -> Tensor:
     if isinstance(value, Scalar):
         return Tensor(lw.materialize(value), value.shape)
     return value
+
+
+# ------------------------------------------------------------------------- lists
+
+
+def is_none(expr: object) -> bool:
+    """`None` written out (`axis=None`), or an option left at a default of None."""
+    return expr is None or isinstance(expr, S.Name) and expr.id == "None"
+
+
+def size_item(lw: Lowering, expr: S.Expr, what: str) -> int | str:
+    """One item of a shape-like list: an integer (negative allowed), a const, or a size
+    symbol (`N`), which stays a symbol."""
+    value = lw.expression(expr)
+    if isinstance(value, Scalar) and not value.shape:
+        if value.expr.is_Integer:
+            return int(value.expr)
+        if value.expr.is_Symbol and is_size(value.expr):
+            return size_name(value.expr)
+    raise lw.error(BPTypeError, f"{what} must be an integer or a size such as N", expr.pos)
+
+
+def int_list_option(lw: Lowering, expr: object, what: str, length: int | None = None,
+                    ) -> tuple[int | str, ...]:
+    """An integer or a list of them (`stride=2`, `stride=[2, 1]`); a single integer is
+    repeated `length` times where a list of that length is wanted."""
+    if isinstance(expr, S.List):
+        items = tuple(size_item(lw, item, f"each item of {what}") for item in expr.items)
+        if length is not None and len(items) != length:
+            raise lw.error(BPShapeError, f"{what} needs {length} items, not {len(items)}",
+                           expr.pos)
+        return items
+    if isinstance(expr, int):  # a default
+        return (expr,) * (length or 1)
+    item = size_item(lw, expr, what)
+    return (item,) * (length or 1)
+
+
+def axes_option(lw: Lowering, expr: object, rank: int, what: str,
+                pos: Pos) -> tuple[int, ...] | None:
+    """`axis=`: None (every axis), an integer, or a list of distinct integers; each may be
+    negative. Returned sorted and non-negative."""
+    if is_none(expr):
+        return None
+    if not isinstance(expr, S.List):
+        return (axis_option(lw, expr, rank, what, pos),)
+    axes = [axis_option(lw, item, rank, what, pos) for item in expr.items]
+    if len(set(axes)) != len(axes):
+        raise lw.error(BPShapeError, f"the axes of {what} repeat an axis", expr.pos)
+    if not axes:
+        raise lw.error(BPShapeError, f"the axes of {what} are an empty list", expr.pos)
+    return tuple(sorted(axes))

@@ -9,11 +9,15 @@ from dataclasses import dataclass, field
 import sympy
 from sympy import Piecewise
 
-from ..graph.functions import Elu, LeakyRelu, Power, Relu, Sigmoid, Softplus
+from ..graph.functions import Clip, Elu, LeakyRelu, Power, Relu, Sigmoid, Softplus
+from ..graph.vocabulary import FUNCTIONS
 
 
-def _gelu(x: sympy.Expr) -> sympy.Expr:
-    """GELU, tanh approximation (PyTorch's approximate='tanh')."""
+def _gelu(x: sympy.Expr, exact: bool = False) -> sympy.Expr:
+    """GELU: x * Phi(x) with the normal CDF Phi through erf (exact=true), or its tanh
+    approximation (PyTorch's approximate='tanh', our default)."""
+    if exact:
+        return sympy.Rational(1, 2) * x * (1 + sympy.erf(x / sympy.sqrt(2)))
     inner = sympy.sqrt(2 / sympy.pi) * (x + sympy.Float("0.044715") * x**3)
     return sympy.Rational(1, 2) * x * (1 + sympy.tanh(inner))
 
@@ -46,13 +50,17 @@ BINARY: dict[str, Callable[[sympy.Expr, sympy.Expr], sympy.Expr]] = {
 }
 
 
+REQUIRED = object()  # an option the call must give
+
+
 @dataclass(frozen=True)
 class Builtin:
     """An elementwise built-in: its tensor arguments, numeric options and SymPy meaning."""
 
     make: Callable[..., sympy.Expr]
     args: tuple[str, ...] = ("x",)  # the tensor arguments, by name
-    options: dict[str, float] = field(default_factory=dict)  # numeric options and defaults
+    # options, numbers or true/false, and their defaults (REQUIRED: no default)
+    options: dict[str, float | bool | object] = field(default_factory=dict)
 
     @property
     def arity(self) -> int:
@@ -72,7 +80,9 @@ ELEMENTWISE: dict[str, Builtin] = {
     "relu": Builtin(Relu),
     "softplus": Builtin(Softplus),
     "linear": Builtin(lambda x: x),
-    "gelu": Builtin(_gelu),
+    "gelu": Builtin(_gelu, options={"exact": False}),
+    "silu": Builtin(lambda x: x * Sigmoid(x)),
+    "sign": Builtin(sympy.sign),
     "leaky_relu": Builtin(lambda x, alpha: LeakyRelu(x, alpha), options={"alpha": 0.01}),
     "elu": Builtin(lambda x, alpha: Elu(x, alpha), options={"alpha": 1.0}),
     "maximum": Builtin(sympy.Max, ("a", "b")),
@@ -80,6 +90,15 @@ ELEMENTWISE: dict[str, Builtin] = {
     "where": Builtin(where, ("cond", "a", "b")),
 }
 
+# The plain functions of the vocabulary, by their SymPy arity: one or two tensor arguments;
+# clip's bounds are numbers, so options.
+_ARGUMENTS = {1: ("x",), 2: ("a", "b")}
+for _function in FUNCTIONS:
+    ELEMENTWISE[_function.word] = (
+        Builtin(_function.kind, options={"low": REQUIRED, "high": REQUIRED})
+        if _function.kind is Clip else
+        Builtin(_function.kind, _ARGUMENTS[int(min(_function.kind.nargs))])
+    )
 
 
 def number(text: str) -> sympy.Rational:

@@ -13,12 +13,28 @@ import sympy
 from ..errors import BPNameError, BPShapeError, BPTypeError
 from ..graph.functions import Softplus, count
 from ..graph.ir import Op, operand
-from ..graph.shapes import Shape, format_shape, reduced_shape
+from ..graph.shapes import Shape, ShapeMismatch, broadcast, format_shape, reduced_shape
 from . import syntax as S
-from .arguments import axis_option, bind, bool_option, number_option, tensor_argument
-from .builtins import ELEMENTWISE
+from .arguments import (
+    axes_option,
+    axis_option,
+    bind,
+    bool_option,
+    number_option,
+    tensor_argument,
+)
+from .builtins import ELEMENTWISE, REQUIRED
 from .context import Lowering
-from .layers import dense_elsewhere
+from .convolution import CONVOLUTION_CALLS
+from .layers import layer_elsewhere
+from .structure import (
+    concat_call,
+    flatten_call,
+    reshape_call,
+    stack_call,
+    take_call,
+    transpose_call,
+)
 from .values import Scalar, Tensor, Value
 
 # --------------------------------------------------------------------- elementwise
@@ -28,8 +44,16 @@ def elementwise_call(lw: Lowering, call: S.Call) -> Value:
     builtin = ELEMENTWISE[call.func]
     tensor_names = builtin.args
     names = tensor_names + tuple(builtin.options)
-    bound = bind(lw, call, names, dict(builtin.options))
-    options = [number_option(lw, bound[n], f"{call.func}'s {n}") for n in builtin.options]
+    defaults = {n: v for n, v in builtin.options.items() if v is not REQUIRED}
+    bound = bind(lw, call, names, defaults)
+    options = [
+        bool_option(lw, bound[n], f"{call.func}'s {n}") if isinstance(default, bool)
+        else number_option(lw, bound[n], f"{call.func}'s {n}")
+        for n, default in builtin.options.items()
+    ]
+    if call.func == "clip" and options[0] > options[1]:
+        raise lw.error(BPTypeError, f"clip()'s low ({options[0]}) is above its high "
+                       f"({options[1]})", call.pos)
     operands = [bound[n] for n in tensor_names]
     values = [lw.expression(e) for e in operands]
     return lw.combine(call.func, lambda *a: builtin.make(*a, *options), values, operands,
@@ -55,31 +79,99 @@ def def_call(lw: Lowering, call: S.Call) -> Value:
 
 
 def _reduce(lw: Lowering, call: S.Call, op: Op) -> tuple[Tensor, tuple[int, ...], bool]:
-    bound = bind(lw, call, ("x", "axis", "keepdims"), {"axis": None, "keepdims": False})
-    x = tensor_argument(lw, bound["x"])
-    axis = axis_option(lw, bound["axis"], len(x.shape), f"{call.func}()", call.pos)
-    keepdims = bool_option(lw, bound["keepdims"], "keepdims")
-    axes = tuple(range(len(x.shape))) if axis is None else (axis,)
+    """sum or prod over `axis` (None, an integer or a list), as one node."""
+    x, axes, keepdims = _reduction_arguments(lw, call)
     shape = reduced_shape(x.shape, axes, keepdims)
     return lw.node(op, (x.node,), shape, axes=axes, keepdims=keepdims), axes, keepdims
+
+
+def _reduction_arguments(lw: Lowering, call: S.Call) -> tuple[Tensor, tuple[int, ...], bool]:
+    bound = bind(lw, call, ("x", "axis", "keepdims"), {"axis": None, "keepdims": False})
+    x = tensor_argument(lw, bound["x"])
+    axes = axes_option(lw, bound["axis"], len(x.shape), f"{call.func}()", call.pos)
+    keepdims = bool_option(lw, bound["keepdims"], "keepdims")
+    return x, tuple(range(len(x.shape))) if axes is None else axes, keepdims
+
+
+def _one_axis_at_a_time(lw: Lowering, x: Tensor, axes: tuple[int, ...], keepdims: bool,
+                        op: Op) -> Tensor:
+    """max or logsumexp over `axes`: one node over one axis or over all of them (what the
+    kernels along an axis take), else one node per axis, innermost first. For max that is
+    the same first maximum in row-major order, so the same gradient."""
+    if len(axes) in (1, len(x.shape)):
+        return lw.node(op, (x.node,), reduced_shape(x.shape, axes, keepdims), axes=axes,
+                       keepdims=keepdims)
+    result = x
+    for axis in reversed(axes):  # innermost first, so the outer axes keep their numbers
+        shape = reduced_shape(result.shape, (axis,), keepdims)
+        result = lw.node(op, (result.node,), shape, axes=(axis,), keepdims=keepdims)
+    return result
 
 
 def sum_call(lw: Lowering, call: S.Call) -> Value:
     return _reduce(lw, call, Op.SUM)[0]
 
 
+def prod_call(lw: Lowering, call: S.Call) -> Value:
+    return _reduce(lw, call, Op.PROD)[0]
+
+
 def max_call(lw: Lowering, call: S.Call) -> Value:
-    return _reduce(lw, call, Op.MAX)[0]
+    return _one_axis_at_a_time(lw, *_reduction_arguments(lw, call), Op.MAX)
+
+
+def min_call(lw: Lowering, call: S.Call) -> Value:
+    """min(x) = -max(-x): the gradient goes to the first minimum, as max's to the first
+    maximum."""
+    x, axes, keepdims = _reduction_arguments(lw, call)
+    return _negate(lw, _one_axis_at_a_time(lw, _negate(lw, x), axes, keepdims, Op.MAX))
+
+
+def _negate(lw: Lowering, x: Tensor) -> Tensor:
+    return Tensor(lw.builder.elementwise(-operand(0), (x.node,), x.shape, lines=(lw.line,)),
+                  x.shape)
 
 
 def logsumexp_call(lw: Lowering, call: S.Call) -> Value:
-    return _reduce(lw, call, Op.LOGSUMEXP)[0]
+    return _one_axis_at_a_time(lw, *_reduction_arguments(lw, call), Op.LOGSUMEXP)
 
 
 def mean_call(lw: Lowering, call: S.Call) -> Value:
     total, axes, _ = _reduce(lw, call, Op.SUM)
     source = lw.builder.nodes[lw.builder.nodes[total.node].inputs[0]].shape
     return divide_by_count(lw, total, tuple(source[a] for a in axes))
+
+
+def var_call(lw: Lowering, call: S.Call) -> Value:
+    """mean((x - mean(x)) ** 2) over `axis`, divided by the count (as NumPy's var)."""
+    x, axes, keepdims = _reduction_arguments(lw, call)
+    n = count(tuple(x.shape[a] for a in axes))
+    kept = reduced_shape(x.shape, axes, True)
+    mean = lw.builder.elementwise(
+        operand(0) / n, (lw.node(Op.SUM, (x.node,), kept, axes=axes, keepdims=True).node,),
+        kept, lines=(lw.line,))
+    squares = lw.builder.elementwise((operand(0) - operand(1)) ** 2, (x.node, mean), x.shape,
+                                     lines=(lw.line,))
+    shape = reduced_shape(x.shape, axes, keepdims)
+    total = lw.node(Op.SUM, (squares,), shape, axes=axes, keepdims=keepdims)
+    return divide_by_count(lw, total, tuple(x.shape[a] for a in axes))
+
+
+def std_call(lw: Lowering, call: S.Call) -> Value:
+    variance = var_call(lw, call)
+    return Tensor(lw.builder.elementwise(sympy.sqrt(operand(0)), (variance.node,),
+                                         variance.shape, lines=(lw.line,)), variance.shape)
+
+
+def argmax_call(lw: Lowering, call: S.Call) -> Value:
+    """The index of the first maximum along one axis, as a number; no gradient flows."""
+    bound = bind(lw, call, ("x", "axis"), {"axis": S.Number("-1", call.pos)})
+    x = tensor_argument(lw, bound["x"])
+    if not x.shape:
+        raise lw.error(BPShapeError, "argmax() needs a tensor of rank 1 or more, not a scalar",
+                       call.pos)
+    axis = axis_option(lw, bound["axis"], len(x.shape), "argmax()", call.pos)
+    return lw.node(Op.ARGMAX, (x.node,), reduced_shape(x.shape, (axis,), False), axes=(axis,))
 
 
 def divide_by_count(lw: Lowering, total: Tensor, dims: Shape) -> Tensor:
@@ -144,6 +236,8 @@ def cross_entropy_call(lw: Lowering, call: S.Call) -> Value:
     bound = bind(lw, call, ("logits", "t"))
     logits = tensor_argument(lw, bound["logits"])
     t = tensor_argument(lw, bound["t"])
+    if logits.shape and t.shape == logits.shape[:-1]:  # class indices, as PyTorch takes
+        t = _onehot(lw, t, logits.shape[-1], bound["t"])
     if logits.shape != t.shape or not logits.shape:
         raise lw.error(
             BPShapeError,
@@ -155,30 +249,46 @@ def cross_entropy_call(lw: Lowering, call: S.Call) -> Value:
     return lw.node(Op.SOFTMAX_XENT, (logits.node, t.node), (), axes=(len(logits.shape) - 1,))
 
 
+def _onehot(lw: Lowering, t: Tensor, classes: object, written: S.Expr) -> Tensor:
+    """Class indices as one-hot rows; the indices must be data (an input or target), so
+    each call can check them."""
+    node = lw.builder.nodes[t.node]
+    if node.op is not Op.INPUT:
+        raise lw.error(BPTypeError, f"class indices must be an input or target array, and "
+                       f"{S.expr_text(written)} is computed", written.pos)
+    if not isinstance(classes, int):
+        raise lw.error(BPShapeError, f"class indices need a fixed number of classes, not "
+                       f"{classes}", written.pos)
+    return lw.node(Op.ONEHOT, (t.node,), (*t.shape, classes), attrs=(classes,))
+
+
 # ------------------------------------------------------------------------- structure
 
 
 def matmul(lw: Lowering, expr: S.BinOp) -> Value:
-    """NumPy's matmul for 1-D and 2-D operands; the inner dims must be the same."""
+    """NumPy's matmul at any rank: [..., m, k] @ [..., k, n] with the batch dims broadcast;
+    a 1-D operand is a row (on the left) or a column (on the right) that is then dropped."""
     left, right = lw.expression(expr.left), lw.expression(expr.right)
     described = (f"{S.expr_text(expr.left)} is {format_shape(left.shape)}, "
                  f"{S.expr_text(expr.right)} is {format_shape(right.shape)}")
-    if isinstance(left, Scalar) or isinstance(right, Scalar) or not (
-        1 <= len(left.shape) <= 2 and 1 <= len(right.shape) <= 2
-    ):
-        raise lw.error(BPShapeError, f"'@' takes 1-D and 2-D tensors, but {described}",
+    if isinstance(left, Scalar) or isinstance(right, Scalar) or not left.shape \
+            or not right.shape:
+        raise lw.error(BPShapeError, f"'@' takes tensors of rank 1 or more, but {described}",
                        expr.pos)
-    inner_left = left.shape[-1]
-    inner_right = right.shape[0]
-    if inner_left != inner_right:
-        raise lw.error(
-            BPShapeError,
-            f"shape mismatch in '@': {S.expr_text(expr.left)} is {format_shape(left.shape)} "
-            f"but {S.expr_text(expr.right)} is {format_shape(right.shape)}",
-            expr.pos,
-        )
-    shape = left.shape[:-1] + right.shape[1:]
-    return lw.node(Op.MATMUL, (left.node, right.node), shape)
+    inner_right = right.shape[0] if len(right.shape) == 1 else right.shape[-2]
+    if left.shape[-1] != inner_right:
+        raise lw.error(BPShapeError,
+                       f"shape mismatch in '@': {S.expr_text(expr.left)} is "
+                       f"{format_shape(left.shape)} but {S.expr_text(expr.right)} is "
+                       f"{format_shape(right.shape)}", expr.pos)
+    try:
+        batch = broadcast(left.shape[:-2], right.shape[:-2])
+    except ShapeMismatch:
+        raise lw.error(BPShapeError, f"the batch dims of '@' do not broadcast: {described}",
+                       expr.pos) from None
+    rows = left.shape[-2:-1]
+    cols = right.shape[-1:] if len(right.shape) > 1 else ()
+    return lw.node(Op.MATMUL, (left.node, right.node), batch + rows + cols)
 
 
 Handler = Callable[["Lowering", S.Call], Value]
@@ -188,6 +298,11 @@ CALLS: dict[str, Handler] = {
     "sum": sum_call,
     "mean": mean_call,
     "max": max_call,
+    "min": min_call,
+    "prod": prod_call,
+    "var": var_call,
+    "std": std_call,
+    "argmax": argmax_call,
     "logsumexp": logsumexp_call,
     "softmax": lambda lw, c: _softmax_family(lw, c, Op.SOFTMAX),
     "log_softmax": lambda lw, c: _softmax_family(lw, c, Op.LOG_SOFTMAX),
@@ -195,7 +310,16 @@ CALLS: dict[str, Handler] = {
     "cross_entropy": cross_entropy_call,
     "binary_cross_entropy": binary_cross_entropy_call,
     "bce_with_logits": bce_with_logits_call,
-    "dense": dense_elsewhere,
+    "dense": layer_elsewhere,
+    "reshape": reshape_call,
+    "flatten": flatten_call,
+    "transpose": transpose_call,
+    "concat": concat_call,
+    "stack": stack_call,
+    "take": take_call,
+    "embedding": layer_elsewhere,
+    "conv": layer_elsewhere,
+    **CONVOLUTION_CALLS,
 }
 
 

@@ -12,10 +12,11 @@ import sympy
 from ..errors import BPError, BPNameError, BPShapeError, BPTypeError, Pos, Source
 from ..graph.functions import dim_symbol
 from ..graph.ir import GraphBuilder, Node, Op, operand
-from ..graph.shapes import Shape, ShapeMismatch, broadcast, format_shape
+from ..graph.shapes import MAX_RANK, Shape, ShapeMismatch, broadcast, format_shape
 from . import syntax as S
 from .builtins import BINARY, COMPARISONS, indicator, number
 from .calls import CALLS, call, matmul
+from .structure import index
 from .values import Scalar, Tensor, Value
 
 
@@ -55,6 +56,11 @@ class Expressions:
             return self.elementwise("-", lambda a: -a, [expr.operand], expr.pos)
         if isinstance(expr, S.BinOp):
             return self.binop(expr)
+        if isinstance(expr, S.Index):
+            return index(self, expr)
+        if isinstance(expr, S.List):
+            raise self.error(BPTypeError, "a list is a value only for options such as "
+                             "axis=[1, 2] or a shape, not a tensor", expr.pos)
         assert isinstance(expr, S.Call)
         return call(self, expr)
 
@@ -158,6 +164,14 @@ class Expressions:
                 )
         if any(abs(n) > FLOAT_MAX for n in expr.atoms(sympy.Number)):
             raise self.error(BPTypeError, f"{what} gives a number too large for float64", pos)
+        # a function of constants that SymPy keeps unevaluated, as asin(2) or acosh(0)
+        for term in expr.atoms(sympy.Function):
+            if not term.free_symbols:
+                value = sympy.N(term)
+                if not (value.is_real and value.is_finite):
+                    raise self.error(
+                        BPTypeError, f"{what} gives {term} = {value} here, not a finite real "
+                        "number", pos)
 
     def shape_mismatch(self, what: str, values: list[Value], operands: list[S.Expr],
                        pos: Pos) -> BPShapeError:
@@ -168,6 +182,10 @@ class Expressions:
         )
 
     def node(self, op: Op, inputs: tuple[int, ...], shape: Shape, **attrs) -> Tensor:
+        if len(shape) > MAX_RANK:
+            raise self.error(BPShapeError, f"this makes a tensor of rank {len(shape)}, "
+                             f"{format_shape(shape)}; tensors have at most {MAX_RANK} dims",
+                             Pos(self.line, 1))
         return Tensor(self.builder.add(Node(op, inputs, shape, lines=(self.line,), **attrs)),
                       shape)
 

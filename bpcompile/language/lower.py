@@ -14,13 +14,13 @@ import sympy
 from ..errors import BPNameError, BPShapeError, BPTypeError, Pos
 from ..graph.ir import Graph, GraphBuilder, Node, Op
 from ..graph.network import Init, Network, OptimizerConfig, ParamInfo
-from ..graph.shapes import Shape, format_shape
+from ..graph.shapes import MAX_RANK, Shape, format_shape
 from . import syntax as S
 from .calls import CALLS
 from .declarations import default_optimizer, optimizer_config, parse_init
 from .defs import evaluate_def
 from .expressions import Expressions
-from .layers import dense
+from .layers import LAYERS
 from .values import Scalar, Tensor
 
 
@@ -116,8 +116,8 @@ class Lowerer(Expressions):
 
     def assign_stmt(self, stmt: S.AssignStmt) -> None:
         self.declare(stmt.name, stmt.pos)
-        if isinstance(stmt.value, S.Call) and stmt.value.func == "dense":
-            value = dense(self, stmt.value, stmt.name)
+        if isinstance(stmt.value, S.Call) and stmt.value.func in LAYERS:
+            value = LAYERS[stmt.value.func](self, stmt.value, stmt.name)
         else:
             value = self.expression(stmt.value)
         node = self.materialize(value)
@@ -179,6 +179,9 @@ class Lowerer(Expressions):
         return None
 
     def shape(self, dims: tuple[S.Dim, ...], symbolic: bool) -> Shape:
+        if len(dims) > MAX_RANK:
+            raise self.error(BPShapeError, f"a tensor has at most {MAX_RANK} dims, not "
+                             f"{len(dims)}", dims[MAX_RANK].pos)
         result: list[int | str] = []
         for dim in dims:
             value = dim.value

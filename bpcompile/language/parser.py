@@ -117,6 +117,21 @@ class _ToAst(Transformer):
 
     compare = binop
 
+    def list(self, meta, children):
+        items = tuple(c for c in children if c is not None)
+        return S.List(items, _pos(meta), self._text(meta))
+
+    def index(self, meta, children):
+        base, *subscripts = children
+        return S.Index(base, tuple(subscripts), _pos(meta), self._text(meta))
+
+    def slice(self, meta, children):
+        start, stop, step = children
+        return S.Slice(start, stop, step, _pos(meta))
+
+    def ellipsis(self, meta, children):
+        return S.Ellipsis_(_pos(meta))
+
     def keyword(self, meta, children):
         name, value = children
         return S.Keyword(str(name), value, _pos(name))

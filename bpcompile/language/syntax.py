@@ -71,7 +71,46 @@ class Neg:
     text: str = field(default="", compare=False)  # source text, for messages
 
 
-Expr = Union[Number, Boolean, Name, Attr, Call, BinOp, Neg]
+@dataclass(frozen=True)
+class List:
+    """`[a, b, ...]`: a value for shape-like options (`axis=[2, 3]`, `reshape(x, [N, -1])`)."""
+
+    items: tuple[Expr, ...]
+    pos: Pos
+    text: str = field(default="", compare=False)  # source text, for messages
+
+
+@dataclass(frozen=True)
+class Slice:
+    """`start:stop:step` inside `x[...]`; each part may be left out (None)."""
+
+    start: Expr | None
+    stop: Expr | None
+    step: Expr | None
+    pos: Pos
+
+
+@dataclass(frozen=True)
+class Ellipsis_:
+    """`...` inside `x[...]`: as many `:` as the other subscripts leave."""
+
+    pos: Pos
+
+
+Subscript = Union["Expr", Slice, Ellipsis_]
+
+
+@dataclass(frozen=True)
+class Index:
+    """`x[i, a:b, ...]`."""
+
+    base: Expr
+    subscripts: tuple[Subscript, ...]
+    pos: Pos
+    text: str = field(default="", compare=False)  # source text, for messages
+
+
+Expr = Union[Number, Boolean, Name, Attr, Call, BinOp, Neg, List, Index]
 
 
 # ----------------------------------------------------------------------------- statements

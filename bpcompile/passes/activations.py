@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import sympy
 
-from ..graph.functions import Elu, LeakyRelu, Relu, Sigmoid, Softplus
+from ..graph.functions import Clip, Elu, LeakyRelu, Relu, Sigmoid, Softplus
 from ..graph.ir import Graph, GraphBuilder, Node, Op, copy_node, operand, rebuild
+from ..graph.vocabulary import FUNCTIONS
 
 # Functions `h = f(...)` is an activation of: f of one argument (and constant options).
 ACTIVATIONS = (Sigmoid, Softplus, Relu, LeakyRelu, Elu, sympy.exp, sympy.log, sympy.tanh,
-               sympy.sin, sympy.cos, sympy.Abs)
+               sympy.sin, sympy.cos, sympy.Abs,
+               *(f.kind for f in FUNCTIONS if f.kind.nargs == {1} or f.kind is Clip))
 
 
 def _argument(expr: sympy.Expr) -> sympy.Expr | None:

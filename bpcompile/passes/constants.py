@@ -28,6 +28,8 @@ def _summed(node: Node, value: sympy.Expr, source: Node) -> sympy.Expr:
 FOLD: dict[Op, Callable[[Node, sympy.Expr, Node], sympy.Expr]] = {
     Op.RESHAPE: _same_value,
     Op.TRANSPOSE: _same_value,
+    Op.PERMUTE: _same_value,
+    Op.SLICE: _same_value,
     Op.MAX: _same_value,
     Op.SUM: _summed,
 }

@@ -12,8 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import sympy
+from sympy.codegen.cfunctions import log1p
 
-from ..graph.functions import Sigmoid, Softplus
+from ..graph.functions import Logaddexp, Sigmoid, Softplus
 from ..graph.ir import (
     Graph,
     GraphBuilder,
@@ -61,11 +62,29 @@ def _reciprocal_one_plus_exp(expr: sympy.Expr) -> sympy.Expr | None:
     return None
 
 
+def _log1p_of_exp(expr: sympy.Expr) -> sympy.Expr | None:
+    """log1p(exp(u)) = softplus(u)."""
+    if isinstance(expr, log1p) and isinstance(expr.args[0], sympy.exp):
+        return Softplus(expr.args[0].args[0])
+    return None
+
+
+def _log_of_two_exps(expr: sympy.Expr) -> sympy.Expr | None:
+    """log(exp(a) + exp(b)) = logaddexp(a, b)."""
+    if isinstance(expr, sympy.log) and expr.args[0].is_Add and len(expr.args[0].args) == 2:
+        first, second = expr.args[0].args
+        if isinstance(first, sympy.exp) and isinstance(second, sympy.exp):
+            return Logaddexp(first.args[0], second.args[0])
+    return None
+
+
 STABILITY_RULES: tuple[Callable[[sympy.Expr], sympy.Expr | None], ...] = (
     _reciprocal_one_plus_exp,
     _log_of_sigmoid,
     _log_of_one_minus_sigmoid,
     _log_one_plus_exp,
+    _log1p_of_exp,
+    _log_of_two_exps,
 )
 
 
@@ -106,6 +125,17 @@ def _logsumexp(builder: GraphBuilder, producer: Node) -> int | None:
     x = exponent.inputs[0]
     if builder.nodes[x].shape != exponent.shape:  # exp of a broadcast value: leave it
         return None
+    if len(producer.axes) not in (1, len(exponent.shape)):
+        # some axes but not all: one LOGSUMEXP per axis, innermost first, as the language
+        # lowers logsumexp(x, axis=[...]) (the kernels work along one axis or all)
+        keep = producer.keepdims
+        shape = exponent.shape
+        for axis in reversed(producer.axes):
+            shape = tuple(1 if a == axis else d for a, d in enumerate(shape)) if keep \
+                else shape[:axis] + shape[axis + 1:]
+            x = builder.add(Node(Op.LOGSUMEXP, (x,), shape, axes=(axis,), keepdims=keep,
+                                 lines=producer.lines))
+        return x
     return builder.add(Node(Op.LOGSUMEXP, (x,), producer.shape, axes=producer.axes,
                             keepdims=producer.keepdims, lines=producer.lines))
 
@@ -130,10 +160,12 @@ def _structural(builder: GraphBuilder, expr: sympy.Expr,
 
 
 def _inlined(builder: GraphBuilder, expr: sympy.Expr, inputs: tuple[int, ...], k: int,
-             depth: int) -> tuple[sympy.Expr, tuple[int, ...]]:
-    """`expr` with input k's elementwise producer substituted, `depth` producers deep."""
+             depth: int, protect: bool = True) -> tuple[sympy.Expr, tuple[int, ...]]:
+    """`expr` with input k's elementwise producer substituted, `depth` producers deep; with
+    `protect`, a value before an activation (`y_pre`) stays a value."""
     producer = builder.nodes[inputs[k]]
-    if producer.op is not Op.ELEMENTWISE or depth == 0 or _before_activation(producer):
+    if producer.op is not Op.ELEMENTWISE or depth == 0 or (
+            protect and _before_activation(producer)):
         return expr, inputs
     inner, inner_inputs = producer.expr, producer.inputs
     for j in producer.inputs:
@@ -141,7 +173,7 @@ def _inlined(builder: GraphBuilder, expr: sympy.Expr, inputs: tuple[int, ...], k
         # `(z > 0) * z`), so find each original input by node id, not by position.
         if j in inner_inputs:
             inner, inner_inputs = _inlined(builder, inner, inner_inputs,
-                                           inner_inputs.index(j), depth - 1)
+                                           inner_inputs.index(j), depth - 1, protect)
     return inline(expr, inputs, k, inner, inner_inputs)
 
 
@@ -157,11 +189,16 @@ def _elementwise(builder: GraphBuilder, node: Node, inputs: tuple[int, ...]) -> 
     for j in tuple(inputs):
         if j not in inputs:  # already substituted along with another producer
             continue
-        candidate, candidate_inputs = _inlined(builder, expr, inputs, inputs.index(j),
-                                               INLINE_DEPTH)
-        stable, fired = stabilize(candidate)
-        if fired:  # the producer's expression completed a pattern: keep it substituted
-            expr, inputs = stable, candidate_inputs
+        # values before activations kept first (log(sigmoid(y_pre)) reads y_pre, so the
+        # loss's gradient is d_y_pre); then not, for a statement that is itself the unstable
+        # pattern (`y = log1p(exp(x))` was split into y_pre = exp(x), y = log1p(y_pre))
+        for protect in (True, False):
+            candidate, candidate_inputs = _inlined(builder, expr, inputs, inputs.index(j),
+                                                   INLINE_DEPTH, protect)
+            stable, fired = stabilize(candidate)
+            if fired:  # the producer's expression completed a pattern: keep it substituted
+                expr, inputs = stable, candidate_inputs
+                break
     return builder.elementwise(expr, inputs, node.shape, lines=node.lines, like=node)
 
 

@@ -106,6 +106,24 @@ def check_data(data: Mapping, declared: dict[str, Shape], dtype: np.dtype,
     return arrays, {symbol: size for symbol, (size, _) in bindings.items()}
 
 
+def check_indices(arrays: Mapping[str, np.ndarray], indices: Mapping[str, int],
+                  call: str) -> None:
+    """Arrays of class indices hold whole numbers in [0, classes): else a BPError naming
+    the array, the first bad value and where it is. Nothing has been computed yet."""
+    for name, classes in indices.items():
+        if name not in arrays:
+            continue
+        values = arrays[name]
+        bad = ~((values == np.floor(values)) & (values >= 0) & (values < classes))
+        if bad.any():
+            where = tuple(int(k) for k in np.argwhere(bad)[0])
+            raise BPTypeError(
+                f"{call}: {name} holds indices (whole numbers from 0 to "
+                f"{classes - 1}), but {name}[{', '.join(map(str, where))}] is "
+                f"{values[where].item()!r}"
+            )
+
+
 def check_params(p: Mapping, shapes: dict[str, tuple[int, ...]], dtype: np.dtype,
                  call: str, kind: str = "param") -> dict[str, np.ndarray]:
     """Params (or gradients, one per param) converted to `dtype`, for calls that only read

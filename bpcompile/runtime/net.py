@@ -128,12 +128,14 @@ class CompiledNet:
     def forward(self, p: Mapping, /, **data: object) -> Arrays:
         params = checks.check_params(p, self.params, self.dtype, "forward")
         arrays, sizes = checks.check_data(data, self.inputs, self.dtype, "forward")
+        checks.check_indices(arrays, self.signature.indices, "forward")
         return _within_memory("forward", self._executor.forward, params, arrays, sizes)
 
     def loss(self, p: Mapping, /, **data: object) -> float:
         self._need_loss("loss")
         params = checks.check_params(p, self.params, self.dtype, "loss")
         arrays, sizes = checks.check_data(data, self.signature.data, self.dtype, "loss")
+        checks.check_indices(arrays, self.signature.indices, "loss")
         return _within_memory("loss", self._executor.loss, params, arrays, sizes)
 
     def value_and_grad(self, p: Mapping, /, **data: object) -> tuple[float, Arrays]:
@@ -141,6 +143,7 @@ class CompiledNet:
         params = checks.check_params(p, self.params, self.dtype, "value_and_grad")
         arrays, sizes = checks.check_data(data, self.signature.data, self.dtype,
                                           "value_and_grad")
+        checks.check_indices(arrays, self.signature.indices, "value_and_grad")
         return _within_memory("value_and_grad", self._executor.value_and_grad, params, arrays,
                               sizes)
 
@@ -152,6 +155,7 @@ class CompiledNet:
         checks.check_disjoint({**{f"param {n}": a for n, a in params.items()},
                                **{f"state {n}": a for n, a in state.items()}}, "step")
         arrays, sizes = checks.check_data(data, self.signature.data, self.dtype, "step")
+        checks.check_indices(arrays, self.signature.indices, "step")
         loss = _within_memory("step", self._executor.step, params, state, arrays, sizes)
         self._install_fast_step()
         return loss
@@ -176,7 +180,10 @@ class CompiledNet:
         make it this network's `step`; it falls back to the method above for anything it
         does not accept as-is, so behaviour is the same."""
         install = getattr(self._executor, "install_fast_step", None)
-        if install is not None and "step" not in self.__dict__:
+        # the native path checks shapes and flags, not values: class indices need the
+        # checked path at every call
+        if install is not None and "step" not in self.__dict__ \
+                and not self.signature.indices:
             fast = install(CompiledNet.step.__get__(self))
             if fast is not None:
                 self.step = fast

@@ -4,7 +4,7 @@ a cached network starts in milliseconds."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..graph.network import Init, OptimizerConfig, ParamInfo
 from ..graph.shapes import Shape
@@ -26,6 +26,9 @@ class Signature:
     optimizer: OptimizerConfig
     state: dict[str, tuple[int, ...]]   # optimizer state name -> shape
     has_loss: bool
+    # data arrays of class indices -> how many classes: whole numbers in [0, classes),
+    # checked at every call
+    indices: dict[str, int] = field(default_factory=dict)
 
     @property
     def data(self) -> dict[str, Shape]:
@@ -50,6 +53,7 @@ class Signature:
                           self.optimizer.text],
             "state": [[n, list(s)] for n, s in self.state.items()],
             "has_loss": self.has_loss,
+            "indices": self.indices,
         }
 
     @classmethod
@@ -66,4 +70,5 @@ class Signature:
             optimizer=OptimizerConfig(kind, options, line, text),
             state={n: tuple(s) for n, s in value["state"]},
             has_loss=value["has_loss"],
+            indices=dict(value.get("indices", {})),
         )

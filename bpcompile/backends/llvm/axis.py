@@ -155,6 +155,29 @@ class AxisLoops:
                 self.store(self.b.select(hit, self.const(1.0), self.const(0.0)), out, at(a))
         self.rows(view, body, name)
 
+    def argmax(self, out: ir.Value, source: ir.Value, view: AxisView, name: str) -> None:
+        """The index of the first maximum along the axis (as NumPy's argmax: a NaN counts
+        as the maximum), one per (outer, inner) pair, as a number."""
+        def body(at, o, n):
+            best = self.accumulator(-math.inf, f"{name}.best")
+            where = self.b.alloca(I64, name=f"{name}.where")
+            self.b.store(i64(-1), where)
+            with for_range(self.b, view.axis, f"{name}.a") as a:
+                x = self.load(source, at(a))
+                known = self.b.icmp_signed(">=", self.b.load(where, typ=I64), i64(0))
+                top = self.b.load(best, typ=self.t)
+                # the first element, a larger one, or the first NaN (once best is NaN,
+                # nothing compares greater, so it stays)
+                better = self.b.or_(self.b.not_(known), self.b.or_(
+                    self.b.fcmp_ordered(">", x, top),
+                    self.b.and_(self.b.fcmp_unordered("!=", x, x),
+                                self.b.fcmp_ordered("==", top, top))))
+                self.b.store(self.b.select(better, x, top), best)
+                self.b.store(self.b.select(better, a, self.b.load(where, typ=I64)), where)
+            index = self.b.add(self.b.mul(o, view.inner), n)
+            self.store(self.b.sitofp(self.b.load(where, typ=I64), self.t), out, index)
+        self.rows(view, body, name)
+
     def softmax_cross_entropy(self, out: ir.Value, logits: ir.Value, targets: ir.Value,
                               view: AxisView, name: str) -> None:
         """mean over rows of sum_c t_c (lse - z_c), rows along the last axis."""

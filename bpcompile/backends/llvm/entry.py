@@ -134,11 +134,13 @@ class EntryWriter:
             if i in keep:
                 continue
             if node.op is Op.TRANSPOSE and users and i not in results and all(
-                u.op is Op.MATMUL and u.inputs[0] == i and u.inputs[1] != i for u in users
+                self.plain_matmul(u) and u.inputs[0] == i and u.inputs[1] != i
+                for u in users
             ):
                 self.views.add(i)
             elif node.op is Op.TRANSPOSE and users and i not in results and all(
-                u.op is Op.MATMUL and u.inputs[1] == i and u.inputs[0] != i for u in users
+                self.plain_matmul(u) and u.inputs[1] == i and u.inputs[0] != i
+                for u in users
             ):
                 # BLAS reads it transposed in place; the loop nest needs it materialized,
                 # which the matmul does itself, only on the loop-nest branch
@@ -146,6 +148,11 @@ class EntryWriter:
             elif (node.op is Op.ELEMENTWISE and node.inputs and len(users) == 1
                   and users[0].op in (Op.SUM, Op.MAX) and i not in results):
                 self.virtual.add(i)
+
+    def plain_matmul(self, node: Node) -> bool:
+        """A matmul of 1-D and 2-D operands, which reads a transposed operand in place."""
+        return node.op is Op.MATMUL and all(len(self.graph.nodes[j].shape) <= 2
+                                            for j in node.inputs)
 
     def storage_for(self, i: int, results: dict[int, list[tuple[int, str]]],
                     in_place: dict[int, int]) -> ir.Value | None:
@@ -202,6 +209,14 @@ class EntryWriter:
         """The symbolic sizes an expression reads, and their values as floats."""
         names = tuple(sorted(size_name(s) for s in expr.free_symbols if is_size(s)))
         return names, [self.b.sitofp(self.dim[n], self.t) for n in names]
+
+    def zero(self, target: ir.Value, shape: Shape) -> None:
+        """Fill with 0.0 (all bits zero, in both float types)."""
+        nbytes = self.b.mul(self.count(shape), i64(self.itemsize))
+        memset = self.lib.intrinsic("llvm.memset", PTR, ir.IntType(8), I64, ir.IntType(1),
+                                    result=ir.VoidType(), overload=(PTR, I64))
+        self.b.call(memset, [target, ir.Constant(ir.IntType(8), 0), nbytes,
+                             ir.Constant(ir.IntType(1), 0)])
 
     def copy(self, target: ir.Value, source: ir.Value, shape: Shape) -> None:
         nbytes = self.b.mul(self.count(shape), i64(self.itemsize))

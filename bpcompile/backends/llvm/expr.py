@@ -14,6 +14,7 @@ import sympy
 from llvmlite import ir
 
 from ...graph.functions import Elu, LeakyRelu, Power, Relu, Sigmoid, Softplus
+from ...graph.vocabulary import FUNCTIONS
 from .mathlib import CONTRACT, MathFunctions
 
 Value = ir.Value
@@ -237,4 +238,6 @@ _DISPATCH: tuple[tuple[type, Callable[[ExprCompiler, sympy.Basic], Value]], ...]
     (Relu, ExprCompiler.relu),
     (LeakyRelu, ExprCompiler.leaky_relu),
     (Elu, ExprCompiler.elu),
+    *((f.kind, _intrinsic(f.llvm) if f.llvm.startswith("llvm.") else _math_function(f.llvm))
+      for f in FUNCTIONS),
 )

@@ -26,8 +26,14 @@ import math
 from llvmlite import ir
 
 from .fastpath import (
-    ALIGNED, C_CONTIGUOUS, OB_TYPE, TUPLE_ITEMS,
-    TUPLE_SIZE, WRITEABLE, ArrayFields, Context,
+    ALIGNED,
+    C_CONTIGUOUS,
+    OB_TYPE,
+    TUPLE_ITEMS,
+    TUPLE_SIZE,
+    WRITEABLE,
+    ArrayFields,
+    Context,
 )
 from .layout import Layout
 from .loops import I32, I64, PTR, for_range, i64, prebuilt_name

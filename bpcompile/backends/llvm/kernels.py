@@ -204,7 +204,7 @@ class Kernels:
         key = ("reduce", op, expr, patterns, rank, axes, sizes)
         args = [("out", PTR)] + [(f"a{k}", PTR) for k in range(len(patterns))]
         args += [(f"n{a}", I64) for a in range(rank)] + [(s, self.t) for s in sizes]
-        start = 0.0 if op == "sum" else -math.inf
+        start = {"sum": 0.0, "prod": 1.0, "max": -math.inf}[op]
 
         def body(b: ir.IRBuilder, arg: dict) -> None:
             k = AxisLoops(b, self.lib)
@@ -214,6 +214,8 @@ class Kernels:
             def combine(x: ir.Value, y: ir.Value) -> ir.Value:
                 if op == "sum":
                     return b.fadd(x, y, flags=REASSOC)
+                if op == "prod":
+                    return b.fmul(x, y, flags=REASSOC)
                 return b.call(self.lib.intrinsic("llvm.maximum", x.type, x.type), [x, y])
 
             def value(index: list[ir.Value], vector: bool) -> ir.Value:
@@ -259,7 +261,11 @@ class Kernels:
         return self._function(key, name, args, ir.VoidType(), body)
 
     def horizontal(self, b: ir.IRBuilder, op: str, vector: ir.Value) -> ir.Value:
-        """The sum or max of a vector's lanes."""
+        """The sum, product or max of a vector's lanes."""
+        if op == "prod":
+            reduce = self.lib.intrinsic("llvm.vector.reduce.fmul", self.t, self.vt,
+                                        result=self.t, overload=(self.vt,))
+            return b.call(reduce, [ir.Constant(self.t, 1.0), vector], fastmath=("reassoc",))
         if op == "sum":
             reduce = self.lib.intrinsic("llvm.vector.reduce.fadd", self.t, self.vt,
                                         result=self.t, overload=(self.vt,))

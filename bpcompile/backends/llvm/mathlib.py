@@ -276,6 +276,66 @@ def _pow(lib: MathFunctions, o: Ops, b: ir.IRBuilder, x: ir.Value, y: ir.Value) 
     return b.select(one, o.const(1.0), result)
 
 
+def _sinh(lib: MathFunctions, o: Ops, b: ir.IRBuilder, x: ir.Value) -> ir.Value:
+    """sinh(|x|) = (u + u / (u + 1)) / 2 with u = expm1(|x|): no cancellation near 0; far
+    out, exp(|x|) / 2, as exp(|x| - ln2) where exp(|x|) alone would overflow."""
+    a = o.call(b, "llvm.fabs", x)
+    u = lib.call(b, "expm1", a)
+    near = b.fmul(o.const(0.5), b.fadd(u, b.fdiv(u, b.fadd(u, o.const(1.0)))))
+    magnitude = b.select(b.fcmp_ordered(">", a, o.const(20.0)), _half_exp(lib, o, b, a), near)
+    return o.call(b, "llvm.copysign", magnitude, x)
+
+
+def _cosh(lib: MathFunctions, o: Ops, b: ir.IRBuilder, x: ir.Value) -> ir.Value:
+    """(e + 1 / e) / 2 with e = exp(|x|); exp(|x|) / 2 far out, as sinh."""
+    a = o.call(b, "llvm.fabs", x)
+    e = lib.call(b, "exp", a)
+    near = b.fmul(o.const(0.5), b.fadd(e, b.fdiv(o.const(1.0), e)))
+    return b.select(b.fcmp_ordered(">", a, o.const(20.0)), _half_exp(lib, o, b, a), near)
+
+
+def _half_exp(lib: MathFunctions, o: Ops, b: ir.IRBuilder, a: ir.Value) -> ir.Value:
+    """exp(a) / 2, finite up to where it overflows itself (a little past exp's limit)."""
+    shifted = lib.call(b, "exp", b.fsub(a, o.const(math.log(2.0))))
+    halved = b.fmul(o.const(0.5), lib.call(b, "exp", a))
+    return b.select(b.fcmp_ordered(">", a, o.const(o.fmt.exp_max - 1.0)), shifted, halved)
+
+
+def _logaddexp(lib: MathFunctions, o: Ops, b: ir.IRBuilder, x: ir.Value,
+               y: ir.Value) -> ir.Value:
+    """max(x, y) + log1p(exp(-|x - y|)): exp never overflows; x + ln2 where x == y, so
+    two equal infinities give that infinity (as NumPy), not inf - inf."""
+    larger = o.call(b, "llvm.maximum", x, y)
+    gap = b.fneg(o.call(b, "llvm.fabs", b.fsub(x, y)))
+    result = b.fadd(larger, lib.call(b, "log1p", lib.call(b, "exp", gap)))
+    return b.select(b.fcmp_ordered("==", x, y), b.fadd(x, o.const(math.log(2.0))), result)
+
+
+def _clip(lib: MathFunctions, o: Ops, b: ir.IRBuilder, x: ir.Value, low: ir.Value,
+          high: ir.Value) -> ir.Value:
+    """min(max(x, low), high); NaN stays NaN, as NumPy's clip."""
+    return o.call(b, "llvm.minimum", o.call(b, "llvm.maximum", x, low), high)
+
+
+def _libm(name: str) -> Body:
+    """C's libm function `name` (`namef` in float32): one call per element, a vector taken
+    apart lane by lane. For the functions no loop here needs fast (tan, erf, atan2, ...)."""
+    def body(lib: MathFunctions, o: Ops, b: ir.IRBuilder, *args: ir.Value) -> ir.Value:
+        scalar = o.fmt.type
+        symbol = name + ("f" if isinstance(scalar, ir.FloatType) else "")
+        function = lib.module.globals.get(symbol) or ir.Function(
+            lib.module, ir.FunctionType(scalar, [scalar] * len(args)), symbol)
+        if o.lanes is None:
+            return b.call(function, list(args))
+        result = ir.Constant(o.t, ir.Undefined)
+        for lane in range(o.lanes):
+            index = ir.Constant(ir.IntType(32), lane)
+            value = b.call(function, [b.extract_element(a, index) for a in args])
+            result = b.insert_element(result, value, index)
+        return result
+    return body
+
+
 BODIES: dict[str, Body] = {
     "exp": _exp,
     "expm1": _expm1,
@@ -285,4 +345,10 @@ BODIES: dict[str, Body] = {
     "sigmoid": _sigmoid,
     "softplus": _softplus,
     "pow": _pow,
+    "sinh": _sinh,
+    "cosh": _cosh,
+    "logaddexp": _logaddexp,
+    "clip": _clip,
+    **{name: _libm(name) for name in ("tan", "asin", "acos", "atan", "asinh", "acosh", "atanh",
+                                      "log2", "log10", "erf", "hypot", "atan2")},
 }

@@ -16,7 +16,6 @@ for the loop nest.
 
 from __future__ import annotations
 
-
 from llvmlite import ir
 
 from .blas import BLAS_THRESHOLD, NO_TRANS, ROW_MAJOR, TRANS, find_blas

@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 from ...graph.ir import Node, Op, operand
 from ...graph.shapes import Shape
+from . import convolution, moves
 from .axis import axis_view
 from .entry import EntryWriter
 from .loops import i64, product
@@ -44,13 +45,19 @@ def reduction(w: EntryWriter, i: int, node: Node) -> None:
         for s in (w.graph.nodes[j].shape for j in operands)
     )
     sizes, size_values = w.size_values(expr)
-    op = "sum" if node.op is Op.SUM else "max"
+    op = REDUCTIONS[node.op]
     kernel = w.kernels.reduction(op, expr, patterns, rank, node.axes, sizes, w.label(i))
     pointers = [w.storage[j] for j in operands]
     w.call(kernel, [w.storage[i], *pointers, *w.dims_of(shape), *size_values])
 
+REDUCTIONS = {Op.SUM: "sum", Op.MAX: "max", Op.PROD: "prod"}
+
+
 def matmul_op(w: EntryWriter, i: int, node: Node) -> None:
     """BLAS for large products (transposes as flags), the loop nest for the rest."""
+    if not w.plain_matmul(node):
+        moves.batched_matmul(w, i, node)
+        return
     a, b = node.inputs
     a_node, b_node = w.graph.nodes[a], w.graph.nodes[b]
     if a in w.views:  # A = X.T with X [k, m]: A[i, p] = X[p, i]
@@ -110,7 +117,7 @@ def softmax_xent(w: EntryWriter, i: int, node: Node) -> None:
 
 ALONG_AXIS = {
     Op.SOFTMAX: "softmax", Op.LOG_SOFTMAX: "log_softmax", Op.LOGSUMEXP: "logsumexp",
-    Op.ARGMAX_ONEHOT: "argmax_onehot",
+    Op.ARGMAX_ONEHOT: "argmax_onehot", Op.ARGMAX: "argmax",
 }
 
 
@@ -122,7 +129,21 @@ EMIT: dict[Op, Callable[[EntryWriter, int, Node], None]] = {
     Op.ELEMENTWISE: elementwise,
     Op.RESHAPE: view,
     Op.SUM: reduction,
+    Op.PROD: reduction,
     Op.MAX: reduction,
+    Op.ARGMAX: along_axis,
+    Op.PERMUTE: moves.permute,
+    Op.SLICE: moves.slice_,
+    Op.UNSLICE: moves.unslice,
+    Op.CONCAT: moves.concat,
+    Op.ONEHOT: moves.onehot,
+    Op.CONV: convolution.conv,
+    Op.CONV_INPUT_GRAD: convolution.conv_input_grad,
+    Op.CONV_WEIGHT_GRAD: convolution.conv_weight_grad,
+    Op.POOL: convolution.pool,
+    Op.POOL_GRAD: convolution.pool_grad,
+    Op.TAKE: moves.take,
+    Op.TAKE_GRAD: moves.take_grad,
     Op.MATMUL: matmul_op,
     Op.TRANSPOSE: transpose,
     Op.SOFTMAX: along_axis,

@@ -21,7 +21,7 @@ from .loops import prebuilt_name
 from .mathlib import FORMATS, MathFunctions
 from .matmul import Matmul
 
-ALONG_AXIS = ("softmax", "log_softmax", "logsumexp", "argmax_onehot")
+ALONG_AXIS = ("softmax", "log_softmax", "logsumexp", "argmax_onehot", "argmax")
 
 
 def library_ir(dtype: str, vector_bytes: int) -> str:

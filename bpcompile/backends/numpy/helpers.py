@@ -3,6 +3,8 @@ stable form of its math (max-shifted softmax, overflow-free sigmoid)."""
 
 from __future__ import annotations
 
+from .windows import WINDOW_HELPERS, WINDOW_NEEDS
+
 HELPERS: dict[str, str] = {
     "sigmoid": '''def sigmoid(x):
     """1 / (1 + exp(-x)); exp(-x) may overflow to inf for very negative x, giving exactly 0."""
@@ -11,6 +13,24 @@ HELPERS: dict[str, str] = {
     "elu": '''def elu(x, alpha):
     """x where x > 0, else alpha * (exp(x) - 1); exp only sees x <= 0, so cannot overflow."""
     return np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0)))''',
+    "erf": '''def erf(x):
+    """The error function to float64's precision, as NumPy has none: below |x| = 3 the series
+    2 / sqrt(pi) * exp(-x**2) * sum(2**n * x**(2n+1) / (1 * 3 * ... * (2n+1))), whose terms
+    are all positive, so nothing cancels; above, 1 - erfc(x) by erfc's continued fraction
+    (erf is 1 in float64 beyond 6)."""
+    a = np.minimum(np.abs(x), 6.0)
+    term = a
+    total = a
+    for n in range(1, 80):
+        term = term * (2 * a * a) / (2 * n + 1)
+        total = total + term
+    series = 2 / np.sqrt(np.pi) * np.exp(-a * a) * total
+    tail = np.maximum(a, 3.0)
+    fraction = tail
+    for k in range(60, 0, -1):
+        fraction = tail + (k / 2) / fraction
+    far = 1 - np.exp(-tail * tail) / np.sqrt(np.pi) / fraction
+    return np.sign(x) * np.where(a < 3, series, far)''',
     "softmax": '''def softmax(x, axis):
     """exp(x) / sum(exp(x)) along axis, shifted by the max so exp cannot overflow."""
     e = np.exp(x - np.max(x, axis=axis, keepdims=True))
@@ -37,6 +57,23 @@ HELPERS: dict[str, str] = {
     onehot = np.zeros_like(flat)
     np.put_along_axis(onehot, np.argmax(flat, axis=-1)[..., None], 1, axis=-1)
     return np.moveaxis(onehot.reshape(moved.shape), last, axes)''',
+    "onehot": '''def onehot(t, classes):
+    """Rows of 0s with a 1 at each class index of t (checked before the call)."""
+    return (t[..., None] == np.arange(classes)).astype(DTYPE)''',
+    "take": '''def take(table, index, axis):
+    """numpy.take, the index's whole numbers (checked before the call) as integers."""
+    return np.take(table, index.astype(np.intp), axis=axis)''',
+    "scatter_add": '''def scatter_add(g, index, shape, axis):
+    """g added into zeros of `shape` at the rows `index` names (a row named twice gets
+    both): take's gradient."""
+    out = np.zeros(shape, dtype=DTYPE)
+    np.add.at(out, (slice(None),) * axis + (index.astype(np.intp),), g)
+    return out''',
+    "unslice": '''def unslice(g, shape, index):
+    """g scattered into zeros of `shape` at `index` (np.s_[...]): a slice's gradient."""
+    out = np.zeros(shape, dtype=DTYPE)
+    out[index] = g
+    return out''',
     "fans": '''def fans(shape):
     """(fan_in, fan_out) of a weight laid out [in, out, *receptive field]."""
     if len(shape) < 2:
@@ -64,9 +101,12 @@ HELPERS: dict[str, str] = {
             )''',
 }
 
+HELPERS.update(WINDOW_HELPERS)
+
 # helper -> helpers it calls
 NEEDS: dict[str, tuple[str, ...]] = {
     "cross_entropy": ("log_softmax",), "xavier": ("fans",), "he": ("fans",),
+    **WINDOW_NEEDS,
 }
 
 
