@@ -3,6 +3,8 @@
     xor.npz          the XOR truth table (x[4, 2], t[4, 1])
     spirals.npz      two interleaved spirals, 1,000 points (x[N, 2], t[N, 1] in {0, 1})
     regression.csv   y = 2 x_0 - 3 x_1 + 0.5 x_2 + 1 + noise, 500 rows (columns x_0..x_2, y)
+    sequences.npz    2,000 sequences of 24 token ids (vocabulary 10, ids[N, 24]) labelled by
+                     which of three 3-token motifs is planted somewhere in them (t[N])
     digits.npz       scikit-learn's 8x8 handwritten digits, 1,797 images scaled to [0, 1],
                      with integer labels (needs scikit-learn: pip install "bpcompile[examples]")
 
@@ -46,6 +48,21 @@ def regression(n: int = 500, seed: int = 0) -> None:
     (HERE / "regression.csv").write_text("\n".join(rows) + "\n")
 
 
+MOTIFS = ((1, 2, 3), (3, 2, 1), (4, 4, 5))
+
+
+def sequences(n: int = 2000, length: int = 24, seed: int = 0) -> None:
+    """Random tokens with one motif planted at a random place: which one is the label. Only
+    a detector of 3 neighbouring tokens (a width-3 convolution, max over time) can tell."""
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(0, 10, size=(n, length))
+    labels = rng.integers(0, len(MOTIFS), size=n)
+    for row, label in enumerate(labels):
+        start = rng.integers(0, length - 3)
+        ids[row, start:start + 3] = MOTIFS[label]
+    np.savez(HERE / "sequences.npz", ids=ids.astype(np.uint8), t=labels.astype(np.uint8))
+
+
 def digits() -> bool:
     try:
         from sklearn.datasets import load_digits
@@ -63,5 +80,7 @@ if __name__ == "__main__":
     xor()
     spirals()
     regression()
-    made = ["xor.npz", "spirals.npz", "regression.csv"] + (["digits.npz"] if digits() else [])
+    sequences()
+    made = ["xor.npz", "spirals.npz", "regression.csv", "sequences.npz"] + (
+        ["digits.npz"] if digits() else [])
     print(f"wrote {', '.join(made)} in {HERE}")

@@ -35,7 +35,9 @@ def random_data(net: bpc.CompiledNet, n: int = BATCH, seed: int = 0) -> dict[str
     data = {}
     for name, shape in {**net.inputs, **net.targets}.items():
         concrete = tuple(n if isinstance(d, str) else d for d in shape)
-        if name in one_hot:
+        if name in net.signature.indices:  # class indices, a gather's rows: in range
+            data[name] = rng.integers(0, net.signature.indices[name], concrete)
+        elif name in one_hot:
             rows = rng.integers(0, concrete[-1], size=concrete[:-1])
             data[name] = np.eye(concrete[-1])[rows]
         elif name in net.targets:  # in [0, 1], as the bce losses of the examples need
@@ -68,11 +70,17 @@ def test_example_gradients(path: Path, backend: str) -> None:
 
 @pytest.mark.parametrize("path", example_paths(), ids=EXAMPLE_IDS)
 def test_example_one_hot_targets_are_one_hot(path: Path) -> None:
+    """A cross_entropy target is one-hot rows, or class indices in range (lenet.bp)."""
     net = compile_example(path, "numpy")
     data = random_data(net)
     for name in cross_entropy_targets(net):
         assert name in net.targets
-        assert np.all(data[name].sum(axis=-1) == 1)
+        if name in net.signature.indices:
+            assert data[name].shape == net.forward(net.init(), **{
+                k: v for k, v in data.items() if k in net.inputs})["logits"].shape[:-1]
+            assert np.all((data[name] >= 0) & (data[name] < net.signature.indices[name]))
+        else:
+            assert np.all(data[name].sum(axis=-1) == 1)
 
 
 @pytest.mark.parametrize("path", example_paths(), ids=EXAMPLE_IDS)

@@ -22,6 +22,7 @@ from conftest import example_paths
 from hypothesis import HealthCheck, given, settings
 
 import bpcompile as bpc
+from bpcompile.backends.numpy.helpers import HELPERS
 from bpcompile.graph.naming import Naming
 from bpcompile.inspect.show import describe
 
@@ -83,11 +84,20 @@ FUNCTIONS = {
     "ceil": np.ceil, "round": np.round, "prod": np.prod, "transpose": np.transpose,
     "concatenate": np.concatenate, "argmax": np.argmax, "s_": np.s_,
 }
+# The helpers show's math calls for the structural ops (conv, conv_transpose, correlate,
+# the pools, onehot, take, scatter_add, unslice): the generated module's own definitions,
+# whose meaning tests/test_convolution.py and tests/test_tensor_ops.py check against PyTorch.
+_HELPERS: dict[str, object] = {"np": np, "DTYPE": np.float64}
+exec("\n\n".join(HELPERS.values()), _HELPERS)  # noqa: S102
+FUNCTIONS.update({name: _HELPERS[name] for name in (
+    "conv", "conv_transpose", "correlate", "max_pool", "avg_pool", "max_pool_grad",
+    "avg_pool_grad", "onehot", "take", "scatter_add", "unslice")})
 EQUATION = re.compile(r"^    (?P<name>[A-Za-z_]\w*) *= (?P<expr>.+)$")
 # Sections of `show` whose lines are equations over values (the others are prose, textbook
 # notation or generated code).
 MATH_SECTIONS = ("forward values", "chain rule", "gradient:")
-IDENTIFIER = re.compile(r"(?<![\w.])[A-Za-z_]\w*")
+# a name read in an expression; a keyword argument's name (`padding=(1, 1)`) is not one
+IDENTIFIER = re.compile(r"(?<![\w.])[A-Za-z_]\w*(?!\w|\s*=(?!=))")
 # The documented affixes a name may carry (graph/naming.py), and the words of NAME_FUNCTION.
 PREFIXES = ("d_", "new_")
 SUFFIX = re.compile(r"_(pre|part|\d+|[a-z]+(_[a-z]+)?|T)")
@@ -170,7 +180,9 @@ def random_point(net: bpc.CompiledNet, seed: int, batch: int = 3) -> tuple[dict,
     for name, shape in net.network.data.items():
         concrete = tuple(batch if isinstance(d, str) else d for d in shape)
         values = rng.uniform(0.05, 0.95, size=concrete)
-        if name in net.targets and concrete:  # rows summing to 1 suit every loss
+        if name in net.signature.indices:  # class indices, a gather's rows: in range
+            values = rng.integers(0, net.signature.indices[name], concrete).astype(float)
+        elif name in net.targets and concrete:  # rows summing to 1 suit every loss
             values = values / np.sum(values, axis=-1, keepdims=True)
         data[name] = values
     return p, data

@@ -166,7 +166,11 @@ def sample_data(net: bpc.CompiledNet, seed: int) -> dict[str, np.ndarray]:
     for name, shape in {**net.inputs, **net.targets}.items():
         concrete = tuple(6 if isinstance(d, str) else d for d in shape)
         data[name] = rng.uniform(0, 1, size=concrete).astype(net.dtype)
+    for name, limit in net.signature.indices.items():  # class indices, a gather's rows
+        data[name] = rng.integers(0, limit, size=data[name].shape).astype(net.dtype)
     for name in net.targets:  # a one-hot target suits every loss in the examples
+        if name in net.signature.indices:
+            continue
         rows = data[name].reshape(-1, data[name].shape[-1])
         data[name] = np.eye(rows.shape[-1], dtype=net.dtype)[rows.argmax(axis=-1)].reshape(
             data[name].shape)

@@ -24,13 +24,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def random_data(net: CompiledNet, batch: int, rng: np.random.Generator,
                 positive: bool = False) -> dict[str, np.ndarray]:
     """Data for a check: inputs ~ N(0, 1) (or U(0.1, 1) when `positive`); targets in [0, 1],
-    and one-hot rows for targets of a cross_entropy."""
+    one-hot rows for targets of a cross_entropy, and whole numbers in range for arrays of
+    indices (class indices, a gather's rows)."""
     graph = net.compiled.graph
     one_hot = {graph.nodes[n.inputs[1]].name for n in graph.nodes if n.op is Op.SOFTMAX_XENT}
     data = {}
     for name, shape in net.network.data.items():
         concrete = tuple(batch if isinstance(d, str) else d for d in shape)
-        if name in one_hot and concrete:
+        if name in net.signature.indices:
+            limit = net.signature.indices[name]
+            data[name] = rng.integers(0, limit, size=concrete).astype(np.float64)
+        elif name in one_hot and concrete:
             classes = concrete[-1]
             labels = rng.integers(0, classes, size=concrete[:-1])
             data[name] = np.eye(classes)[labels]

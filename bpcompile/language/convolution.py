@@ -55,15 +55,17 @@ def _convolve(lw: Lowering, call: S.Call, spatial: int) -> Value:
     if not (groups.is_Integer and groups > 0):
         raise lw.error(BPTypeError, f"{call.func}()'s groups must be a positive integer",
                        getattr(bound["groups"], "pos", call.pos))
-    return convolution(lw, x, w, stride, padding, dilation, int(groups), call)
+    names = (S.expr_text(bound["x"]), S.expr_text(bound["W"]))
+    return convolution(lw, x, w, stride, padding, dilation, int(groups), call, names)
 
 
 def convolution(lw: Lowering, x: Tensor, w: Tensor, stride, padding, dilation, groups: int,
-                call: S.Call) -> Tensor:
-    """The CONV node of x and w, every size checked."""
+                call: S.Call, names: tuple[str, str]) -> Tensor:
+    """The CONV node of x and w (called `names` in messages), every size checked."""
     spatial = len(x.shape) - 2
     channels = x.shape[1]
-    described = f"x is {format_shape(x.shape)} and W is {format_shape(w.shape)}"
+    described = (f"{names[0]} is {format_shape(x.shape)} and {names[1]} is "
+                 f"{format_shape(w.shape)}")
     if len(w.shape) != spatial + 2 or not all(isinstance(d, int) for d in w.shape):
         raise lw.error(BPShapeError, f"{call.func}() needs W laid out [O, C/groups, "
                        f"{'K' if spatial == 1 else 'KH, KW'}], but {described}", call.pos)

@@ -115,7 +115,8 @@ def conv_layer(lw: Lowering, call: S.Call, name: str) -> Value:
     w_shape = (channels, x.shape[1], kernel, kernel)
     w = Tensor(lw.add_param(f"{name}.W", w_shape, init, call.pos), w_shape)
     b = lw.add_param(f"{name}.b", (channels,), Init("zeros"), call.pos)
-    product = convolution(lw, x, w, stride, padding, (1, 1), 1, call)
+    product = convolution(lw, x, w, stride, padding, (1, 1), 1, call,
+                          (S.expr_text(bound["x"]), f"{name}.W"))
     bias = lw.node(Op.RESHAPE, (b,), (channels, 1, 1))
     node = lw.builder.elementwise(apply(operand(0) + operand(1)), (product.node, bias.node),
                                   product.shape, lines=(lw.line,))

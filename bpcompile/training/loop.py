@@ -102,8 +102,17 @@ def batches(data: datasets.Dataset, batch_size: int, seed: int, epoch: int) -> l
 def accuracy(net: CompiledNet, p: Arrays, data: datasets.Dataset) -> float | None:
     """The fraction classified right, for a classifier: a target with one-hot rows
     (compared by argmax), or 0/1 values (compared with the output thresholded at 0.5 if it
-    lies in [0, 1], else at 0, as logits). None when no output has the target's shape."""
+    lies in [0, 1], else at 0, as logits), or class indices (compared with the argmax of an
+    output with one more axis). None when no output has the target's shape."""
     outputs = _forward_in_batches(net, p, data)
+    for name in net.signature.indices:
+        if name not in net.targets:
+            continue
+        target = data.arrays[name]
+        output = next((outputs[o] for o in net.outputs
+                       if outputs[o].shape[:-1] == target.shape), None)
+        if output is not None:
+            return float(np.mean(np.argmax(output, axis=-1) == target))
     for name, target in ((n, data.arrays[n]) for n in net.targets):
         output = next((outputs[o] for o in net.outputs if outputs[o].shape == target.shape),
                       None)

@@ -1,8 +1,6 @@
-"""Convolutions and pooling as direct loop nests: for each output position, each kernel tap
-that lands inside the (unpadded) input. A conv1d is the conv2d of a height-1 image, so one
-nest serves both. The three convolution ops share the nest and differ in the statement at
-its heart: the forward sums x * W into an output, the input gradient adds g * W into dx, the
-weight gradient adds g * x into dW."""
+"""Convolutions as im2col and the register-blocked matmul, pooling as direct loop nests
+(for each output position, each window tap that lands inside the unpadded input). A conv1d
+is the conv2d of a height-1 image, so one code path serves both."""
 
 from __future__ import annotations
 
@@ -115,40 +113,141 @@ def _batch(w: EntryWriter, node: Node) -> ir.Value:
     return w.dims_of(node.shape[:1])[0]
 
 
+# ------------------------------------------------------------------ convolutions
+#
+# As im2col and the register-blocked matmul: for each image and group, the values each
+# window reads are laid out as the columns of a matrix (one row per tap of each input
+# channel: r = (c * KH + kh) * KW + kw; one column per output position: q = oh * OW + ow),
+# and the convolution is W_group [O/groups, R] @ cols [R, Q]. The weight gradient is
+# g [O/groups, Q] @ cols^T, the input gradient W_group^T @ g scattered back (col2im).
+
+
+def _taps(w: EntryWriter, g: Geometry, image: ir.Value, channel0: ir.Value,
+          visit: Callable[[ir.Value, ir.Value, ir.Value, ir.Value], None]) -> None:
+    """visit(r, q, x offset, inside) for every tap r of every window q of one image's group
+    of channels (from channel0); `inside` is false where the tap reads padding, and the
+    offset is then a safe 0, so no branch is needed."""
+    b = w.b
+    per_group = g.channels // g.groups
+    with for_range(b, i64(per_group), "c") as c, for_range(b, i64(g.kernel_h), "kh") as kh, \
+            for_range(b, i64(g.kernel_w), "kw") as kw:
+        r = b.add(b.mul(b.add(b.mul(c, i64(g.kernel_h)), kh), i64(g.kernel_w)), kw)
+        plane = b.mul(b.add(b.mul(image, i64(g.channels)), b.add(channel0, c)),
+                      i64(g.height * g.width))
+        with for_range(b, i64(g.out_h), "oh") as oh, for_range(b, i64(g.out_w), "ow") as ow:
+            ih = b.add(b.sub(b.mul(oh, i64(g.stride[0])), i64(g.padding[0])),
+                       b.mul(kh, i64(g.dilation[0])))
+            iw = b.add(b.sub(b.mul(ow, i64(g.stride[1])), i64(g.padding[1])),
+                       b.mul(kw, i64(g.dilation[1])))
+            inside = b.and_(b.icmp_unsigned("<", ih, i64(g.height)),
+                            b.icmp_unsigned("<", iw, i64(g.width)))
+            at = b.select(inside, b.add(plane, b.add(b.mul(ih, i64(g.width)), iw)), i64(0))
+            q = b.add(b.mul(oh, i64(g.out_w)), ow)
+            visit(r, q, at, inside)
+
+
+def _im2col(w: EntryWriter, g: Geometry, x: ir.Value, image: ir.Value, channel0: ir.Value,
+            cols: ir.Value, transposed: bool) -> None:
+    """cols[r, q] (or cols[q, r]) = the input each tap reads, 0 in the padding."""
+    rows, positions = _sizes(g)
+    zero = ir.Constant(w.t, 0.0)
+
+    def visit(r: ir.Value, q: ir.Value, at: ir.Value, inside: ir.Value) -> None:
+        value = w.b.select(inside, _load(w, x, at), zero)
+        place = w.b.add(w.b.mul(q, i64(rows)), r) if transposed else \
+            w.b.add(w.b.mul(r, i64(positions)), q)
+        w.b.store(value, w.b.gep(cols, [place], source_etype=w.t))
+
+    _taps(w, g, image, channel0, visit)
+
+
+def _sizes(g: Geometry) -> tuple[int, int]:
+    """(R, Q): taps per group of channels, and output positions."""
+    return g.channels // g.groups * g.kernel_h * g.kernel_w, g.out_h * g.out_w
+
+
+def _at(w: EntryWriter, pointer: ir.Value, offset: ir.Value) -> ir.Value:
+    return w.b.gep(pointer, [offset], source_etype=w.t)
+
+
+def _each_image_and_group(w: EntryWriter, g: Geometry, batch: ir.Value,
+                          body: Callable[[ir.Value, ir.Value], None]) -> None:
+    with for_range(w.b, batch, "n") as n, for_range(w.b, i64(g.groups), "group") as group:
+        body(n, group)
+
+
 def conv(w: EntryWriter, i: int, node: Node) -> None:
     g = geometry(w, node)
     x, k = (w.storage[j] for j in node.inputs)
-    total = w.b.alloca(w.t, name="conv.sum")
+    rows, positions = _sizes(g)
+    outputs = g.outputs // g.groups
+    cols = w.allocate((rows, positions), f"{w.label(i)}.cols")
 
-    def at_output(out_at: ir.Value) -> tuple[Callable, Callable]:
-        return (lambda: w.b.store(ir.Constant(w.t, 0.0), total),
-                lambda: w.b.store(w.b.load(total, typ=w.t),
-                                  w.b.gep(w.storage[i], [out_at], source_etype=w.t)))
+    def body(n: ir.Value, group: ir.Value) -> None:
+        b = w.b
+        _im2col(w, g, x, n, b.mul(group, i64(g.channels // g.groups)), cols, False)
+        first = b.add(b.mul(n, i64(g.outputs)), b.mul(group, i64(outputs)))
+        w.matmul.call(b, _at(w, w.storage[i], b.mul(first, i64(positions))),
+                      _at(w, k, b.mul(group, i64(outputs * rows))), cols,
+                      i64(outputs), i64(positions), i64(rows), i64(rows), i64(1))
 
-    def tap(x_at: ir.Value, k_at: ir.Value, out_at: ir.Value) -> None:
-        product = w.b.fmul(_load(w, x, x_at), _load(w, k, k_at))
-        w.b.store(w.b.fadd(w.b.load(total, typ=w.t), product), total)
-
-    _nest(w, g, _batch(w, node), False, at_output, tap)
-
-
-def conv_input_grad(w: EntryWriter, i: int, node: Node) -> None:
-    g = geometry(w, node)
-    adjoint, k = (w.storage[j] for j in node.inputs)
-    w.zero(w.storage[i], node.shape)
-    _nest(w, g, _batch(w, node), False, None,
-          lambda x_at, k_at, out_at: _add_into(
-              w, w.storage[i], x_at, w.b.fmul(_load(w, adjoint, out_at), _load(w, k, k_at))))
+    w.functions.setdefault(i, []).append(w.matmul.function())
+    _each_image_and_group(w, g, _batch(w, node), body)
 
 
 def conv_weight_grad(w: EntryWriter, i: int, node: Node) -> None:
+    """dW_group += g [O/groups, Q] @ cols^T [Q, R], image by image."""
     g = geometry(w, node)
     x, adjoint = (w.storage[j] for j in node.inputs)
+    rows, positions = _sizes(g)
+    outputs = g.outputs // g.groups
+    cols = w.allocate((positions, rows), f"{w.label(i)}.cols")
+    part = w.allocate((outputs, rows), f"{w.label(i)}.part")
     w.zero(w.storage[i], node.shape)
-    batch = w.dims_of(w.graph.nodes[node.inputs[0]].shape[:1])[0]
-    _nest(w, g, batch, False, None,
-          lambda x_at, k_at, out_at: _add_into(
-              w, w.storage[i], k_at, w.b.fmul(_load(w, adjoint, out_at), _load(w, x, x_at))))
+
+    def body(n: ir.Value, group: ir.Value) -> None:
+        b = w.b
+        _im2col(w, g, x, n, b.mul(group, i64(g.channels // g.groups)), cols, True)
+        first = b.add(b.mul(n, i64(g.outputs)), b.mul(group, i64(outputs)))
+        w.matmul.call(b, part, _at(w, adjoint, b.mul(first, i64(positions))), cols,
+                      i64(outputs), i64(rows), i64(positions), i64(positions), i64(1))
+        start = b.mul(group, i64(outputs * rows))
+        with for_range(b, i64(outputs * rows), "e") as e:
+            _add_into(w, w.storage[i], b.add(start, e), _load(w, part, e))
+
+    w.functions.setdefault(i, []).append(w.matmul.function())
+    _each_image_and_group(w, g, w.dims_of(w.graph.nodes[node.inputs[0]].shape[:1])[0], body)
+
+
+def conv_input_grad(w: EntryWriter, i: int, node: Node) -> None:
+    """cols = W_group^T [R, O/groups] @ g [O/groups, Q], then each column's taps added back
+    where they read (col2im)."""
+    g = geometry(w, node)
+    adjoint, k = (w.storage[j] for j in node.inputs)
+    rows, positions = _sizes(g)
+    outputs = g.outputs // g.groups
+    cols = w.allocate((rows, positions), f"{w.label(i)}.cols")
+    dx = w.storage[i]
+    w.zero(dx, node.shape)
+    zero = ir.Constant(w.t, 0.0)
+
+    def body(n: ir.Value, group: ir.Value) -> None:
+        b = w.b
+        first = b.add(b.mul(n, i64(g.outputs)), b.mul(group, i64(outputs)))
+        # A[r, o] = W_group[o, r]: one step down A's rows is one element, across its
+        # columns a row of W
+        w.matmul.call(b, cols, _at(w, k, b.mul(group, i64(outputs * rows))),
+                      _at(w, adjoint, b.mul(first, i64(positions))),
+                      i64(rows), i64(positions), i64(outputs), i64(1), i64(rows))
+
+        def visit(r: ir.Value, q: ir.Value, at: ir.Value, inside: ir.Value) -> None:
+            value = _load(w, cols, b.add(b.mul(r, i64(positions)), q))
+            _add_into(w, dx, at, b.select(inside, value, zero))  # padding adds 0 to dx[0]
+
+        _taps(w, g, n, b.mul(group, i64(g.channels // g.groups)), visit)
+
+    w.functions.setdefault(i, []).append(w.matmul.function())
+    _each_image_and_group(w, g, _batch(w, node), body)
 
 
 def _first_maximum(w: EntryWriter, g: Geometry, x: ir.Value, batch: ir.Value,
