@@ -374,3 +374,5 @@ WORKLOADS = [
         _hand_relu_xent(3, _sgd(0.01)), _torch_step("wide"), _jax_step("wide"),
     ),
 ]
+
+import lenet_workload  # noqa: E402,F401  (adds the lenet workload to WORKLOADS, TORCH, JAX)

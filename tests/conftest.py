@@ -83,3 +83,16 @@ def _balanced(text: str) -> bool:
         if depth < 0:
             return False
     return depth == 0
+
+
+def indices_in_range(net, data: dict, seed: int = 0) -> dict:
+    """`data` with each array of indices the network reads (class indices, a gather's rows:
+    `net.signature.indices`) redrawn as whole numbers in range, so random data stays valid
+    for networks such as examples/lenet.bp and examples/sequence.bp."""
+    rng = np.random.default_rng(seed)
+    result = dict(data)
+    for name, limit in net.signature.indices.items():
+        if name in result:
+            shape = np.shape(result[name])
+            result[name] = rng.integers(0, limit, size=shape).astype(np.float64)
+    return result

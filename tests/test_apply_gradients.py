@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 import pytest
-from conftest import example_paths
+from conftest import example_paths, indices_in_range
 
 import bpcompile as bpc
 
@@ -31,8 +31,9 @@ NETWORKS = {
 
 def data_for(net: bpc.CompiledNet, rows: int = 4) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(5)
-    return {name: rng.uniform(0, 1, tuple(rows if isinstance(d, str) else d for d in shape))
-            for name, shape in {**net.inputs, **net.targets}.items()}
+    return indices_in_range(net, {
+        name: rng.uniform(0, 1, tuple(rows if isinstance(d, str) else d for d in shape))
+        for name, shape in {**net.inputs, **net.targets}.items()})
 
 
 def copies(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

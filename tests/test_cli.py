@@ -19,7 +19,7 @@ from types import ModuleType
 
 import numpy as np
 import pytest
-from conftest import example_paths
+from conftest import example_paths, indices_in_range
 
 import bpcompile as bpc
 import bpcompile.cli.check as check_command
@@ -49,8 +49,9 @@ def load(path: Path, name: str = "generated") -> ModuleType:
 def data_for(net: bpc.CompiledNet, n: int = 5, seed: int = 0) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     shapes = {**net.inputs, **net.targets}
-    return {k: rng.uniform(0, 1, size=tuple(n if isinstance(d, str) else d for d in shape))
-            for k, shape in shapes.items()}
+    return indices_in_range(net, {
+        k: rng.uniform(0, 1, size=tuple(n if isinstance(d, str) else d for d in shape))
+        for k, shape in shapes.items()}, seed)
 
 
 def assert_no_traceback(result: subprocess.CompletedProcess) -> None:

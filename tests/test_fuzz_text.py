@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from bp_strategies import networks
-from conftest import example_paths
+from conftest import example_paths, indices_in_range
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -264,8 +264,9 @@ def run_or_bperror(net: bpc.CompiledNet, seed: int) -> None:
     2): each call gives a result or raises a BPError. Compiling a mutated program may
     succeed with shapes nobody meant, and the backends' code for it must hold up too."""
     rng = np.random.default_rng(seed)
-    arrays = {name: rng.uniform(-1, 1, tuple(d if isinstance(d, int) else 2 for d in shape))
-              for name, shape in {**net.inputs, **net.targets}.items()}
+    arrays = indices_in_range(net, {
+        name: rng.uniform(-1, 1, tuple(d if isinstance(d, int) else 2 for d in shape))
+        for name, shape in {**net.inputs, **net.targets}.items()}, seed)
     inputs = {name: arrays[name] for name in net.inputs}
     try:
         p = net.init(seed=seed)

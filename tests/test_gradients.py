@@ -742,7 +742,7 @@ loss mean((recon - x) ** 2) + 0.1 * mean(logsumexp(code, axis=1)) + 0.01 * max(W
 
 def test_examples_gradients(backend: str) -> None:
     """Every example network: a few entries are enough when the params are large."""
-    from conftest import example_paths
+    from conftest import example_paths, indices_in_range
 
     rng = np.random.default_rng(100)
     for path in example_paths():
@@ -754,6 +754,7 @@ def test_examples_gradients(backend: str) -> None:
             data[name] = rng.normal(size=tuple(3 if isinstance(d, str) else d for d in shape))
         if "digits" in path.name:
             data["t"] = _one_hot(rng, 3, 10)
+        data = indices_in_range(net, data)
         value, grads = net.value_and_grad(p, **data)
         sample = {}
         for name, g in grads.items():

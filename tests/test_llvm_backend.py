@@ -22,7 +22,7 @@ from pathlib import Path
 import llvmlite.binding as llvm
 import numpy as np
 import pytest
-from conftest import EXAMPLES, PROBE, example_paths
+from conftest import EXAMPLES, PROBE, example_paths, indices_in_range
 
 import bpcompile as bpc
 from bpcompile import BPError, BPNumericError
@@ -229,7 +229,7 @@ def make_data(net: CompiledNet, batch: int, seed: int = 0,
             data[name] = rng.uniform(0.0, 1.0, concrete)
         else:
             data[name] = rng.standard_normal(concrete)
-    return data
+    return indices_in_range(net, data, seed)
 
 
 def relative_error(a: object, b: object) -> float:

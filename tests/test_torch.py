@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import example_paths
+from conftest import example_paths, indices_in_range
 
 import bpcompile as bpc
 
@@ -93,9 +93,11 @@ def example_data(net: bpc.CompiledNet, n: int, seed: int) -> dict[str, np.ndarra
         data[name] = rng.standard_normal(concrete)
     # cross_entropy's targets: one-hot rows
     for t in re.findall(r"cross_entropy\(\s*[^,]+,\s*(\w+)\s*\)", net.source):
+        if t in net.signature.indices:
+            continue
         rows = rng.integers(0, data[t].shape[-1], size=n)
         data[t] = np.eye(data[t].shape[-1])[rows]
-    return data
+    return indices_in_range(net, data, seed)
 
 
 @pytest.mark.parametrize("path", example_paths(), ids=[p.name for p in example_paths()])
