@@ -69,7 +69,25 @@ def signature(compiled: Compiled) -> Signature:
         state=state_shapes(network.optimizer, shapes) if graph.loss is not None else {},
         has_loss=graph.loss is not None,
         indices=index_data(network.graph),
+        least_sizes=least_sizes(network.graph),
     )
+
+
+def least_sizes(graph: Graph) -> dict[str, tuple[int, int]]:
+    """For each size bound at call time that an index reads along (`x[5]` along N): the
+    least size it needs, and the `.bp` line of the first index that needs the most."""
+    found: dict[str, tuple[int, int]] = {}
+    for node in graph.nodes:
+        if node.op is not Op.SLICE:
+            continue
+        source = graph.nodes[node.inputs[0]].shape
+        for axis in node.axes:
+            start, size = node.attrs[axis][0], source[axis]
+            if isinstance(size, str):
+                least = start + 1 if start >= 0 else -start
+                if least > found.get(size, (1, 0))[0]:
+                    found[size] = (least, node.lines[0] if node.lines else 0)
+    return found
 
 
 def index_data(graph: Graph) -> dict[str, int]:

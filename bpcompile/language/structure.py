@@ -67,8 +67,8 @@ def _integer(lw: Lowering, expr: S.Expr | None, what: str) -> int | None:
 
 def _position(lw: Lowering, subscript: S.Expr, size: Dim, expr: S.Index) -> int:
     """An integer index, checked against a known size; negative counts from the end (and
-    stays negative along a size bound at call time). Along such a size only the first and
-    the last element (0 and -1) are sure to exist, as every size is at least 1."""
+    stays negative along a size bound at call time, where each call checks that the size
+    is large enough: pipeline.least_sizes)."""
     i = _integer(lw, subscript, "an index")
     assert i is not None
     if isinstance(size, int):
@@ -76,9 +76,6 @@ def _position(lw: Lowering, subscript: S.Expr, size: Dim, expr: S.Index) -> int:
             raise lw.error(BPShapeError, f"index {i} is out of range for an axis of size "
                            f"{size} in {S.expr_text(expr)}", subscript.pos)
         return i % size
-    if i not in (0, -1):
-        raise lw.error(BPShapeError, f"index {i} along {size}, a size bound at call time, "
-                       f"may be out of range; only 0 and -1 are sure to exist", subscript.pos)
     return i
 
 

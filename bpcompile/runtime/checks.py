@@ -106,6 +106,16 @@ def check_data(data: Mapping, declared: dict[str, Shape], dtype: np.dtype,
     return arrays, {symbol: size for symbol, (size, _) in bindings.items()}
 
 
+def check_least_sizes(sizes: Mapping[str, int], least: Mapping[str, tuple[int, int]],
+                      filename: str, call: str) -> None:
+    """Each size an index reads along is large enough: else a BPShapeError naming the size,
+    its value and the line that indexes. Nothing has been computed yet."""
+    for name, (needed, line) in least.items():
+        if name in sizes and sizes[name] < needed:
+            raise BPShapeError(f"{call}: an index on {filename}:{line} needs {name} >= "
+                               f"{needed}, but {name} = {sizes[name]} here")
+
+
 def check_indices(arrays: Mapping[str, np.ndarray], indices: Mapping[str, int],
                   call: str) -> None:
     """Arrays of class indices hold whole numbers in [0, classes): else a BPError naming

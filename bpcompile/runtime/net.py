@@ -129,6 +129,7 @@ class CompiledNet:
         params = checks.check_params(p, self.params, self.dtype, "forward")
         arrays, sizes = checks.check_data(data, self.inputs, self.dtype, "forward")
         checks.check_indices(arrays, self.signature.indices, "forward")
+        self._check_least_sizes(sizes, "forward")
         return _within_memory("forward", self._executor.forward, params, arrays, sizes)
 
     def loss(self, p: Mapping, /, **data: object) -> float:
@@ -136,6 +137,7 @@ class CompiledNet:
         params = checks.check_params(p, self.params, self.dtype, "loss")
         arrays, sizes = checks.check_data(data, self.signature.data, self.dtype, "loss")
         checks.check_indices(arrays, self.signature.indices, "loss")
+        self._check_least_sizes(sizes, "loss")
         return _within_memory("loss", self._executor.loss, params, arrays, sizes)
 
     def value_and_grad(self, p: Mapping, /, **data: object) -> tuple[float, Arrays]:
@@ -144,6 +146,7 @@ class CompiledNet:
         arrays, sizes = checks.check_data(data, self.signature.data, self.dtype,
                                           "value_and_grad")
         checks.check_indices(arrays, self.signature.indices, "value_and_grad")
+        self._check_least_sizes(sizes, "value_and_grad")
         return _within_memory("value_and_grad", self._executor.value_and_grad, params, arrays,
                               sizes)
 
@@ -156,6 +159,7 @@ class CompiledNet:
                                **{f"state {n}": a for n, a in state.items()}}, "step")
         arrays, sizes = checks.check_data(data, self.signature.data, self.dtype, "step")
         checks.check_indices(arrays, self.signature.indices, "step")
+        self._check_least_sizes(sizes, "step")
         loss = _within_memory("step", self._executor.step, params, state, arrays, sizes)
         self._install_fast_step()
         return loss
@@ -180,10 +184,10 @@ class CompiledNet:
         make it this network's `step`; it falls back to the method above for anything it
         does not accept as-is, so behaviour is the same."""
         install = getattr(self._executor, "install_fast_step", None)
-        # the native path checks shapes and flags, not values: class indices need the
-        # checked path at every call
+        # the native path checks shapes and flags, not values or least sizes: class
+        # indices and indexing along a size bound at call time need the checked path
         if install is not None and "step" not in self.__dict__ \
-                and not self.signature.indices:
+                and not self.signature.indices and not self.signature.least_sizes:
             fast = install(CompiledNet.step.__get__(self))
             if fast is not None:
                 self.step = fast
@@ -191,6 +195,10 @@ class CompiledNet:
     def code(self) -> str:
         """The generated source: a Python module (numpy) or LLVM IR (llvm)."""
         return self._executor.code
+
+    def _check_least_sizes(self, sizes: Mapping[str, int], call: str) -> None:
+        checks.check_least_sizes(sizes, self.signature.least_sizes, self.signature.filename,
+                                 call)
 
     def _need_loss(self, call: str) -> None:
         if not self.has_loss:

@@ -29,6 +29,9 @@ class Signature:
     # data arrays of class indices -> how many classes: whole numbers in [0, classes),
     # checked at every call
     indices: dict[str, int] = field(default_factory=dict)
+    # sizes bound at call time that an index needs large enough (`x[5]` along N): the
+    # least size, and the `.bp` line that indexes
+    least_sizes: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     @property
     def data(self) -> dict[str, Shape]:
@@ -54,6 +57,7 @@ class Signature:
             "state": [[n, list(s)] for n, s in self.state.items()],
             "has_loss": self.has_loss,
             "indices": self.indices,
+            "least_sizes": {n: list(v) for n, v in self.least_sizes.items()},
         }
 
     @classmethod
@@ -71,4 +75,5 @@ class Signature:
             state={n: tuple(s) for n, s in value["state"]},
             has_loss=value["has_loss"],
             indices=dict(value.get("indices", {})),
+            least_sizes={n: tuple(v) for n, v in value.get("least_sizes", {}).items()},
         )
