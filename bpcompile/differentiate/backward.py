@@ -30,6 +30,10 @@ class Backward:
         return self.builder.nodes[i].shape
 
     def reshape(self, i: int, shape: Shape, lines=()) -> int:
+        """i as `shape`; a reshape of a reshape is one reshape of the first one's input."""
+        node = self.builder.nodes[i]
+        if node.op is Op.RESHAPE:
+            i = node.inputs[0]
         return i if self.shape(i) == shape else self.node(Op.RESHAPE, (i,), shape, lines)
 
     def transpose(self, i: int, lines=()) -> int:

@@ -65,7 +65,7 @@ RESERVED = frozenset(keyword.kwlist) | {
     "update", "sigmoid", "elu", "softmax", "log_softmax", "logsumexp", "cross_entropy",
     "onehot_argmax", "refuse_non_finite", "erf", "unslice", "onehot", "take",
     "scatter_add", "windows", "conv", "conv_transpose", "correlate", "max_pool", "avg_pool",
-    "max_pool_grad", "avg_pool_grad", "spread",
+    "max_pool_grad", "avg_pool_grad", "spread", "columns",
 }
 
 # The word a value computed by each op is named with: `z_softmax`, `d_y_sum`.
