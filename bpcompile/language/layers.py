@@ -17,7 +17,7 @@ from . import syntax as S
 from .arguments import bind, number_option, tensor_argument
 from .builtins import ELEMENTWISE, REQUIRED
 from .context import Lowering
-from .convolution import convolution, spatial_input, spatial_options
+from .convolution import convolution, output_size, spatial_input, spatial_options
 from .structure import take
 from .values import Tensor, Value
 
@@ -105,13 +105,20 @@ def conv_layer(lw: Lowering, call: S.Call, name: str) -> Value:
         sizes.append(int(value))
     channels, kernel = sizes
     stride, padding = spatial_options(lw, bound, 2, call, ("stride", "padding"))
+    if any(output_size(n, kernel, s, p, 1) < 1
+           for n, s, p in zip(x.shape[2:], stride, padding)):  # before sizing its init
+        raise lw.error(BPShapeError, f"conv()'s kernel {kernel} does not fit "
+                       f"{S.expr_text(bound['x'])}, which is {format_shape(x.shape)}, with "
+                       f"padding {list(padding)}", call.pos)
     act = bound["act"]
     act_name = "linear" if act is None else act.id if isinstance(act, S.Name) else None
     apply = activation(lw, act_name, act, call.pos)
     fan_in, fan_out = x.shape[1] * kernel**2, channels * kernel**2
-    init = (Init("normal", (math.sqrt(2.0 / fan_in),)) if act_name in RELU_FAMILY else
-            Init("uniform", (-math.sqrt(6.0 / (fan_in + fan_out)),
-                             math.sqrt(6.0 / (fan_in + fan_out)))))
+    # int / int: exact for any size (a float of a vast fan would overflow before add_param
+    # refuses the param)
+    glorot = math.sqrt(6 / (fan_in + fan_out))
+    init = (Init("normal", (math.sqrt(2 / fan_in),)) if act_name in RELU_FAMILY else
+            Init("uniform", (-glorot, glorot)))
     w_shape = (channels, x.shape[1], kernel, kernel)
     w = Tensor(lw.add_param(f"{name}.W", w_shape, init, call.pos), w_shape)
     b = lw.add_param(f"{name}.b", (channels,), Init("zeros"), call.pos)

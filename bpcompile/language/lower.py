@@ -7,6 +7,7 @@ dispatched through tables, in `calls.py`.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import sympy
@@ -22,6 +23,8 @@ from .defs import evaluate_def
 from .expressions import Expressions
 from .layers import LAYERS
 from .values import Scalar, Tensor
+
+MAX_PARAM_ELEMENTS = 2**48  # 2 PiB of float64
 
 
 class Lowerer(Expressions):
@@ -99,6 +102,9 @@ class Lowerer(Expressions):
         self.add_param(stmt.name, shape, init, stmt.pos)
 
     def add_param(self, name: str, shape: tuple[int, ...], init: Init, pos: Pos) -> int:
+        if math.prod(shape) > MAX_PARAM_ELEMENTS:  # e.g. dense(x, 1e300): no machine holds it
+            raise self.error(BPShapeError, f"param {name} would have {math.prod(shape):.3g} "
+                             f"elements, more than any machine holds", pos)
         self.declare(name, pos)
         node = self.builder.add(Node(Op.PARAM, (), shape, name=name, lines=(self.line,)))
         self.params[name] = node
