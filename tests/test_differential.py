@@ -35,7 +35,7 @@ from hypothesis import HealthCheck, given, note, seed, settings
 import bpcompile as bpc
 
 BACKENDS = ("numpy", "llvm")
-EXAMPLES = int(os.environ.get("BPCOMPILE_FUZZ_EXAMPLES", "150"))
+EXAMPLES = int(os.environ.get("BPCOMPILE_FUZZ_EXAMPLES", "80"))  # CI; long runs set more
 FUZZ_SEED = os.environ.get("BPCOMPILE_FUZZ_SEED")
 
 SETTINGS = settings(

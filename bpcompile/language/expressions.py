@@ -5,6 +5,7 @@ pass. Calls dispatch through the table in calls.py."""
 
 from __future__ import annotations
 
+import math
 import sys
 
 import sympy
@@ -13,11 +14,14 @@ from ..errors import BPError, BPNameError, BPShapeError, BPTypeError, Pos, Sourc
 from ..graph.functions import dim_symbol
 from ..graph.ir import GraphBuilder, Node, Op, operand
 from ..graph.shapes import MAX_RANK, Shape, ShapeMismatch, broadcast, format_shape
+
 from . import syntax as S
 from .builtins import BINARY, COMPARISONS, indicator, number
 from .calls import CALLS, call, matmul
 from .structure import index
 from .values import Scalar, Tensor, Value
+
+MAX_ELEMENTS = 2**48  # 2 PiB of float64: past any machine
 
 
 class Expressions:
@@ -186,6 +190,11 @@ class Expressions:
             raise self.error(BPShapeError, f"this makes a tensor of rank {len(shape)}, "
                              f"{format_shape(shape)}; tensors have at most {MAX_RANK} dims",
                              Pos(self.line, 1))
+        fixed = math.prod(d for d in shape if isinstance(d, int))
+        if fixed > MAX_ELEMENTS:  # conv(x, 16, 3, padding=1e300): no machine holds it
+            raise self.error(BPShapeError, f"this makes a tensor of about 10^"
+                             f"{len(str(fixed)) - 1} elements (times the sizes bound at call "
+                             f"time), more than any machine holds", Pos(self.line, 1))
         return Tensor(self.builder.add(Node(op, inputs, shape, lines=(self.line,), **attrs)),
                       shape)
 

@@ -103,8 +103,9 @@ class Lowerer(Expressions):
 
     def add_param(self, name: str, shape: tuple[int, ...], init: Init, pos: Pos) -> int:
         if math.prod(shape) > MAX_PARAM_ELEMENTS:  # e.g. dense(x, 1e300): no machine holds it
-            raise self.error(BPShapeError, f"param {name} would have {math.prod(shape):.3g} "
-                             f"elements, more than any machine holds", pos)
+            raise self.error(BPShapeError, f"param {name} would have about 10^"
+                             f"{len(str(math.prod(shape))) - 1} elements, more than any "
+                             f"machine holds", pos)
         self.declare(name, pos)
         node = self.builder.add(Node(Op.PARAM, (), shape, name=name, lines=(self.line,)))
         self.params[name] = node
