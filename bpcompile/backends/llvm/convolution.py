@@ -58,44 +58,44 @@ def geometry(w: EntryWriter, node: Node) -> Geometry:
                     _as_2d(stride, 1), _as_2d(padding, 0), _as_2d(dilation, 1), groups)
 
 
-Tap = Callable[[ir.Value, ir.Value, ir.Value], None]  # (x offset, kernel offset, out offset)
+Tap = Callable[[ir.Value, ir.Value], None]  # (input offset, output offset)
 
 
-def _nest(w: EntryWriter, g: Geometry, batch: ir.Value, pooling: bool,
-          at_output: Callable[[ir.Value], tuple[Callable, Callable]] | None, tap: Tap) -> None:
-    """for n, o, oh, ow, c, kh, kw: `tap(x_at, k_at, out_at)` where the tap is inside the
-    input (pooling: c is only 0, and output channel o reads input channel o).
-    `at_output(out_at)` gives (before, after), run around each output's taps."""
+def _source(b: ir.IRBuilder, g: Geometry, oh: ir.Value, ow: ir.Value, kh: ir.Value,
+            kw: ir.Value) -> tuple[ir.Value, ir.Value, ir.Value]:
+    """(row, column, inside) of the input that tap (kh, kw) of window (oh, ow) reads; one
+    unsigned compare per axis tells padding apart, as a negative index is a huge unsigned
+    one."""
+    ih = b.add(b.sub(b.mul(oh, i64(g.stride[0])), i64(g.padding[0])),
+               b.mul(kh, i64(g.dilation[0])))
+    iw = b.add(b.sub(b.mul(ow, i64(g.stride[1])), i64(g.padding[1])),
+               b.mul(kw, i64(g.dilation[1])))
+    inside = b.and_(b.icmp_unsigned("<", ih, i64(g.height)),
+                    b.icmp_unsigned("<", iw, i64(g.width)))
+    return ih, iw, inside
+
+
+def _windows(w: EntryWriter, g: Geometry, batch: ir.Value,
+             at_output: Callable[[ir.Value], tuple[Callable, Callable]] | None,
+             tap: Tap) -> None:
+    """Pooling's nest: for n, channel o, oh, ow, kh, kw: `tap(x_at, out_at)` where the tap
+    is inside the input. `at_output(out_at)` gives (before, after), run around each
+    output's taps."""
     b = w.b
-    channels_per_group = 1 if pooling else g.channels // g.groups
-    outputs_per_group = g.outputs // g.groups
     with for_range(b, batch, "n") as n, for_range(b, i64(g.outputs), "o") as o, \
             for_range(b, i64(g.out_h), "oh") as oh, for_range(b, i64(g.out_w), "ow") as ow:
         out_at = b.add(b.mul(b.add(b.mul(b.add(b.mul(n, i64(g.outputs)), o), i64(g.out_h)),
                                    oh), i64(g.out_w)), ow)
+        plane = b.mul(b.add(b.mul(n, i64(g.channels)), o), i64(g.height * g.width))
         after = None
         if at_output is not None:
             before, after = at_output(out_at)
             before()
-        group = b.sdiv(o, i64(outputs_per_group))
-        with for_range(b, i64(channels_per_group), "c") as c, \
-                for_range(b, i64(g.kernel_h), "kh") as kh, \
+        with for_range(b, i64(g.kernel_h), "kh") as kh, \
                 for_range(b, i64(g.kernel_w), "kw") as kw:
-            ih = b.add(b.sub(b.mul(oh, i64(g.stride[0])), i64(g.padding[0])),
-                       b.mul(kh, i64(g.dilation[0])))
-            iw = b.add(b.sub(b.mul(ow, i64(g.stride[1])), i64(g.padding[1])),
-                       b.mul(kw, i64(g.dilation[1])))
-            # one unsigned compare per axis: a negative index is a huge unsigned one
-            inside = b.and_(b.icmp_unsigned("<", ih, i64(g.height)),
-                            b.icmp_unsigned("<", iw, i64(g.width)))
+            ih, iw, inside = _source(b, g, oh, ow, kh, kw)
             with b.if_then(inside):
-                # pooling reads its own channel; a convolution its group's channels
-                channel = o if pooling else b.add(b.mul(group, i64(channels_per_group)), c)
-                x_at = b.add(b.mul(b.add(b.mul(b.add(b.mul(n, i64(g.channels)), channel),
-                                                 i64(g.height)), ih), i64(g.width)), iw)
-                k_at = b.add(b.mul(b.add(b.mul(b.add(b.mul(o, i64(channels_per_group)), c),
-                                                 i64(g.kernel_h)), kh), i64(g.kernel_w)), kw)
-                tap(x_at, k_at, out_at)
+                tap(b.add(plane, b.add(b.mul(ih, i64(g.width)), iw)), out_at)
         if after is not None:
             after()
 
@@ -135,12 +135,7 @@ def _taps(w: EntryWriter, g: Geometry, image: ir.Value, channel0: ir.Value,
         plane = b.mul(b.add(b.mul(image, i64(g.channels)), b.add(channel0, c)),
                       i64(g.height * g.width))
         with for_range(b, i64(g.out_h), "oh") as oh, for_range(b, i64(g.out_w), "ow") as ow:
-            ih = b.add(b.sub(b.mul(oh, i64(g.stride[0])), i64(g.padding[0])),
-                       b.mul(kh, i64(g.dilation[0])))
-            iw = b.add(b.sub(b.mul(ow, i64(g.stride[1])), i64(g.padding[1])),
-                       b.mul(kw, i64(g.dilation[1])))
-            inside = b.and_(b.icmp_unsigned("<", ih, i64(g.height)),
-                            b.icmp_unsigned("<", iw, i64(g.width)))
+            ih, iw, inside = _source(b, g, oh, ow, kh, kw)
             at = b.select(inside, b.add(plane, b.add(b.mul(ih, i64(g.width)), iw)), i64(0))
             q = b.add(b.mul(oh, i64(g.out_w)), ow)
             visit(r, q, at, inside)
@@ -267,7 +262,7 @@ def _first_maximum(w: EntryWriter, g: Geometry, x: ir.Value, batch: ir.Value,
             found(out_at, b.load(best, typ=w.t), b.load(where, typ=I64))
         return before, after
 
-    def tap(x_at: ir.Value, k_at: ir.Value, out_at: ir.Value) -> None:
+    def tap(x_at: ir.Value, out_at: ir.Value) -> None:
         value, top = _load(w, x, x_at), b.load(best, typ=w.t)
         first = b.icmp_signed("<", b.load(where, typ=I64), i64(0))
         better = b.or_(first, b.or_(b.fcmp_ordered(">", value, top),
@@ -276,7 +271,7 @@ def _first_maximum(w: EntryWriter, g: Geometry, x: ir.Value, batch: ir.Value,
         b.store(b.select(better, value, top), best)
         b.store(b.select(better, x_at, b.load(where, typ=I64)), where)
 
-    _nest(w, g, batch, True, at_output, tap)
+    _windows(w, g, batch, at_output, tap)
 
 
 def pool(w: EntryWriter, i: int, node: Node) -> None:
@@ -295,7 +290,7 @@ def pool(w: EntryWriter, i: int, node: Node) -> None:
                 lambda: w.b.store(w.b.fdiv(w.b.load(total, typ=w.t), count),
                                   w.b.gep(out, [out_at], source_etype=w.t)))
 
-    _nest(w, g, _batch(w, node), True, at_output, lambda x_at, k_at, out_at: w.b.store(
+    _windows(w, g, _batch(w, node), at_output, lambda x_at, out_at: w.b.store(
         w.b.fadd(w.b.load(total, typ=w.t), _load(w, x, x_at)), total))
 
 
@@ -312,5 +307,5 @@ def pool_grad(w: EntryWriter, i: int, node: Node) -> None:
         _first_maximum(w, g, x, batch, found)
         return
     share = ir.Constant(w.t, 1.0 / (g.kernel_h * g.kernel_w))
-    _nest(w, g, batch, True, None, lambda x_at, k_at, out_at: _add_into(
+    _windows(w, g, batch, None, lambda x_at, out_at: _add_into(
         w, dx, x_at, w.b.fmul(_load(w, adjoint, out_at), share)))
