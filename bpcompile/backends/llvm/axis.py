@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from llvmlite import ir
 
-from .loops import I64, for_range, i64, product
+from .loops import I64, for_range, i64, local, product
 from .mathlib import MathFunctions
 
 REASSOC = ("reassoc", "contract")  # sums may be reordered (pairwise or vector lanes), as NumPy does
@@ -59,10 +59,7 @@ class AxisLoops:
 
     def accumulator(self, start: float, name: str) -> ir.Value:
         """A local variable (SSA after mem2reg) for a running value."""
-        entry = self.b.function.entry_basic_block
-        with self.b.goto_block(entry):
-            self.b.position_at_start(entry)
-            slot = self.b.alloca(self.t, name=name)
+        slot = local(self.b, self.t, name)
         self.b.store(self.const(start), slot)
         return slot
 
@@ -142,7 +139,7 @@ class AxisLoops:
         """1 at the first maximum along the axis (as NumPy's argmax), 0 elsewhere."""
         def body(at, o, n):
             best = self.accumulator(-math.inf, f"{name}.best")
-            where = self.b.alloca(I64, name=f"{name}.where")
+            where = local(self.b, I64, f"{name}.where")
             self.b.store(i64(0), where)
             with for_range(self.b, view.axis, f"{name}.a") as a:
                 x = self.load(source, at(a))
@@ -160,7 +157,7 @@ class AxisLoops:
         as the maximum), one per (outer, inner) pair, as a number."""
         def body(at, o, n):
             best = self.accumulator(-math.inf, f"{name}.best")
-            where = self.b.alloca(I64, name=f"{name}.where")
+            where = local(self.b, I64, f"{name}.where")
             self.b.store(i64(-1), where)
             with for_range(self.b, view.axis, f"{name}.a") as a:
                 x = self.load(source, at(a))

@@ -1,42 +1,36 @@
-"""Convolutions as im2col and the register-blocked matmul, pooling as direct loop nests
-(for each output position, each window tap that lands inside the unpadded input). A conv1d
-is the conv2d of a height-1 image, so one code path serves both."""
+"""Convolutions as im2col over the whole batch and one matrix product per group; pooling as
+the window kernels. A conv1d is the conv2d of a height-1 image, so one code path serves
+both.
+
+The columns of a batch are a matrix [C*KH*KW, N*OH*OW]: one row per tap r = (c, kh, kw),
+one column per output position of each image (windows.py writes it). With P = N*OH*OW and
+R the taps of one group's channels, group k's rows are its R-row block, and
+
+    forward          out[O/groups, P]   = W_k [O/groups, R] @ cols_k [R, P]
+    weight gradient  dW_k [O/groups, R] = g_k [O/groups, P] @ cols_k^T
+    input gradient   dcols_k [R, P]     = W_k^T @ g_k, added back into dx by col2im
+
+where out and g are [O, N, OH*OW]: the network's [N, O, OH, OW] with its first two axes
+swapped, which is a copy of whole rows. One product over the whole batch is large enough
+for BLAS (packing, cache blocking, both cores) where a product per image is not. The
+forward's columns are kept in the workspace, and its weight gradient reads them again.
+"""
 
 from __future__ import annotations
-
-from collections.abc import Callable
-from dataclasses import dataclass
 
 from llvmlite import ir
 
 from ...graph.ir import Node, Op
 from .entry import EntryWriter
-from .loops import I64, for_range, i64
-
-
-@dataclass(frozen=True)
-class Geometry:
-    """Every size of a convolution or pooling, as conv2d's (a 1-D op has height 1)."""
-
-    channels: int
-    height: int
-    width: int
-    outputs: int     # output channels (pooling: the channels)
-    out_h: int
-    out_w: int
-    kernel_h: int
-    kernel_w: int
-    stride: tuple[int, int]
-    padding: tuple[int, int]
-    dilation: tuple[int, int]
-    groups: int
+from .loops import I64, PTR, for_range, i64
+from .windows import KERNELS, Geometry, WindowKernels
 
 
 def _as_2d(values: tuple[int, ...], fill: int) -> tuple[int, int]:
     return (fill, *values) if len(values) == 1 else tuple(values)  # type: ignore[return-value]
 
 
-def geometry(w: EntryWriter, node: Node) -> Geometry:
+def geometry(w: EntryWriter, node: Node) -> Geometry[int]:
     """The sizes of `node`, a CONV-family or POOL-family node."""
     if node.op in (Op.POOL, Op.POOL_GRAD):
         x_shape = w.graph.nodes[node.inputs[0]].shape
@@ -51,261 +45,197 @@ def geometry(w: EntryWriter, node: Node) -> Geometry:
             Op.CONV_WEIGHT_GRAD: lambda x, g: (x, node.shape, g),
         }[node.op](*(w.graph.nodes[j].shape for j in node.inputs))
         kernel, outputs = k_shape[2:], k_shape[0]
-    height, width = _as_2d(x_shape[2:], 1)
-    out_h, out_w = _as_2d(out[2:], 1)
-    kernel_h, kernel_w = _as_2d(kernel, 1)
-    return Geometry(x_shape[1], height, width, outputs, out_h, out_w, kernel_h, kernel_w,
-                    _as_2d(stride, 1), _as_2d(padding, 0), _as_2d(dilation, 1), groups)
-
-
-Tap = Callable[[ir.Value, ir.Value], None]  # (input offset, output offset)
-
-
-def _source(b: ir.IRBuilder, g: Geometry, oh: ir.Value, ow: ir.Value, kh: ir.Value,
-            kw: ir.Value) -> tuple[ir.Value, ir.Value, ir.Value]:
-    """(row, column, inside) of the input that tap (kh, kw) of window (oh, ow) reads; one
-    unsigned compare per axis tells padding apart, as a negative index is a huge unsigned
-    one."""
-    ih = b.add(b.sub(b.mul(oh, i64(g.stride[0])), i64(g.padding[0])),
-               b.mul(kh, i64(g.dilation[0])))
-    iw = b.add(b.sub(b.mul(ow, i64(g.stride[1])), i64(g.padding[1])),
-               b.mul(kw, i64(g.dilation[1])))
-    inside = b.and_(b.icmp_unsigned("<", ih, i64(g.height)),
-                    b.icmp_unsigned("<", iw, i64(g.width)))
-    return ih, iw, inside
-
-
-def _windows(w: EntryWriter, g: Geometry, batch: ir.Value,
-             at_output: Callable[[ir.Value], tuple[Callable, Callable]] | None,
-             tap: Tap) -> None:
-    """Pooling's nest: for n, channel o, oh, ow, kh, kw: `tap(x_at, out_at)` where the tap
-    is inside the input. `at_output(out_at)` gives (before, after), run around each
-    output's taps."""
-    b = w.b
-    with for_range(b, batch, "n") as n, for_range(b, i64(g.outputs), "o") as o, \
-            for_range(b, i64(g.out_h), "oh") as oh, for_range(b, i64(g.out_w), "ow") as ow:
-        out_at = b.add(b.mul(b.add(b.mul(b.add(b.mul(n, i64(g.outputs)), o), i64(g.out_h)),
-                                   oh), i64(g.out_w)), ow)
-        plane = b.mul(b.add(b.mul(n, i64(g.channels)), o), i64(g.height * g.width))
-        after = None
-        if at_output is not None:
-            before, after = at_output(out_at)
-            before()
-        with for_range(b, i64(g.kernel_h), "kh") as kh, \
-                for_range(b, i64(g.kernel_w), "kw") as kw:
-            ih, iw, inside = _source(b, g, oh, ow, kh, kw)
-            with b.if_then(inside):
-                tap(b.add(plane, b.add(b.mul(ih, i64(g.width)), iw)), out_at)
-        if after is not None:
-            after()
-
-
-def _load(w: EntryWriter, pointer: ir.Value, at: ir.Value) -> ir.Value:
-    return w.b.load(w.b.gep(pointer, [at], source_etype=w.t), typ=w.t)
-
-
-def _add_into(w: EntryWriter, pointer: ir.Value, at: ir.Value, value: ir.Value) -> None:
-    slot = w.b.gep(pointer, [at], source_etype=w.t)
-    w.b.store(w.b.fadd(w.b.load(slot, typ=w.t), value), slot)
+    return Geometry(x_shape[1], *_as_2d(x_shape[2:], 1), outputs, *_as_2d(out[2:], 1),
+                    *_as_2d(kernel, 1), *_as_2d(stride, 1), *_as_2d(padding, 0),
+                    *_as_2d(dilation, 1), groups)
 
 
 def _batch(w: EntryWriter, node: Node) -> ir.Value:
     return w.dims_of(node.shape[:1])[0]
 
 
-# ------------------------------------------------------------------ convolutions
-#
-# As im2col and the register-blocked matmul: for each image and group, the values each
-# window reads are laid out as the columns of a matrix (one row per tap of each input
-# channel: r = (c * KH + kh) * KW + kw; one column per output position: q = oh * OW + ow),
-# and the convolution is W_group [O/groups, R] @ cols [R, Q]. The weight gradient is
-# g [O/groups, Q] @ cols^T, the input gradient W_group^T @ g scattered back (col2im).
-
-
-def _taps(w: EntryWriter, g: Geometry, image: ir.Value, channel0: ir.Value,
-          visit: Callable[[ir.Value, ir.Value, ir.Value, ir.Value], None]) -> None:
-    """visit(r, q, x offset, inside) for every tap r of every window q of one image's group
-    of channels (from channel0); `inside` is false where the tap reads padding, and the
-    offset is then a safe 0, so no branch is needed."""
-    b = w.b
-    per_group = g.channels // g.groups
-    with for_range(b, i64(per_group), "c") as c, for_range(b, i64(g.kernel_h), "kh") as kh, \
-            for_range(b, i64(g.kernel_w), "kw") as kw:
-        r = b.add(b.mul(b.add(b.mul(c, i64(g.kernel_h)), kh), i64(g.kernel_w)), kw)
-        plane = b.mul(b.add(b.mul(image, i64(g.channels)), b.add(channel0, c)),
-                      i64(g.height * g.width))
-        with for_range(b, i64(g.out_h), "oh") as oh, for_range(b, i64(g.out_w), "ow") as ow:
-            ih, iw, inside = _source(b, g, oh, ow, kh, kw)
-            at = b.select(inside, b.add(plane, b.add(b.mul(ih, i64(g.width)), iw)), i64(0))
-            q = b.add(b.mul(oh, i64(g.out_w)), ow)
-            visit(r, q, at, inside)
-
-
-def _im2col(w: EntryWriter, g: Geometry, x: ir.Value, image: ir.Value, channel0: ir.Value,
-            cols: ir.Value, transposed: bool) -> None:
-    """cols[r, q] (or cols[q, r]) = the input each tap reads, 0 in the padding."""
-    rows, positions = _sizes(g)
-    zero = ir.Constant(w.t, 0.0)
-
-    def visit(r: ir.Value, q: ir.Value, at: ir.Value, inside: ir.Value) -> None:
-        value = w.b.select(inside, _load(w, x, at), zero)
-        place = w.b.add(w.b.mul(q, i64(rows)), r) if transposed else \
-            w.b.add(w.b.mul(r, i64(positions)), q)
-        w.b.store(value, w.b.gep(cols, [place], source_etype=w.t))
-
-    _taps(w, g, image, channel0, visit)
-
-
-def _sizes(g: Geometry) -> tuple[int, int]:
-    """(R, Q): taps per group of channels, and output positions."""
-    return g.channels // g.groups * g.kernel_h * g.kernel_w, g.out_h * g.out_w
-
-
 def _at(w: EntryWriter, pointer: ir.Value, offset: ir.Value) -> ir.Value:
     return w.b.gep(pointer, [offset], source_etype=w.t)
 
 
-def _each_image_and_group(w: EntryWriter, g: Geometry, batch: ir.Value,
-                          body: Callable[[ir.Value, ir.Value], None]) -> None:
-    with for_range(w.b, batch, "n") as n, for_range(w.b, i64(g.groups), "group") as group:
-        body(n, group)
+def _window(w: EntryWriter, name: str, pointers: list[ir.Value], batch: ir.Value,
+            g: Geometry[int]) -> None:
+    args = [(pointer, PTR) for pointer in KERNELS[name]] + [("batch", I64)]
+    function = w.kernels.define((name, g), name, args, ir.VoidType(),
+                                WindowKernels(w.kernels).body(name, g))
+    w.call(function, [*pointers, batch])
+
+
+def _sizes(g: Geometry[int]) -> tuple[int, int, int]:
+    """(R, Q, O/groups): taps of one group's channels, positions per image, and output
+    channels per group."""
+    return (g.channels // g.groups * g.kernel_h * g.kernel_w, g.out_h * g.out_w,
+            g.outputs // g.groups)
+
+
+def _columns(w: EntryWriter, g: Geometry[int], x: int, batch: ir.Value) -> ir.Value:
+    """The columns of input node x for geometry g, written once per entry function."""
+    key = ("columns", x, g)
+    if key not in w.shared:
+        rows, positions, _ = _sizes(g)
+        shape = (g.groups * rows, w.graph.nodes[x].shape[0], positions)
+        w.shared[key] = w.allocate(shape, f"{w.label(x)}.cols")
+        _window(w, "im2col", [w.shared[key], w.storage[x]], batch, g)
+    return w.shared[key]
+
+
+def _swap_outer(w: EntryWriter, target: ir.Value, source: ir.Value, outer: ir.Value,
+                middle: ir.Value, inner: int) -> None:
+    """target[m, o, :] = source[o, m, :] for source [outer, middle, inner]: a copy of
+    whole rows."""
+    b = w.b
+    memcpy = w.lib.intrinsic("llvm.memcpy", PTR, PTR, ir.IntType(64), ir.IntType(1),
+                             result=ir.VoidType(), overload=(PTR, PTR, ir.IntType(64)))
+    with for_range(b, outer, "o") as o, for_range(b, middle, "m") as m:
+        read = _at(w, source, b.mul(b.add(b.mul(o, middle), m), i64(inner)))
+        write = _at(w, target, b.mul(b.add(b.mul(m, outer), o), i64(inner)))
+        b.call(memcpy, [write, read, i64(inner * w.itemsize), ir.Constant(ir.IntType(1), 0)])
+
+
+def _channels_first(w: EntryWriter, g: Geometry[int], adjoint: int) -> ir.Value:
+    """Node `adjoint` [N, O, OH, OW] as [O, N, OH*OW], written once per entry function."""
+    key = ("channels first", adjoint)
+    if key not in w.shared:
+        node = w.graph.nodes[adjoint]
+        _, positions, _ = _sizes(g)
+        w.shared[key] = w.allocate((g.outputs, node.shape[0], positions),
+                                   f"{w.label(adjoint)}.by_channel")
+        _swap_outer(w, w.shared[key], w.storage[adjoint], _batch(w, node), i64(g.outputs),
+                    positions)
+    return w.shared[key]
+
+
+def _product(w: EntryWriter, c: ir.Value, a: ir.Value, a_transposed: bool, b: ir.Value,
+             b_transposed: bool, m: ir.Value, n: ir.Value, k: ir.Value,
+             scratch: ir.Value | None = None) -> None:
+    """C[m, n] = op(A) @ op(B), all dense: BLAS for large products (a transpose is a flag),
+    else the loop nest, which reads a transposed A through its strides and a transposed B
+    copied into `scratch`."""
+    def loop_nest() -> None:
+        right = b
+        if b_transposed:
+            assert scratch is not None
+            w.call(w.kernels.transpose(), [scratch, b, n, k])
+            right = scratch
+        w.functions.setdefault(w.current, []).append(w.matmul.function())
+        a_row, a_col = (i64(1), m) if a_transposed else (k, i64(1))
+        w.matmul.call(w.b, c, a, right, m, n, k, a_row, a_col)
+
+    if w.matmul.blas is None:
+        loop_nest()
+        return
+    with w.b.if_else(w.matmul.large(w.b, m, n, k, w.label(w.current))) as (large, small):
+        with large:
+            w.functions.setdefault(w.current, []).append("BLAS gemm")
+            w.matmul.call_blas(w.b, c, a, a_transposed, b, b_transposed, m, n, k)
+        with small:
+            loop_nest()
+
+
+def _each_group(w: EntryWriter, g: Geometry[int], body) -> None:
+    """body(group) for each group: a loop only when there are several."""
+    if g.groups == 1:
+        body(i64(0))
+        return
+    with for_range(w.b, i64(g.groups), "group") as group:
+        body(group)
 
 
 def conv(w: EntryWriter, i: int, node: Node) -> None:
     g = geometry(w, node)
-    x, k = (w.storage[j] for j in node.inputs)
-    rows, positions = _sizes(g)
-    outputs = g.outputs // g.groups
-    cols = w.allocate((rows, positions), f"{w.label(i)}.cols")
+    batch = _batch(w, node)
+    rows, positions, outputs = _sizes(g)
+    cols = _columns(w, g, node.inputs[0], batch)
+    total = w.b.mul(batch, i64(positions), name="positions")
+    by_channel = w.allocate((g.outputs, node.shape[0], positions), f"{w.label(i)}.by_channel")
+    kernel = w.storage[node.inputs[1]]
 
-    def body(n: ir.Value, group: ir.Value) -> None:
+    def group(k: ir.Value) -> None:
         b = w.b
-        _im2col(w, g, x, n, b.mul(group, i64(g.channels // g.groups)), cols, False)
-        first = b.add(b.mul(n, i64(g.outputs)), b.mul(group, i64(outputs)))
-        w.matmul.call(b, _at(w, w.storage[i], b.mul(first, i64(positions))),
-                      _at(w, k, b.mul(group, i64(outputs * rows))), cols,
-                      i64(outputs), i64(positions), i64(rows), i64(rows), i64(1))
+        _product(w, _at(w, by_channel, b.mul(b.mul(k, i64(outputs)), total)),
+                 _at(w, kernel, b.mul(k, i64(outputs * rows))), False,
+                 _at(w, cols, b.mul(b.mul(k, i64(rows)), total)), False,
+                 i64(outputs), total, i64(rows))
 
-    w.functions.setdefault(i, []).append(w.matmul.function())
-    _each_image_and_group(w, g, _batch(w, node), body)
+    _each_group(w, g, group)
+    _swap_outer(w, w.storage[i], by_channel, i64(g.outputs), batch, positions)
 
 
 def conv_weight_grad(w: EntryWriter, i: int, node: Node) -> None:
-    """dW_group += g [O/groups, Q] @ cols^T [Q, R], image by image."""
+    """dW_k = g_k @ cols_k^T, over the whole batch at once."""
+    x, adjoint = node.inputs
     g = geometry(w, node)
-    x, adjoint = (w.storage[j] for j in node.inputs)
-    rows, positions = _sizes(g)
-    outputs = g.outputs // g.groups
-    cols = w.allocate((positions, rows), f"{w.label(i)}.cols")
-    part = w.allocate((outputs, rows), f"{w.label(i)}.part")
-    w.zero(w.storage[i], node.shape)
+    batch = _batch(w, w.graph.nodes[x])
+    rows, positions, outputs = _sizes(g)
+    cols = _columns(w, g, x, batch)
+    by_channel = _channels_first(w, g, adjoint)
+    total = w.b.mul(batch, i64(positions), name="positions")
+    scratch = w.allocate((w.graph.nodes[x].shape[0], positions, rows), f"{w.label(i)}.cols_t")
 
-    def body(n: ir.Value, group: ir.Value) -> None:
+    def group(k: ir.Value) -> None:
         b = w.b
-        _im2col(w, g, x, n, b.mul(group, i64(g.channels // g.groups)), cols, True)
-        first = b.add(b.mul(n, i64(g.outputs)), b.mul(group, i64(outputs)))
-        w.matmul.call(b, part, _at(w, adjoint, b.mul(first, i64(positions))), cols,
-                      i64(outputs), i64(rows), i64(positions), i64(positions), i64(1))
-        start = b.mul(group, i64(outputs * rows))
-        with for_range(b, i64(outputs * rows), "e") as e:
-            _add_into(w, w.storage[i], b.add(start, e), _load(w, part, e))
+        _product(w, _at(w, w.storage[i], b.mul(k, i64(outputs * rows))),
+                 _at(w, by_channel, b.mul(b.mul(k, i64(outputs)), total)), False,
+                 _at(w, cols, b.mul(b.mul(k, i64(rows)), total)), True,
+                 i64(outputs), i64(rows), total, scratch)
 
-    w.functions.setdefault(i, []).append(w.matmul.function())
-    _each_image_and_group(w, g, w.dims_of(w.graph.nodes[node.inputs[0]].shape[:1])[0], body)
+    _each_group(w, g, group)
 
 
 def conv_input_grad(w: EntryWriter, i: int, node: Node) -> None:
-    """cols = W_group^T [R, O/groups] @ g [O/groups, Q], then each column's taps added back
-    where they read (col2im)."""
+    """dcols_k = W_k^T @ g_k for every group, then col2im adds each tap back where it
+    read."""
+    adjoint, kernel = node.inputs
     g = geometry(w, node)
-    adjoint, k = (w.storage[j] for j in node.inputs)
-    rows, positions = _sizes(g)
-    outputs = g.outputs // g.groups
-    cols = w.allocate((rows, positions), f"{w.label(i)}.cols")
-    dx = w.storage[i]
-    w.zero(dx, node.shape)
-    zero = ir.Constant(w.t, 0.0)
+    batch = _batch(w, node)
+    rows, positions, outputs = _sizes(g)
+    by_channel = _channels_first(w, g, adjoint)
+    total = w.b.mul(batch, i64(positions), name="positions")
+    dcols = w.allocate((g.groups * rows, node.shape[0], positions), f"{w.label(i)}.cols")
 
-    def body(n: ir.Value, group: ir.Value) -> None:
+    def group(k: ir.Value) -> None:
         b = w.b
-        first = b.add(b.mul(n, i64(g.outputs)), b.mul(group, i64(outputs)))
-        # A[r, o] = W_group[o, r]: one step down A's rows is one element, across its
-        # columns a row of W
-        w.matmul.call(b, cols, _at(w, k, b.mul(group, i64(outputs * rows))),
-                      _at(w, adjoint, b.mul(first, i64(positions))),
-                      i64(rows), i64(positions), i64(outputs), i64(1), i64(rows))
+        _product(w, _at(w, dcols, b.mul(b.mul(k, i64(rows)), total)),
+                 _at(w, w.storage[kernel], b.mul(k, i64(outputs * rows))), True,
+                 _at(w, by_channel, b.mul(b.mul(k, i64(outputs)), total)), False,
+                 i64(rows), total, i64(outputs))
 
-        def visit(r: ir.Value, q: ir.Value, at: ir.Value, inside: ir.Value) -> None:
-            value = _load(w, cols, b.add(b.mul(r, i64(positions)), q))
-            _add_into(w, dx, at, b.select(inside, value, zero))  # padding adds 0 to dx[0]
-
-        _taps(w, g, n, b.mul(group, i64(g.channels // g.groups)), visit)
-
-    w.functions.setdefault(i, []).append(w.matmul.function())
-    _each_image_and_group(w, g, _batch(w, node), body)
+    _each_group(w, g, group)
+    _window(w, "col2im", [w.storage[i], dcols], batch, g)
 
 
-def _first_maximum(w: EntryWriter, g: Geometry, x: ir.Value, batch: ir.Value,
-                   found: Callable[[ir.Value, ir.Value, ir.Value], None]) -> None:
-    """For each window: `found(out_at, best value, x offset of the first maximum)`, in
-    row-major order of the window, a NaN counting as the maximum (as NumPy's argmax)."""
-    b = w.b
-    best = b.alloca(w.t, name="pool.best")
-    where = b.alloca(I64, name="pool.where")
-
-    def at_output(out_at: ir.Value) -> tuple[Callable, Callable]:
-        def before() -> None:
-            b.store(ir.Constant(w.t, float("-inf")), best)
-            b.store(i64(-1), where)
-
-        def after() -> None:
-            found(out_at, b.load(best, typ=w.t), b.load(where, typ=I64))
-        return before, after
-
-    def tap(x_at: ir.Value, out_at: ir.Value) -> None:
-        value, top = _load(w, x, x_at), b.load(best, typ=w.t)
-        first = b.icmp_signed("<", b.load(where, typ=I64), i64(0))
-        better = b.or_(first, b.or_(b.fcmp_ordered(">", value, top),
-                                    b.and_(b.fcmp_unordered("!=", value, value),
-                                           b.fcmp_ordered("==", top, top))))
-        b.store(b.select(better, value, top), best)
-        b.store(b.select(better, x_at, b.load(where, typ=I64)), where)
-
-    _windows(w, g, batch, at_output, tap)
+def _has_gradient(w: EntryWriter, i: int, node: Node) -> bool:
+    """Whether this entry also writes the gradient of pooling node i."""
+    return any(w.graph.nodes[j].op is Op.POOL_GRAD and
+               w.graph.nodes[j].inputs[0] == node.inputs[0] and
+               w.graph.nodes[j].attrs == node.attrs for j in w.emitting)
 
 
 def pool(w: EntryWriter, i: int, node: Node) -> None:
-    g = geometry(w, node)
-    x = w.storage[node.inputs[0]]
-    out = w.storage[i]
-    if node.attrs[0] == "max":
-        _first_maximum(w, g, x, _batch(w, node), lambda out_at, top, where: w.b.store(
-            top, w.b.gep(out, [out_at], source_etype=w.t)))
+    x, g = node.inputs[0], geometry(w, node)
+    if node.attrs[0] == "max" and _has_gradient(w, i, node):
+        # the gradient will need each window's first maximum: found here, once
+        where = w.shared[("first maximum", x, g)] = w.allocate(
+            node.shape, f"{w.label(i)}.where", itemsize=8)
+        _window(w, "max_pool_where", [w.storage[i], where, w.storage[x]], _batch(w, node), g)
         return
-    total = w.b.alloca(w.t, name="pool.sum")
-    count = ir.Constant(w.t, float(g.kernel_h * g.kernel_w))  # padding counted, as PyTorch
-
-    def at_output(out_at: ir.Value) -> tuple[Callable, Callable]:
-        return (lambda: w.b.store(ir.Constant(w.t, 0.0), total),
-                lambda: w.b.store(w.b.fdiv(w.b.load(total, typ=w.t), count),
-                                  w.b.gep(out, [out_at], source_etype=w.t)))
-
-    _windows(w, g, _batch(w, node), at_output, lambda x_at, out_at: w.b.store(
-        w.b.fadd(w.b.load(total, typ=w.t), _load(w, x, x_at)), total))
+    kind = {"max": "max_pool", "avg": "avg_pool"}[node.attrs[0]]
+    _window(w, kind, [w.storage[i], w.storage[x]], _batch(w, node), g)
 
 
 def pool_grad(w: EntryWriter, i: int, node: Node) -> None:
+    x, adjoint = node.inputs
     g = geometry(w, node)
-    x, adjoint = (w.storage[j] for j in node.inputs)
-    dx = w.storage[i]
-    w.zero(dx, node.shape)
-    batch = _batch(w, node)
-    if node.attrs[0] == "max":
-        def found(out_at: ir.Value, top: ir.Value, where: ir.Value) -> None:
-            with w.b.if_then(w.b.icmp_signed(">=", where, i64(0))):
-                _add_into(w, dx, where, _load(w, adjoint, out_at))
-        _first_maximum(w, g, x, batch, found)
+    where = w.shared.get(("first maximum", x, g))
+    if node.attrs[0] == "max" and where is not None:
+        _window(w, "max_pool_scatter", [w.storage[i], where, w.storage[adjoint]],
+                _batch(w, node), g)
         return
-    share = ir.Constant(w.t, 1.0 / (g.kernel_h * g.kernel_w))
-    _windows(w, g, batch, None, lambda x_at, out_at: _add_into(
-        w, dx, x_at, w.b.fmul(_load(w, adjoint, out_at), share)))
+    pointers = {"max": [w.storage[i], w.storage[x], w.storage[adjoint]],
+                "avg": [w.storage[i], w.storage[adjoint]]}[node.attrs[0]]
+    _window(w, f"{node.attrs[0]}_pool_grad", pointers, _batch(w, node), g)

@@ -54,6 +54,10 @@ class EntryWriter:
         self.views: set[int] = set()     # transposes read as matmul left operands
         self.b_views: set[int] = set()   # transposes read as matmul right operands
         self.work: list[Shape] = []
+        # buffers one op writes and a later op of this entry reads again (a convolution's
+        # columns, which its weight gradient reuses), by what they hold
+        self.shared: dict[tuple, ir.Value] = {}
+        self.emitting: set[int] = set()
         self.workspace_offset: ir.Value = i64(0)
         self.current = -1  # the node being emitted
         # node -> the functions its code calls (their names are final only once the module
@@ -87,19 +91,21 @@ class EntryWriter:
             return total
         return product(self.b, dims)
 
-    def allocate(self, shape: Shape, name: str) -> ir.Value:
+    def allocate(self, shape: Shape, name: str, itemsize: int | None = None) -> ir.Value:
         """A workspace buffer, at the next aligned offset: %h = workspace + %h.offset, and
-        the next buffer starts at %h.end."""
+        the next buffer starts at %h.end. Its elements are floats, or `itemsize` bytes."""
         if not hasattr(self, "_workspace"):
             self._workspace = self.slot(self.layout.workspace, "workspace")
         offset = self.workspace_offset
         pointer = self.b.gep(self._workspace, [offset], source_etype=ir.IntType(8),
                              name=name)
-        size = self.b.mul(self.count(shape, name), i64(self.itemsize), name=f"{name}.bytes")
+        size = self.b.mul(self.count(shape, name), i64(itemsize or self.itemsize),
+                          name=f"{name}.bytes")
         aligned = self.b.and_(self.b.add(size, i64(ALIGN - 1)), i64(-ALIGN),
                               name=f"{name}.aligned")
         self.workspace_offset = self.b.add(offset, aligned, name=f"{name}.end")
-        self.work.append(shape)
+        self.work.append(shape if itemsize in (None, self.itemsize) else
+                         (*shape, -(-itemsize // self.itemsize)))
         return pointer
 
     def pointer(self, i: int) -> ir.Value:
@@ -175,6 +181,7 @@ class EntryWriter:
 
     def emit(self, order: list[int], results: dict[int, list[tuple[int, str]]],
              in_place: dict[int, int]) -> None:
+        self.emitting = set(order)  # what an op may look ahead to (does a gradient follow?)
         for i in order:
             node = self.graph.nodes[i]
             pointer = self.storage_for(i, results, in_place)

@@ -152,8 +152,8 @@ class LLVMExecutor:
             header, object_code = cached
             engine, _ = compile_ir("", object_code=object_code, symbols=external_symbols())
             return engine, [tuple(shape) for shape in header["workspace"]]
-        program = generate(self.compiled(), self.signature, self.dtype.name, vector_bytes(), (entry,),
-                           fast=entry == "step")
+        program = generate(self.compiled(), self.signature, self.dtype.name, vector_bytes(),
+                           (entry,), fast=entry == "step")
         engine, object_code = compile_ir(program.ir, symbols=external_symbols())
         shapes = program.workspace[entry]
         if object_code:

@@ -15,7 +15,7 @@ from ...graph.functions import dim_symbol
 from ...graph.ir import operand
 from .axis import REASSOC, AxisLoops, AxisView
 from .expr import ExprCompiler
-from .loops import I32, I64, PTR, for_range, i64, prebuilt_name, product
+from .loops import I32, I64, PTR, for_range, i64, local, prebuilt_name, product
 from .mathlib import MathFunctions
 from .rows import RowKernels
 
@@ -62,9 +62,11 @@ class Kernels:
         # the library's module (prebuilt=True) defines them.
         self.prebuilt = prebuilt
 
-    def _function(self, key: tuple, name: str, args: list[tuple[str, ir.Type]],
-                  returns: ir.Type, body: Callable[[ir.IRBuilder, dict], ir.Value | None],
-                  shared: bool = False) -> ir.Function:
+    def define(self, key: tuple, name: str, args: list[tuple[str, ir.Type]],
+               returns: ir.Type, body: Callable[[ir.IRBuilder, dict], ir.Value | None],
+               shared: bool = False) -> ir.Function:
+        """The kernel `key` names, written by `body` the first time it is asked for;
+        `shared` kernels are the prebuilt library's, only declared here."""
         function = self.cache.get(key)
         if function is not None:
             if not shared:
@@ -192,7 +194,7 @@ class Kernels:
             self.nested(b, dims[:-1], lambda index: self.vector_loop(
                 b, dims[-1], lambda j, vector: element([*index, j], vector)))
 
-        return self._function(key, name, args, ir.VoidType(), body)
+        return self.define(key, name, args, ir.VoidType(), body)
 
     # -------------------------------------------------------------- reductions
 
@@ -234,7 +236,7 @@ class Kernels:
                 target = broadcast_offset(b, outer_pattern, dims[:-1], index)
                 if rank - 1 in axes:  # reduce the innermost axis: in registers
                     lanes = self.lib.ops(self.vt)
-                    acc_v = b.alloca(self.vt, name="acc.v")
+                    acc_v = local(b, self.vt, "acc.v")
                     b.store(lanes.const(start), acc_v)
                     acc = k.accumulator(start, "acc")
 
@@ -258,7 +260,7 @@ class Kernels:
 
             self.nested(b, dims[:-1], along_last)
 
-        return self._function(key, name, args, ir.VoidType(), body)
+        return self.define(key, name, args, ir.VoidType(), body)
 
     def horizontal(self, b: ir.IRBuilder, op: str, vector: ir.Value) -> ir.Value:
         """The sum, product or max of a vector's lanes."""
@@ -295,7 +297,7 @@ class Kernels:
                 with other:
                     scalar()
 
-        return self._function((kind,), kind, args, ir.VoidType(), body, shared=True)
+        return self.define((kind,), kind, args, ir.VoidType(), body, shared=True)
 
     def softmax_cross_entropy(self) -> ir.Function:
         args = [("out", PTR), ("logits", PTR), ("t", PTR), ("rows", I64), ("classes", I64)]
@@ -304,7 +306,7 @@ class Kernels:
             RowKernels(b, self.lib, self.lanes).cross_entropy(
                 arg["out"], arg["logits"], arg["t"], arg["rows"], arg["classes"])
 
-        return self._function(("xent",), "softmax_cross_entropy", args, ir.VoidType(), body,
+        return self.define(("xent",), "softmax_cross_entropy", args, ir.VoidType(), body,
                               shared=True)
 
     def transpose(self) -> ir.Function:
@@ -313,7 +315,7 @@ class Kernels:
         def body(b: ir.IRBuilder, arg: dict) -> None:
             AxisLoops(b, self.lib).transpose(arg["out"], arg["x"], arg["rows"], arg["cols"], "t")
 
-        return self._function(("transpose",), "transpose", args, ir.VoidType(), body,
+        return self.define(("transpose",), "transpose", args, ir.VoidType(), body,
                               shared=True)
 
     def non_finite(self) -> ir.Function:
@@ -323,7 +325,7 @@ class Kernels:
 
         def body(b: ir.IRBuilder, arg: dict) -> ir.Value:
             k = AxisLoops(b, self.lib)
-            acc_v = b.alloca(self.vt, name="probe.v")
+            acc_v = local(b, self.vt, "probe.v")
             b.store(self.lib.ops(self.vt).const(0.0), acc_v)
             acc = k.accumulator(0.0, "probe")
 
@@ -338,4 +340,4 @@ class Kernels:
                            b.load(acc, typ=self.t))
             return b.zext(b.fcmp_unordered("!=", total, total), I32)
 
-        return self._function(("non_finite",), "non_finite", args, I32, body, shared=True)
+        return self.define(("non_finite",), "non_finite", args, I32, body, shared=True)

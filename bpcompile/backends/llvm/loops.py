@@ -37,6 +37,16 @@ def for_range(builder: ir.IRBuilder, count: ir.Value, name: str = "i",
     builder.position_at_end(done)
 
 
+def local(builder: ir.IRBuilder, typ: ir.Type, name: str) -> ir.Value:
+    """A local variable: an alloca at the top of the function's entry block, where LLVM
+    promotes it to registers (an alloca anywhere else stays in memory, and inside a loop
+    grows the stack on every iteration)."""
+    entry = builder.function.entry_basic_block
+    with builder.goto_block(entry):
+        builder.position_at_start(entry)
+        return builder.alloca(typ, name=name)
+
+
 def product(builder: ir.IRBuilder, values: list[ir.Value]) -> ir.Value:
     """The product of i64 values (1 for none)."""
     if not values:

@@ -31,7 +31,7 @@ def strided_copy(w: EntryWriter, rank: int) -> ir.Function:
 
         level(0, arg["out_at"], arg["x_at"])
 
-    return w.kernels._function(("strided", rank), "copy", args, ir.VoidType(), body)
+    return w.kernels.define(("strided", rank), "copy", args, ir.VoidType(), body)
 
 
 def _strides(w: EntryWriter, shape: Shape) -> list[ir.Value]:

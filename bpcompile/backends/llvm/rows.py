@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from llvmlite import ir
 
-from .loops import I32, I64, PTR, for_range, i64
+from .loops import I32, I64, PTR, for_range, i64, local
 from .mathlib import MathFunctions, declare_intrinsic
 
 REASSOC = ("reassoc", "contract")
@@ -67,10 +67,7 @@ class RowKernels:
             body(j, self.mask(b.sub(count, j)))
 
     def accumulate(self, start: float, name: str) -> ir.Value:
-        entry = self.b.function.entry_basic_block
-        with self.b.goto_block(entry):
-            self.b.position_at_start(entry)
-            slot = self.b.alloca(self.vt, name=name)
+        slot = local(self.b, self.vt, name)
         self.b.store(self.vops.const(start), slot)
         return slot
 
@@ -239,7 +236,7 @@ class RowKernels:
     def cross_entropy(self, out: ir.Value, z: ir.Value, t: ir.Value, outer: ir.Value,
                       count: ir.Value) -> None:
         """mean over rows of sum_c t_c (lse - z_c) = lse * sum(t) - sum(t * z)."""
-        total = self.b.alloca(self.t, name="total")
+        total = local(self.b, self.t, "total")
         self.b.store(ir.Constant(self.t, 0.0), total)
 
         def body(o: ir.Value, start: ir.Value) -> None:
