@@ -407,6 +407,72 @@ def test_ops_float32_backends_agree() -> None:
         close(g1[name], g0[name], 1e-4, f"float32 d loss / d {name}", atol_scale=1e-5)
 
 
+# ------------------------------------------------------------ WIDE: llvm's two conv paths
+#
+# The llvm backend convolves layers with small windows directly (vectors along each output
+# row, a row in chunks of up to 4 vectors, the last one partial) and the others as im2col
+# and a product. The OPS images are narrower than one vector; these rows are several chunks
+# wide (37 positions: 10 float64 vectors on AVX2, 5 float32 ones), with padding and dilation
+# along the row and strides down the image, so both paths meet their edges.
+
+WIDE_PARAMS = {"Xw": (3, 2, 5, 37), "Vw": (2, 4, 41), "Ka": (4, 2, 3, 5), "Kb": (4, 1, 2, 3),
+               "Kc": (3, 4, 5), "Kd": (4, 2, 5, 7)}
+WIDE = [
+    conv_op("wide_pad_dil", "conv2d", "Xw", "Ka", stride=[2, 1], padding=[1, 3],
+            dilation=[1, 2]),
+    conv_op("wide_groups", "conv2d", "Xw", "Kb", padding=[0, 1], groups=2),
+    conv_op("wide_1d", "conv1d", "Vw", "Kc", padding=2),
+    conv_op("wide_im2col", "conv2d", "Xw", "Kd", padding=[2, 3]),  # 70 taps: not direct
+]
+
+
+@cache
+def wide_net(backend: str, dtype: str = "float64") -> bpc.CompiledNet:
+    lines = ["network wide"]
+    lines += [f"param {name}{list(shape)}" for name, shape in WIDE_PARAMS.items()]
+    lines += [f"{name} = {expr}" for name, expr, _ in WIDE]
+    lines.append("output " + ", ".join(name for name, _, _ in WIDE))
+    lines.append("loss " + " + ".join(f"sum({name} * {name})" for name, _, _ in WIDE))
+    return bpc.compile("\n".join(lines) + "\n", backend=backend, dtype=dtype)
+
+
+def wide_params() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(11)
+    return {name: rng.uniform(-1, 1, shape) for name, shape in WIDE_PARAMS.items()}
+
+
+def test_wide_rows_take_both_llvm_paths() -> None:
+    """The geometry each WIDE op has goes the way its comment says."""
+    from bpcompile.backends.llvm import direct
+    from bpcompile.backends.llvm.windows import Geometry
+
+    taken = {}
+    for name, shape in (("wide_pad_dil", (2, 5, 37, 4, 3, 35, 3, 5, 2, 1, 1, 3, 1, 2, 1)),
+                        ("wide_im2col", (2, 5, 37, 4, 5, 37, 5, 7, 1, 1, 2, 3, 1, 1, 1))):
+        taken[name] = direct.suits(Geometry(*shape))
+    assert taken == {"wide_pad_dil": True, "wide_im2col": False}
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_wide_rows(dtype: str) -> None:
+    """Forward values against NumPy written here, and every gradient against the numpy
+    backend (1e-12 in float64, float32's precision in float32)."""
+    params = wide_params()
+    m = SimpleNamespace(conv2d=np_conv, conv1d=np_conv)
+    a = SimpleNamespace(**params)
+    cast = {k: v.astype(dtype) for k, v in params.items()}
+    out = wide_net("llvm", dtype).forward(cast)
+    tol = 1e-12 if dtype == "float64" else 2e-5
+    for name, expr, ref in WIDE:
+        close(out[name], ref(m, a), tol, f"{name} = {expr}", atol_scale=tol)
+    l0, g0 = wide_net("numpy").value_and_grad(params)
+    l1, g1 = wide_net("llvm", dtype).value_and_grad(cast)
+    assert l1 == pytest.approx(l0, rel=tol * 10)
+    for name in WIDE_PARAMS:
+        close(g1[name], g0[name], 1e-12 if dtype == "float64" else 1e-4, f"d loss / d {name}",
+              atol_scale=tol)
+
+
 # ------------------------------------------------------------ TIES: max pooling's rule
 
 TIES_SOURCE = """

@@ -21,6 +21,7 @@ from __future__ import annotations
 from llvmlite import ir
 
 from ...graph.ir import Node, Op
+from . import direct
 from .entry import EntryWriter
 from .loops import I64, PTR, for_range, i64
 from .windows import KERNELS, Geometry, WindowKernels
@@ -146,9 +147,32 @@ def _each_group(w: EntryWriter, g: Geometry[int], body) -> None:
         body(group)
 
 
+def _direct(w: EntryWriter, name: str, g: Geometry[int], pointers: list[ir.Value],
+            batch: ir.Value) -> None:
+    args = [(pointer, PTR) for pointer in direct.KERNELS[name]] + [("batch", I64)]
+    function = w.kernels.define((name, g), name, args, ir.VoidType(),
+                                direct.DirectKernels(w.kernels, g).body(name))
+    w.call(function, [*pointers, batch])
+
+
+def _padded(w: EntryWriter, g: Geometry[int], x: int, batch: ir.Value) -> ir.Value:
+    """Input node x in rows padded for the direct kernels, written once per entry."""
+    key = ("padded", x, g)
+    if key not in w.shared:
+        node = w.graph.nodes[x]
+        shape = (node.shape[0], g.channels, g.height, direct.padded_width(g, w.kernels.lanes))
+        w.shared[key] = w.allocate(shape, f"{w.label(x)}.padded")
+        _direct(w, "padded", g, [w.shared[key], w.storage[x]], batch)
+    return w.shared[key]
+
+
 def conv(w: EntryWriter, i: int, node: Node) -> None:
     g = geometry(w, node)
     batch = _batch(w, node)
+    if direct.suits(g):
+        _direct(w, "direct_conv", g, [w.storage[i], _padded(w, g, node.inputs[0], batch),
+                                      w.storage[node.inputs[1]]], batch)
+        return
     rows, positions, outputs = _sizes(g)
     cols = _columns(w, g, node.inputs[0], batch)
     total = w.b.mul(batch, i64(positions), name="positions")
@@ -171,6 +195,10 @@ def conv_weight_grad(w: EntryWriter, i: int, node: Node) -> None:
     x, adjoint = node.inputs
     g = geometry(w, node)
     batch = _batch(w, w.graph.nodes[x])
+    if direct.suits(g):
+        _direct(w, "direct_weight_grad", g, [w.storage[i], _padded(w, g, x, batch),
+                                             w.storage[adjoint]], batch)
+        return
     rows, positions, outputs = _sizes(g)
     cols = _columns(w, g, x, batch)
     by_channel = _channels_first(w, g, adjoint)
