@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 V = TypeVar("V", int, ir.Value)
 UNROLLED_TAPS = 16  # a pooling window of at most this many taps is written out tap by tap
+UNROLLED_ROW = 8    # im2col and col2im write out the taps of a window row up to this many
 
 
 @dataclass(frozen=True)
@@ -138,24 +139,41 @@ class WindowKernels:
         return offset, lo, hi
 
     def _rows(self, b: ir.IRBuilder, arg: dict, g: Geometry,
-              row: Callable[[ir.Value, ir.Value, ir.Value, ir.Value, ir.Value, ir.Value], None]
-              ) -> None:
+              row: Callable[[ir.Value, ir.Value, ir.Value, ir.Value, ir.Value, ir.Value], None],
+              reads: bool) -> None:
         """row(columns row, input row, offset, lo, hi, inside) for every (tap, image, output
         row): the columns row holds OW positions, the input row's element
         ow * stride + offset is what position ow reads, and `inside` says whether that input
-        row is inside the input at all (else the whole row reads padding)."""
+        row is inside the input at all (else the whole row reads padding). `reads` when
+        the rows only read the input (im2col), not add into it (col2im)."""
         positions = b.mul(b.mul(arg["batch"], g.out_h), g.out_w, name="positions")
         taps = b.mul(g.kernel_h, g.kernel_w)
-        with for_range(b, g.channels, "c") as c, for_range(b, g.kernel_h, "kh") as kh, \
-                for_range(b, g.kernel_w, "kw") as kw:
-            r = b.add(b.mul(c, taps), b.add(b.mul(kh, g.kernel_w), kw), name="r")
-            offset, lo, hi = self._span(b, g, kw)
-            with for_range(b, arg["batch"], "n") as n, for_range(b, g.out_h, "oh") as oh:
-                ih = b.add(b.sub(b.mul(oh, g.stride_h), g.pad_h), b.mul(kh, g.dilation_h))
-                at = b.add(b.mul(r, positions), b.mul(b.add(b.mul(n, g.out_h), oh), g.out_w))
-                plane = b.add(b.mul(n, g.channels), c)
-                source = b.mul(b.add(b.mul(plane, g.height), ih), g.width)
-                row(at, source, offset, lo, hi, self._inside(b, ih, g.height))
+
+        def rows(c: ir.Value, kh: ir.Value, n: ir.Value, oh: ir.Value,
+                 columns: Callable[[Callable[[ir.Value], None]], None]) -> None:
+            ih = b.add(b.sub(b.mul(oh, g.stride_h), g.pad_h), b.mul(kh, g.dilation_h))
+            plane = b.add(b.mul(n, g.channels), c)
+            source = b.mul(b.add(b.mul(plane, g.height), ih), g.width)
+            inside = self._inside(b, ih, g.height)
+            position = b.mul(b.add(b.mul(n, g.out_h), oh), g.out_w)
+
+            def column(kw: ir.Value) -> None:
+                r = b.add(b.mul(c, taps), b.add(b.mul(kh, g.kernel_w), kw), name="r")
+                offset, lo, hi = self._span(b, g, kw)
+                row(b.add(b.mul(r, positions), position), source, offset, lo, hi, inside)
+
+            columns(column)
+
+        with for_range(b, g.channels, "c") as c, for_range(b, g.kernel_h, "kh") as kh:
+            if reads:  # the taps of an input row one after another, each span constant
+                with for_range(b, arg["batch"], "n") as n, for_range(b, g.out_h, "oh") as oh:
+                    rows(c, kh, n, oh, lambda column: self._each(
+                        b, g.kernel_w, "kw", column, g.kernel_w.constant <= UNROLLED_ROW))
+            else:  # writes: taps one after another would add into one row, each waiting
+                # for the last one's stores
+                with for_range(b, g.kernel_w, "kw") as kw, \
+                        for_range(b, arg["batch"], "n") as n, for_range(b, g.out_h, "oh") as oh:
+                    rows(c, kh, n, oh, lambda column: column(kw))
 
     # ------------------------------------------------------------ im2col
 
@@ -190,7 +208,7 @@ class WindowKernels:
                 with padding:
                     fill(target, i64(0), g.out_w)
 
-        self._rows(b, arg, g, row)
+        self._rows(b, arg, g, row, reads=True)
 
     def _col2im(self, b: ir.IRBuilder, arg: dict, g: Geometry) -> None:
         """dx = the sum, over the taps that read each input element, of their columns."""
@@ -216,7 +234,7 @@ class WindowKernels:
                             b.store(b.fadd(self._load(b, slot),
                                            self._load(b, self._at(b, column, ow))), slot)
 
-        self._rows(b, arg, g, row)
+        self._rows(b, arg, g, row, reads=False)
 
     # ------------------------------------------------------------ pooling
 
@@ -250,10 +268,10 @@ class WindowKernels:
             window(out_at, taps)
 
     def _each(self, b: ir.IRBuilder, count: ir.Value, name: str,
-              body: Callable[[ir.Value], None]) -> None:
+              body: Callable[[ir.Value], None], unrolled: bool | None = None) -> None:
         """body(k) for k in range(count): unrolled when the window is small (straight-line
         code that LLVM schedules across taps, where it keeps a loop of 2 as a loop)."""
-        if self.unroll:
+        if self.unroll if unrolled is None else unrolled:
             for k in range(count.constant):
                 body(i64(k))
             return

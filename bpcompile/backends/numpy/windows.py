@@ -70,25 +70,37 @@ WINDOW_HELPERS: dict[str, str] = {
     gg = g.reshape(n, groups, o // groups, -1).transpose(1, 2, 0, 3).reshape(groups,
                                                                               o // groups, -1)
     return (gg @ cols).reshape(shape)''',
-    "max_pool": '''def max_pool(x, kernel, stride=None, padding=(0, 0)):
-    """The largest value of each window (padding never wins: it is -inf)."""
+    "taps": '''def taps(x, kernel, stride, padding, fill):
+    """For each tap of the window, the [N, C, *out] values it reads: a strided slice of x
+    padded with `fill` (reducing over these few slices is several times faster than over
+    the windows' own small, strided axes)."""
     d = len(kernel)
-    win = windows(x, kernel, stride or kernel, padding[:d], (1,) * d, fill=-np.inf)
-    return win.max(axis=tuple(range(-d, 0)))''',
+    padded = np.pad(x, [(0, 0), (0, 0)] + [(p, p) for p in padding], constant_values=fill)
+    out = [(m + 2 * p - k) // s + 1 for m, p, k, s in zip(x.shape[2:], padding, kernel, stride)]
+    for tap in np.ndindex(*kernel):
+        reads = tuple(slice(t, t + s * (m - 1) + 1, s) for t, s, m in zip(tap, stride, out))
+        yield padded[(slice(None), slice(None)) + reads]''',
+    "max_pool": '''def max_pool(x, kernel, stride=None, padding=(0, 0)):
+    """The largest value of each window (padding never wins: it is -inf; NaN wins)."""
+    best = None
+    for values in taps(x, kernel, stride or kernel, padding[:len(kernel)], -np.inf):
+        best = values.copy() if best is None else np.maximum(best, values, out=best)
+    return best''',
     "avg_pool": '''def avg_pool(x, kernel, stride=None, padding=(0, 0)):
     """The mean of each window, padding counted (PyTorch's count_include_pad)."""
-    d = len(kernel)
-    win = windows(x, kernel, stride or kernel, padding[:d], (1,) * d)
-    return win.mean(axis=tuple(range(-d, 0)))''',
+    total = None
+    for values in taps(x, kernel, stride or kernel, padding[:len(kernel)], 0.0):
+        total = values.copy() if total is None else np.add(total, values, out=total)
+    return total / np.prod(kernel)''',
     "max_pool_grad": '''def max_pool_grad(x, g, kernel, stride=None, padding=(0, 0)):
-    """max_pool's gradient: each window's g to its first maximum in row-major order (as
-    PyTorch on CPU), added where windows overlap."""
-    d = len(kernel)
+    """max_pool's gradient: each window's g to its first maximum in row-major order (its
+    first NaN, if any; as PyTorch on CPU), added where windows overlap."""
     stride = stride or kernel
-    win = windows(x, kernel, stride, padding[:d], (1,) * d, fill=-np.inf)
-    flat = win.reshape(*win.shape[:2 + d], -1)
-    first = np.argmax(flat, axis=-1)
-    return spread(g, first, x.shape, kernel, stride, padding[:d])''',
+    best = max_pool(x, kernel, stride, padding)
+    first = np.full(best.shape, -1)
+    for k, values in enumerate(taps(x, kernel, stride, padding[:len(kernel)], -np.inf)):
+        first[(first < 0) & ((values == best) | np.isnan(values))] = k
+    return spread(g, first, x.shape, kernel, stride, padding[:len(kernel)])''',
     "avg_pool_grad": '''def avg_pool_grad(x, g, kernel, stride=None, padding=(0, 0)):
     """avg_pool's gradient: each window's g spread evenly over it, padding included."""
     d = len(kernel)
@@ -110,7 +122,7 @@ WINDOW_HELPERS: dict[str, str] = {
 }
 
 WINDOW_NEEDS: dict[str, tuple[str, ...]] = {
-    "conv": ("windows", "columns"), "correlate": ("windows", "columns"), "max_pool": ("windows",),
-    "avg_pool": ("windows",), "max_pool_grad": ("windows", "spread"),
+    "conv": ("windows", "columns"), "correlate": ("windows", "columns"), "max_pool": ("taps",),
+    "avg_pool": ("taps",), "max_pool_grad": ("taps", "max_pool", "spread"),
     "avg_pool_grad": ("spread",),
 }
