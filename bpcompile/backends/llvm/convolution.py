@@ -63,7 +63,7 @@ def _window(w: EntryWriter, name: str, pointers: list[ir.Value], batch: ir.Value
             g: Geometry[int]) -> None:
     args = [(pointer, PTR) for pointer in KERNELS[name]] + [("batch", I64)]
     function = w.kernels.define((name, g), name, args, ir.VoidType(),
-                                WindowKernels(w.kernels).body(name, g))
+                                WindowKernels(w.kernels, g).body(name))
     w.call(function, [*pointers, batch])
 
 

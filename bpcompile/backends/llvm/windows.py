@@ -36,8 +36,8 @@ UNROLLED_ROW = 8    # im2col and col2im write out the taps of a window row up to
 
 @dataclass(frozen=True)
 class Geometry(Generic[V]):
-    """Every size of a convolution or pooling, as conv2d's (a 1-D op has height 1): ints
-    where the network's code passes them, the kernel's i64 arguments inside it."""
+    """Every size of a convolution or pooling, as conv2d's (a 1-D op has height 1): ints,
+    or the same as i64 constants inside a kernel (`constants`)."""
 
     channels: V
     height: V
@@ -81,21 +81,20 @@ KERNELS: dict[str, list[str]] = {  # name -> its pointer arguments, before the b
 
 
 class WindowKernels:
-    """Writes the window kernels' bodies (`body(name, geometry)`) with the vector loops of
-    `kernels`."""
+    """Writes the window kernels' bodies for one geometry (`body(name)`) with the vector
+    loops of `kernels`."""
 
-    def __init__(self, kernels: Kernels):
+    def __init__(self, kernels: Kernels, geometry: Geometry[int]):
         self.kernels = kernels
         self.lib = kernels.lib
         self.t = kernels.t
         self.itemsize = kernels.itemsize
+        self.geometry = geometry
+        self.inside = geometry.always_inside()
+        self.unroll = geometry.kernel_h * geometry.kernel_w <= UNROLLED_TAPS
 
-    def body(self, name: str, geometry: Geometry[int]) -> Callable[[ir.IRBuilder, dict], None]:
-        def write(b: ir.IRBuilder, arg: dict) -> None:
-            self.inside = geometry.always_inside()
-            self.unroll = geometry.kernel_h * geometry.kernel_w <= UNROLLED_TAPS
-            getattr(self, f"_{name}")(b, arg, geometry.constants())
-        return write
+    def body(self, name: str) -> Callable[[ir.IRBuilder, dict], None]:
+        return lambda b, arg: getattr(self, f"_{name}")(b, arg, self.geometry.constants())
 
     # ------------------------------------------------------------ helpers
 
