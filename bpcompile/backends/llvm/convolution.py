@@ -1,6 +1,7 @@
-"""Convolutions as im2col over the whole batch and one matrix product per group; pooling as
-the window kernels. A conv1d is the conv2d of a height-1 image, so one code path serves
-both.
+"""Convolutions, each by the path that suits its shape: direct loop nests for layers with
+small windows (direct.py), else im2col over the whole batch and one matrix product per
+group; the input gradient always as a product and col2im. Pooling by the window kernels
+(windows.py). A conv1d is the conv2d of a height-1 image, so one code path serves both.
 
 The columns of a batch are a matrix [C*KH*KW, N*OH*OW]: one row per tap r = (c, kh, kw),
 one column per output position of each image (windows.py writes it). With P = N*OH*OW and
