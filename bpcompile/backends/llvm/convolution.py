@@ -9,12 +9,12 @@ R the taps of one group's channels, group k's rows are its R-row block, and
 
     forward          out[O/groups, P]   = W_k [O/groups, R] @ cols_k [R, P]
     weight gradient  dW_k [O/groups, R] = g_k [O/groups, P] @ cols_k^T
-    input gradient   dcols_k [R, P]     = W_k^T @ g_k, added back into dx by col2im
 
 where out and g are [O, N, OH*OW]: the network's [N, O, OH, OW] with its first two axes
 swapped, which is a copy of whole rows. One product over the whole batch is large enough
 for BLAS (packing, cache blocking, both cores) where a product per image is not. The
 forward's columns are kept in the workspace, and its weight gradient reads them again.
+The input gradient goes image by image (`conv_input_grad`).
 """
 
 from __future__ import annotations
@@ -217,25 +217,25 @@ def conv_weight_grad(w: EntryWriter, i: int, node: Node) -> None:
 
 
 def conv_input_grad(w: EntryWriter, i: int, node: Node) -> None:
-    """dcols_k = W_k^T @ g_k for every group, then col2im adds each tap back where it
-    read."""
+    """Image by image: dcols_k = W_k^T @ g_k for every group, then col2im adds each tap
+    back where it read. One image's columns stay in cache between the two, where the
+    whole batch's would not (and g_k is a block of the image's g as it is)."""
     adjoint, kernel = node.inputs
     g = geometry(w, node)
-    batch = _batch(w, node)
     rows, positions, outputs = _sizes(g)
-    by_channel = _channels_first(w, g, adjoint)
-    total = w.b.mul(batch, i64(positions), name="positions")
-    dcols = w.allocate((g.groups * rows, node.shape[0], positions), f"{w.label(i)}.cols")
+    dcols = w.allocate((g.groups * rows, positions), f"{w.label(i)}.cols")
+    image = g.channels * g.height * g.width
+    with for_range(w.b, _batch(w, node), "n") as n:
+        def group(k: ir.Value) -> None:
+            b = w.b
+            first = b.add(b.mul(n, i64(g.outputs)), b.mul(k, i64(outputs)))
+            _product(w, _at(w, dcols, b.mul(k, i64(rows * positions))),
+                     _at(w, w.storage[kernel], b.mul(k, i64(outputs * rows))), True,
+                     _at(w, w.storage[adjoint], b.mul(first, i64(positions))), False,
+                     i64(rows), i64(positions), i64(outputs))
 
-    def group(k: ir.Value) -> None:
-        b = w.b
-        _product(w, _at(w, dcols, b.mul(b.mul(k, i64(rows)), total)),
-                 _at(w, w.storage[kernel], b.mul(k, i64(outputs * rows))), True,
-                 _at(w, by_channel, b.mul(b.mul(k, i64(outputs)), total)), False,
-                 i64(rows), total, i64(outputs))
-
-    _each_group(w, g, group)
-    _window(w, "col2im", [w.storage[i], dcols], batch, g)
+        _each_group(w, g, group)
+        _window(w, "col2im", [_at(w, w.storage[i], w.b.mul(n, i64(image))), dcols], i64(1), g)
 
 
 def _has_gradient(w: EntryWriter, i: int, node: Node) -> bool:
@@ -262,8 +262,8 @@ def pool_grad(w: EntryWriter, i: int, node: Node) -> None:
     g = geometry(w, node)
     where = w.shared.get(("first maximum", x, g))
     if node.attrs[0] == "max" and where is not None:
-        _window(w, "max_pool_scatter", [w.storage[i], where, w.storage[adjoint]],
-                _batch(w, node), g)
+        kind = "max_pool_spread" if g.tiles() else "max_pool_scatter"
+        _window(w, kind, [w.storage[i], where, w.storage[adjoint]], _batch(w, node), g)
         return
     pointers = {"max": [w.storage[i], w.storage[x], w.storage[adjoint]],
                 "avg": [w.storage[i], w.storage[adjoint]]}[node.attrs[0]]

@@ -58,6 +58,15 @@ class Geometry(Generic[V]):
     def constants(self) -> Geometry[ir.Value]:
         return Geometry(*(i64(value) for value in astuple(self)))
 
+    def tiles(self) -> bool:
+        """Whether the windows tile the input exactly: each element in one window."""
+        return all(pad == 0 and stride == kernel and dilation == 1 and out * stride == size
+                   for pad, out, stride, kernel, dilation, size in (
+                       (self.pad_h, self.out_h, self.stride_h, self.kernel_h,
+                        self.dilation_h, self.height),
+                       (self.pad_w, self.out_w, self.stride_w, self.kernel_w,
+                        self.dilation_w, self.width)))
+
     def always_inside(self) -> bool:
         """Whether every tap of every window reads the input (no padding is ever read)."""
         return all(pad == 0 and (out - 1) * stride + (kernel - 1) * dilation < size
@@ -75,6 +84,7 @@ KERNELS: dict[str, list[str]] = {  # name -> its pointer arguments, before the b
     "max_pool_grad": ["dx", "x", "g"],
     "max_pool_where": ["out", "where", "x"],
     "max_pool_scatter": ["dx", "where", "g"],
+    "max_pool_spread": ["dx", "where", "g"],
     "avg_pool": ["out", "x"],
     "avg_pool_grad": ["dx", "g"],
 }
@@ -364,6 +374,20 @@ class WindowKernels:
             slot = self._at(b, arg["dx"], at)
             b.store(b.fadd(self._load(b, slot), self._load(b, self._at(b, arg["g"], o))),
                     slot)
+
+    def _max_pool_spread(self, b: ir.IRBuilder, arg: dict, g: Geometry) -> None:
+        """max_pool_scatter where the windows tile the input: each window's taps are set to
+        0 and then its first maximum to g, so dx needs no zeroing first and nothing is read
+        back. (Choosing g or 0 per tap instead becomes a branch, whatever the IR says:
+        mispredicted at one tap in every window.)"""
+        zero = ir.Constant(self.t, 0.0)
+
+        def window(out_at: ir.Value, taps: Callable) -> None:
+            taps(lambda at, inside: b.store(zero, self._at(b, arg["dx"], at)))
+            where = b.load(b.gep(arg["where"], [out_at], source_etype=I64), typ=I64)
+            b.store(self._load(b, self._at(b, arg["g"], out_at)), self._at(b, arg["dx"], where))
+
+        self._windows(b, arg, g, window)
 
     def _avg_pool(self, b: ir.IRBuilder, arg: dict, g: Geometry) -> None:
         """The mean over the window, padding counted as zeros (as PyTorch's default)."""
