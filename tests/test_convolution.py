@@ -473,6 +473,36 @@ def test_wide_rows(dtype: str) -> None:
               atol_scale=tol)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_weight_gradient_ignores_values_no_window_reads(backend: str) -> None:
+    """An inf in an input column that no window reads (dilation 3 skips it) leaves the
+    kernel's gradient finite. llvm's direct weight gradient once read a whole vector of
+    input past the row's last position and multiplied it by the gradient's zeros there:
+    0 * inf = NaN (found by review). Oracle: the sums written out by hand."""
+    net = bpc.compile("network skip\ninput X[1, 1, 1, 5]\nparam W[1, 1, 1, 2]\n"
+                      "y = conv2d(X, W, dilation=[1, 3])\noutput y\nloss sum(y)\n",
+                      backend=backend)
+    x = np.array([1.0, 2.0, np.inf, 4.0, 5.0]).reshape(1, 1, 1, 5)
+    loss, grads = net.value_and_grad({"W": np.ones((1, 1, 1, 2))}, X=x)
+    assert loss == 12.0  # (1 + 4) + (2 + 5)
+    np.testing.assert_array_equal(grads["W"].ravel(), [1 + 2, 4 + 5])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_max_pool_gradient_never_goes_to_padding(backend: str) -> None:
+    """Windows whose real values are all -inf, with padding first in row-major order: each
+    window's gradient goes to its first real element, so none is lost (the numpy backend
+    once gave it to the padding). Oracle: PyTorch's rule, written out: 78 = the sum of the
+    weights reaches X, and the first row's shares as PyTorch gives them."""
+    net = bpc.compile("network pad\nparam X[1, 1, 3, 4]\ninput w[1, 1, 3, 4]\n"
+                      "a = max_pool2d(X, 3, stride=1, padding=1)\noutput a\n"
+                      "loss sum(a * w)\n", backend=backend)
+    weights = np.arange(1.0, 13.0).reshape(1, 1, 3, 4)
+    _, grads = net.value_and_grad({"X": np.full((1, 1, 3, 4), -np.inf)}, w=weights)
+    assert grads["X"].sum() == weights.sum()
+    np.testing.assert_array_equal(grads["X"][0, 0, 0], [1 + 2 + 5 + 6, 3 + 7, 4 + 8, 0])
+
+
 # ------------------------------------------------------------ TIES: max pooling's rule
 
 TIES_SOURCE = """

@@ -19,13 +19,17 @@ The input gradient goes image by image (`conv_input_grad`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import NamedTuple
+
 from llvmlite import ir
 
 from ...graph.ir import Node, Op
-from . import direct
+from . import direct, pooling, windows
 from .entry import EntryWriter
 from .loops import I64, PTR, for_range, i64
-from .windows import KERNELS, Geometry, WindowKernels
+from .pooling import PoolingKernels
+from .windows import Geometry, WindowKernels
 
 
 def _as_2d(values: tuple[int, ...], fill: int) -> tuple[int, int]:
@@ -60,11 +64,18 @@ def _at(w: EntryWriter, pointer: ir.Value, offset: ir.Value) -> ir.Value:
     return w.b.gep(pointer, [offset], source_etype=w.t)
 
 
+# window kernel -> (who writes it, its pointer arguments)
+WINDOWS = {name: (kind, pointers) for kind, table in ((WindowKernels, windows.KERNELS),
+                                                     (PoolingKernels, pooling.KERNELS))
+           for name, pointers in table.items()}
+
+
 def _window(w: EntryWriter, name: str, pointers: list[ir.Value], batch: ir.Value,
             g: Geometry[int]) -> None:
-    args = [(pointer, PTR) for pointer in KERNELS[name]] + [("batch", I64)]
+    kind, names = WINDOWS[name]
+    args = [(pointer, PTR) for pointer in names] + [("batch", I64)]
     function = w.kernels.define((name, g), name, args, ir.VoidType(),
-                                WindowKernels(w.kernels, g).body(name))
+                                kind(w.kernels, g).body(name))
     w.call(function, [*pointers, batch])
 
 
@@ -112,34 +123,46 @@ def _channels_first(w: EntryWriter, g: Geometry[int], adjoint: int) -> ir.Value:
     return w.shared[key]
 
 
-def _product(w: EntryWriter, c: ir.Value, a: ir.Value, a_transposed: bool, b: ir.Value,
-             b_transposed: bool, m: ir.Value, n: ir.Value, k: ir.Value,
-             scratch: ir.Value | None = None) -> None:
-    """C[m, n] = op(A) @ op(B), all dense: BLAS for large products (a transpose is a flag),
-    else the loop nest, which reads a transposed A through its strides and a transposed B
-    copied into `scratch`."""
+class Operand(NamedTuple):
+    """A product's operand: where it is, and whether it is stored transposed."""
+
+    at: ir.Value
+    transposed: bool = False
+
+
+def _product(w: EntryWriter, c: ir.Value, a: Operand, b: Operand, m: ir.Value, n: ir.Value,
+             k: ir.Value, scratch: ir.Value | None = None) -> None:
+    """C[m, n] = op(A) @ op(B), all dense: BLAS for large products (a transpose is a flag)
+    and always when B is transposed; else the loop nest, which reads a transposed A through
+    its strides, and without BLAS a transposed B copied into `scratch` (so only a network
+    compiled without BLAS has one)."""
     def loop_nest() -> None:
-        right = b
-        if b_transposed:
+        right = b.at
+        if b.transposed:
             assert scratch is not None
-            w.call(w.kernels.transpose(), [scratch, b, n, k])
+            w.call(w.kernels.transpose(), [scratch, b.at, n, k])
             right = scratch
         w.functions.setdefault(w.current, []).append(w.matmul.function())
-        a_row, a_col = (i64(1), m) if a_transposed else (k, i64(1))
-        w.matmul.call(w.b, c, a, right, m, n, k, a_row, a_col)
+        a_row, a_col = (i64(1), m) if a.transposed else (k, i64(1))
+        w.matmul.call(w.b, c, a.at, right, m, n, k, a_row, a_col)
+
+    def blas() -> None:
+        w.functions.setdefault(w.current, []).append("BLAS gemm")
+        w.matmul.call_blas(w.b, c, a.at, a.transposed, b.at, b.transposed, m, n, k)
 
     if w.matmul.blas is None:
         loop_nest()
-        return
-    with w.b.if_else(w.matmul.large(w.b, m, n, k, w.label(w.current))) as (large, small):
-        with large:
-            w.functions.setdefault(w.current, []).append("BLAS gemm")
-            w.matmul.call_blas(w.b, c, a, a_transposed, b, b_transposed, m, n, k)
-        with small:
-            loop_nest()
+    elif b.transposed:
+        blas()
+    else:
+        with w.b.if_else(w.matmul.large(w.b, m, n, k, w.label(w.current))) as (large, small):
+            with large:
+                blas()
+            with small:
+                loop_nest()
 
 
-def _each_group(w: EntryWriter, g: Geometry[int], body) -> None:
+def _each_group(w: EntryWriter, g: Geometry[int], body: Callable[[ir.Value], None]) -> None:
     """body(group) for each group: a loop only when there are several."""
     if g.groups == 1:
         body(i64(0))
@@ -183,8 +206,8 @@ def conv(w: EntryWriter, i: int, node: Node) -> None:
     def group(k: ir.Value) -> None:
         b = w.b
         _product(w, _at(w, by_channel, b.mul(b.mul(k, i64(outputs)), total)),
-                 _at(w, kernel, b.mul(k, i64(outputs * rows))), False,
-                 _at(w, cols, b.mul(b.mul(k, i64(rows)), total)), False,
+                 Operand(_at(w, kernel, b.mul(k, i64(outputs * rows)))),
+                 Operand(_at(w, cols, b.mul(b.mul(k, i64(rows)), total))),
                  i64(outputs), total, i64(rows))
 
     _each_group(w, g, group)
@@ -204,13 +227,14 @@ def conv_weight_grad(w: EntryWriter, i: int, node: Node) -> None:
     cols = _columns(w, g, x, batch)
     by_channel = _channels_first(w, g, adjoint)
     total = w.b.mul(batch, i64(positions), name="positions")
-    scratch = w.allocate((w.graph.nodes[x].shape[0], positions, rows), f"{w.label(i)}.cols_t")
+    scratch = None if w.matmul.blas is not None else \
+        w.allocate((w.graph.nodes[x].shape[0], positions, rows), f"{w.label(i)}.cols_t")
 
     def group(k: ir.Value) -> None:
         b = w.b
         _product(w, _at(w, w.storage[i], b.mul(k, i64(outputs * rows))),
-                 _at(w, by_channel, b.mul(b.mul(k, i64(outputs)), total)), False,
-                 _at(w, cols, b.mul(b.mul(k, i64(rows)), total)), True,
+                 Operand(_at(w, by_channel, b.mul(b.mul(k, i64(outputs)), total))),
+                 Operand(_at(w, cols, b.mul(b.mul(k, i64(rows)), total)), transposed=True),
                  i64(outputs), i64(rows), total, scratch)
 
     _each_group(w, g, group)
@@ -230,16 +254,18 @@ def conv_input_grad(w: EntryWriter, i: int, node: Node) -> None:
             b = w.b
             first = b.add(b.mul(n, i64(g.outputs)), b.mul(k, i64(outputs)))
             _product(w, _at(w, dcols, b.mul(k, i64(rows * positions))),
-                     _at(w, w.storage[kernel], b.mul(k, i64(outputs * rows))), True,
-                     _at(w, w.storage[adjoint], b.mul(first, i64(positions))), False,
+                     Operand(_at(w, w.storage[kernel], b.mul(k, i64(outputs * rows))),
+                             transposed=True),
+                     Operand(_at(w, w.storage[adjoint], b.mul(first, i64(positions)))),
                      i64(rows), i64(positions), i64(outputs))
 
         _each_group(w, g, group)
         _window(w, "col2im", [_at(w, w.storage[i], w.b.mul(n, i64(image))), dcols], i64(1), g)
 
 
-def _has_gradient(w: EntryWriter, i: int, node: Node) -> bool:
-    """Whether this entry also writes the gradient of pooling node i."""
+def _has_gradient(w: EntryWriter, node: Node) -> bool:
+    """Whether this entry also writes the gradient of a pooling like `node` (the same
+    input and options: the same windows and maxima)."""
     return any(w.graph.nodes[j].op is Op.POOL_GRAD and
                w.graph.nodes[j].inputs[0] == node.inputs[0] and
                w.graph.nodes[j].attrs == node.attrs for j in w.emitting)
@@ -247,7 +273,7 @@ def _has_gradient(w: EntryWriter, i: int, node: Node) -> bool:
 
 def pool(w: EntryWriter, i: int, node: Node) -> None:
     x, g = node.inputs[0], geometry(w, node)
-    if node.attrs[0] == "max" and _has_gradient(w, i, node):
+    if node.attrs[0] == "max" and _has_gradient(w, node):
         # the gradient will need each window's first maximum: found here, once
         where = w.shared[("first maximum", x, g)] = w.allocate(
             node.shape, f"{w.label(i)}.where", itemsize=8)

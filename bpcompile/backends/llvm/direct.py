@@ -180,14 +180,19 @@ class DirectKernels:
 
                 def row(at: ir.Value) -> None:
                     for vector in range(self.vectors):
-                        offset = b.add(g_row, i64(vector * self.lanes))
-                        if vector < self.vectors - 1 or tail == self.lanes:
-                            grad = k.load(b, arg["g"], offset, True)
-                        else:  # the row's last positions, zeros past its end
-                            grad = b.call(load, [self._at(b, arg["g"], offset), mask, zero])
+                        whole = vector < self.vectors - 1 or tail == self.lanes
+
+                        def read(base: ir.Value, offset: ir.Value) -> ir.Value:
+                            # the row's last positions: zeros past its end, in both
+                            # factors (0 times an inf there would be NaN)
+                            if whole:
+                                return k.load(b, base, offset, True)
+                            return b.call(load, [self._at(b, base, offset), mask, zero])
+
+                        grad = read(arg["g"], b.add(g_row, i64(vector * self.lanes)))
                         for kw, total in enumerate(sums):
                             column = b.add(at, i64(vector * self.lanes + kw * g.dilation_w))
-                            x = k.load(b, arg["xpad"], column, True)
+                            x = read(arg["xpad"], column)
                             b.store(self._fma(b, grad, x, b.load(total, typ=k.vt)), total)
 
                 self._input_row(b, n, channel, oh, kh, row)

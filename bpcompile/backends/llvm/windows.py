@@ -1,5 +1,5 @@
-"""The window kernels: im2col and col2im for the convolutions, max and average pooling and
-their gradients.
+"""The window kernels: im2col and col2im for the convolutions here, max and average pooling
+and their gradients in pooling.py, on the helpers of `WindowKernels`.
 
 Each is a kernel of the network's module, one per op and geometry, with the geometry as
 constants: LLVM then unrolls the taps of a small window and drops the padding checks that
@@ -10,14 +10,10 @@ im2col and col2im walk rows of OW output positions. For each tap column `kw` the
 the span of positions whose tap lands inside the input; inside it a stride-1 row is a vector
 copy (or add), outside it the padding's zeros. Vectors are whole, with a scalar tail: masked
 stores are microcoded on some CPUs (AMD's), several times slower than a plain store.
-Pooling's padded taps read a cell holding -inf (max) or 0 (average) instead of branching: a
-pointer select is a conditional move, while a float select in a loop becomes a branch that
-the data mispredicts.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import astuple, dataclass
 from typing import TYPE_CHECKING, Generic, TypeVar
@@ -30,8 +26,7 @@ if TYPE_CHECKING:
     from .kernels import Kernels
 
 V = TypeVar("V", int, ir.Value)
-UNROLLED_TAPS = 16  # a pooling window of at most this many taps is written out tap by tap
-UNROLLED_ROW = 8    # im2col and col2im write out the taps of a window row up to this many
+UNROLLED_ROW = 8  # im2col and col2im write out the taps of a window row up to this many
 
 
 @dataclass(frozen=True)
@@ -58,35 +53,28 @@ class Geometry(Generic[V]):
     def constants(self) -> Geometry[ir.Value]:
         return Geometry(*(i64(value) for value in astuple(self)))
 
+    def axes(self) -> tuple[tuple[V, V, V, V, V, V], ...]:
+        """(padding, output size, stride, kernel size, dilation, input size) per axis."""
+        return ((self.pad_h, self.out_h, self.stride_h, self.kernel_h, self.dilation_h,
+                 self.height),
+                (self.pad_w, self.out_w, self.stride_w, self.kernel_w, self.dilation_w,
+                 self.width))
+
     def tiles(self) -> bool:
         """Whether the windows tile the input exactly: each element in one window."""
         return all(pad == 0 and stride == kernel and dilation == 1 and out * stride == size
-                   for pad, out, stride, kernel, dilation, size in (
-                       (self.pad_h, self.out_h, self.stride_h, self.kernel_h,
-                        self.dilation_h, self.height),
-                       (self.pad_w, self.out_w, self.stride_w, self.kernel_w,
-                        self.dilation_w, self.width)))
+                   for pad, out, stride, kernel, dilation, size in self.axes())
 
     def always_inside(self) -> bool:
         """Whether every tap of every window reads the input (no padding is ever read)."""
         return all(pad == 0 and (out - 1) * stride + (kernel - 1) * dilation < size
-                   for pad, out, stride, kernel, dilation, size in (
-                       (self.pad_h, self.out_h, self.stride_h, self.kernel_h,
-                        self.dilation_h, self.height),
-                       (self.pad_w, self.out_w, self.stride_w, self.kernel_w,
-                        self.dilation_w, self.width)))
+                   for pad, out, stride, kernel, dilation, size in self.axes())
 
 
+Args = dict[str, ir.Value]  # a kernel's arguments by name
 KERNELS: dict[str, list[str]] = {  # name -> its pointer arguments, before the batch size
     "im2col": ["cols", "x"],
     "col2im": ["dx", "cols"],
-    "max_pool": ["out", "x"],
-    "max_pool_grad": ["dx", "x", "g"],
-    "max_pool_where": ["out", "where", "x"],
-    "max_pool_scatter": ["dx", "where", "g"],
-    "max_pool_spread": ["dx", "where", "g"],
-    "avg_pool": ["out", "x"],
-    "avg_pool_grad": ["dx", "g"],
 }
 
 
@@ -101,9 +89,8 @@ class WindowKernels:
         self.itemsize = kernels.itemsize
         self.geometry = geometry
         self.inside = geometry.always_inside()
-        self.unroll = geometry.kernel_h * geometry.kernel_w <= UNROLLED_TAPS
 
-    def body(self, name: str) -> Callable[[ir.IRBuilder, dict], None]:
+    def body(self, name: str) -> Callable[[ir.IRBuilder, Args], None]:
         return lambda b, arg: getattr(self, f"_{name}")(b, arg, self.geometry.constants())
 
     # ------------------------------------------------------------ helpers
@@ -147,7 +134,7 @@ class WindowKernels:
         hi = b.select(b.icmp_signed("<", hi, lo), lo, hi, name="hi")
         return offset, lo, hi
 
-    def _rows(self, b: ir.IRBuilder, arg: dict, g: Geometry,
+    def _rows(self, b: ir.IRBuilder, arg: Args, g: Geometry,
               row: Callable[[ir.Value, ir.Value, ir.Value, ir.Value, ir.Value, ir.Value], None],
               reads: bool) -> None:
         """row(columns row, input row, offset, lo, hi, inside) for every (tap, image, output
@@ -184,9 +171,20 @@ class WindowKernels:
                         for_range(b, arg["batch"], "n") as n, for_range(b, g.out_h, "oh") as oh:
                     rows(c, kh, n, oh, lambda column: column(kw))
 
+    def _each(self, b: ir.IRBuilder, count: ir.Value, name: str,
+              body: Callable[[ir.Value], None], unrolled: bool) -> None:
+        """body(k) for k in range(count), written out when `unrolled` (straight-line code
+        that LLVM schedules across taps, where it keeps a loop of 2 as a loop)."""
+        if unrolled:
+            for k in range(count.constant):
+                body(i64(k))
+            return
+        with for_range(b, count, name) as k:
+            body(k)
+
     # ------------------------------------------------------------ im2col
 
-    def _im2col(self, b: ir.IRBuilder, arg: dict, g: Geometry) -> None:
+    def _im2col(self, b: ir.IRBuilder, arg: Args, g: Geometry) -> None:
         """cols[r, n, oh, ow] = x[n, c, ih, iw], the input tap r = (c, kh, kw) of window
         (oh, ow) reads; 0 where it reads padding. Rows r of all channels, so group k's rows
         are the k-th block."""
@@ -219,7 +217,7 @@ class WindowKernels:
 
         self._rows(b, arg, g, row, reads=True)
 
-    def _col2im(self, b: ir.IRBuilder, arg: dict, g: Geometry) -> None:
+    def _col2im(self, b: ir.IRBuilder, arg: Args, g: Geometry) -> None:
         """dx = the sum, over the taps that read each input element, of their columns."""
         k = self.kernels
         self._zero(b, arg["dx"], b.mul(b.mul(arg["batch"], g.channels),
@@ -244,179 +242,3 @@ class WindowKernels:
                                            self._load(b, self._at(b, column, ow))), slot)
 
         self._rows(b, arg, g, row, reads=False)
-
-    # ------------------------------------------------------------ pooling
-
-    def _windows(self, b: ir.IRBuilder, arg: dict, g: Geometry,
-                 window: Callable[[ir.Value, Callable], None]) -> None:
-        """window(out_at, taps) for each output of each (image, channel) plane, where
-        taps(tap) calls tap(x offset, inside) for each tap of the window in row-major
-        order; the offset is 0 where the tap reads padding."""
-        planes = b.mul(arg["batch"], g.channels)
-        with for_range(b, planes, "plane") as plane, for_range(b, g.out_h, "oh") as oh, \
-                for_range(b, g.out_w, "ow") as ow:
-            out_at = b.add(b.mul(b.add(b.mul(plane, g.out_h), oh), g.out_w), ow)
-            first = b.mul(plane, b.mul(g.height, g.width))
-
-            def taps(tap: Callable[[ir.Value, ir.Value], None]) -> None:
-                def row(kh: ir.Value) -> None:
-                    ih = b.add(b.sub(b.mul(oh, g.stride_h), g.pad_h), b.mul(kh, g.dilation_h))
-                    row_inside = self._inside(b, ih, g.height)
-
-                    def column(kw: ir.Value) -> None:
-                        iw = b.add(b.sub(b.mul(ow, g.stride_w), g.pad_w),
-                                   b.mul(kw, g.dilation_w))
-                        inside = b.and_(row_inside, self._inside(b, iw, g.width))
-                        at = b.add(first, b.add(b.mul(ih, g.width), iw))
-                        tap(b.select(inside, at, i64(0)), inside)
-
-                    self._each(b, g.kernel_w, "kw", column)
-
-                self._each(b, g.kernel_h, "kh", row)
-
-            window(out_at, taps)
-
-    def _each(self, b: ir.IRBuilder, count: ir.Value, name: str,
-              body: Callable[[ir.Value], None], unrolled: bool | None = None) -> None:
-        """body(k) for k in range(count): unrolled when the window is small (straight-line
-        code that LLVM schedules across taps, where it keeps a loop of 2 as a loop)."""
-        if self.unroll if unrolled is None else unrolled:
-            for k in range(count.constant):
-                body(i64(k))
-            return
-        with for_range(b, count, name) as k:
-            body(k)
-
-    def _read(self, b: ir.IRBuilder, base: ir.Value, at: ir.Value, inside: ir.Value,
-              padding: ir.Value) -> ir.Value:
-        return self._load(b, b.select(inside, self._at(b, base, at), padding))
-
-    def _maximum(self, b: ir.IRBuilder, arg: dict, taps: Callable, floor: ir.Value
-                 ) -> ir.Value:
-        """The window's maximum (NaN if any tap is NaN), padding reading -inf."""
-        best = local(b, self.t, "best")
-        b.store(ir.Constant(self.t, -math.inf), best)
-        maximum = self.lib.intrinsic("llvm.maximum", self.t, self.t)
-        taps(lambda at, inside: b.store(b.call(maximum, [
-            b.load(best, typ=self.t), self._read(b, arg["x"], at, inside, floor)]), best))
-        return b.load(best, typ=self.t)
-
-    def _max_pool(self, b: ir.IRBuilder, arg: dict, g: Geometry) -> None:
-        floor = self._cell(b, -math.inf, "floor")
-        self._windows(b, arg, g, lambda out_at, taps: b.store(
-            self._maximum(b, arg, taps, floor), self._at(b, arg["out"], out_at)))
-
-    def _max_pool_grad(self, b: ir.IRBuilder, arg: dict, g: Geometry) -> None:
-        """Each window's gradient goes to its first maximum in row-major order (its first
-        NaN, if it has one), as PyTorch and NumPy's argmax choose."""
-        floor = self._cell(b, -math.inf, "floor")
-        self._zero(b, arg["dx"], b.mul(b.mul(arg["batch"], g.channels),
-                                       b.mul(g.height, g.width)))
-        where = local(b, I64, "where")
-        found = local(b, ir.IntType(1), "found")
-
-        def window(out_at: ir.Value, taps: Callable) -> None:
-            best = self._maximum(b, arg, taps, floor)
-            b.store(i64(0), where)
-            b.store(ir.Constant(ir.IntType(1), 0), found)
-
-            def tap(at: ir.Value, inside: ir.Value) -> None:
-                value = self._read(b, arg["x"], at, inside, floor)
-                top = b.or_(b.fcmp_ordered("==", value, best),
-                            b.fcmp_unordered("!=", value, value))
-                seen = b.load(found, typ=ir.IntType(1))
-                first = b.and_(b.and_(inside, top), b.not_(seen))
-                b.store(b.select(first, at, b.load(where, typ=I64)), where)
-                b.store(b.or_(seen, first), found)
-
-            taps(tap)
-            with b.if_then(b.load(found, typ=ir.IntType(1))):
-                slot = self._at(b, arg["dx"], b.load(where, typ=I64))
-                b.store(b.fadd(self._load(b, slot),
-                               self._load(b, self._at(b, arg["g"], out_at))), slot)
-
-        self._windows(b, arg, g, window)
-
-    def _max_pool_where(self, b: ir.IRBuilder, arg: dict, g: Geometry) -> None:
-        """max_pool that also writes, for each window, the x offset of its first maximum
-        (its first NaN, if it has one), which max_pool_scatter then reads: the forward
-        pass of a training step finds each maximum once."""
-        floor = self._cell(b, -math.inf, "floor")
-        best, where = local(b, self.t, "best"), local(b, I64, "where")
-        maximum = self.lib.intrinsic("llvm.maximum", self.t, self.t)
-
-        def window(out_at: ir.Value, taps: Callable) -> None:
-            b.store(ir.Constant(self.t, -math.inf), best)
-            b.store(i64(-1), where)
-
-            def tap(at: ir.Value, inside: ir.Value) -> None:
-                value, top = self._read(b, arg["x"], at, inside, floor), b.load(best, typ=self.t)
-                nan_first = b.and_(b.fcmp_unordered("!=", value, value),
-                                   b.fcmp_ordered("==", top, top))
-                none_yet = b.icmp_signed("<", b.load(where, typ=I64), i64(0))
-                better = b.or_(b.or_(b.fcmp_ordered(">", value, top), nan_first), none_yet)
-                b.store(b.select(b.and_(inside, better), at, b.load(where, typ=I64)), where)
-                b.store(b.call(maximum, [top, value]), best)
-
-            taps(tap)
-            b.store(b.load(best, typ=self.t), self._at(b, arg["out"], out_at))
-            b.store(b.load(where, typ=I64), b.gep(arg["where"], [out_at], source_etype=I64))
-
-        self._windows(b, arg, g, window)
-
-    def _max_pool_scatter(self, b: ir.IRBuilder, arg: dict, g: Geometry) -> None:
-        """dx[where[o]] += g[o] for every output o (max_pool_where found `where`)."""
-        self._zero(b, arg["dx"], b.mul(b.mul(arg["batch"], g.channels),
-                                       b.mul(g.height, g.width)))
-        outputs = b.mul(b.mul(arg["batch"], g.channels), b.mul(g.out_h, g.out_w))
-        with for_range(b, outputs, "o") as o:
-            at = b.load(b.gep(arg["where"], [o], source_etype=I64), typ=I64)
-            slot = self._at(b, arg["dx"], at)
-            b.store(b.fadd(self._load(b, slot), self._load(b, self._at(b, arg["g"], o))),
-                    slot)
-
-    def _max_pool_spread(self, b: ir.IRBuilder, arg: dict, g: Geometry) -> None:
-        """max_pool_scatter where the windows tile the input: each window's taps are set to
-        0 and then its first maximum to g, so dx needs no zeroing first and nothing is read
-        back. (Choosing g or 0 per tap instead becomes a branch, whatever the IR says:
-        mispredicted at one tap in every window.)"""
-        zero = ir.Constant(self.t, 0.0)
-
-        def window(out_at: ir.Value, taps: Callable) -> None:
-            taps(lambda at, inside: b.store(zero, self._at(b, arg["dx"], at)))
-            where = b.load(b.gep(arg["where"], [out_at], source_etype=I64), typ=I64)
-            b.store(self._load(b, self._at(b, arg["g"], out_at)), self._at(b, arg["dx"], where))
-
-        self._windows(b, arg, g, window)
-
-    def _avg_pool(self, b: ir.IRBuilder, arg: dict, g: Geometry) -> None:
-        """The mean over the window, padding counted as zeros (as PyTorch's default)."""
-        nothing = self._cell(b, 0.0, "nothing")
-        total = local(b, self.t, "total")
-        count = b.sitofp(b.mul(g.kernel_h, g.kernel_w), self.t)
-
-        def window(out_at: ir.Value, taps: Callable) -> None:
-            b.store(ir.Constant(self.t, 0.0), total)
-            taps(lambda at, inside: b.store(b.fadd(
-                b.load(total, typ=self.t), self._read(b, arg["x"], at, inside, nothing)),
-                total))
-            b.store(b.fdiv(b.load(total, typ=self.t), count), self._at(b, arg["out"], out_at))
-
-        self._windows(b, arg, g, window)
-
-    def _avg_pool_grad(self, b: ir.IRBuilder, arg: dict, g: Geometry) -> None:
-        trash = self._cell(b, 0.0, "trash")  # where a padded tap's share goes
-        self._zero(b, arg["dx"], b.mul(b.mul(arg["batch"], g.channels),
-                                       b.mul(g.height, g.width)))
-        count = b.sitofp(b.mul(g.kernel_h, g.kernel_w), self.t)
-
-        def window(out_at: ir.Value, taps: Callable) -> None:
-            share = b.fdiv(self._load(b, self._at(b, arg["g"], out_at)), count)
-
-            def tap(at: ir.Value, inside: ir.Value) -> None:
-                slot = b.select(inside, self._at(b, arg["dx"], at), trash)
-                b.store(b.fadd(self._load(b, slot), share), slot)
-
-            taps(tap)
-
-        self._windows(b, arg, g, window)

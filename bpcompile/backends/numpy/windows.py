@@ -94,13 +94,16 @@ WINDOW_HELPERS: dict[str, str] = {
     return total / np.prod(kernel)''',
     "max_pool_grad": '''def max_pool_grad(x, g, kernel, stride=None, padding=(0, 0)):
     """max_pool's gradient: each window's g to its first maximum in row-major order (its
-    first NaN, if any; as PyTorch on CPU), added where windows overlap."""
+    first NaN, if any; as PyTorch on CPU), never to padding, added where windows overlap."""
+    d = len(kernel)
     stride = stride or kernel
     best = max_pool(x, kernel, stride, padding)
     first = np.full(best.shape, -1)
-    for k, values in enumerate(taps(x, kernel, stride, padding[:len(kernel)], -np.inf)):
-        first[(first < 0) & ((values == best) | np.isnan(values))] = k
-    return spread(g, first, x.shape, kernel, stride, padding[:len(kernel)])''',
+    inside = taps(np.ones((1, 1, *x.shape[2:]), dtype=bool), kernel, stride, padding[:d], False)
+    for k, (values, real) in enumerate(zip(taps(x, kernel, stride, padding[:d], -np.inf),
+                                           inside)):
+        first[(first < 0) & real & ((values == best) | np.isnan(values))] = k
+    return spread(g, first, x.shape, kernel, stride, padding[:d])''',
     "avg_pool_grad": '''def avg_pool_grad(x, g, kernel, stride=None, padding=(0, 0)):
     """avg_pool's gradient: each window's g spread evenly over it, padding included."""
     d = len(kernel)
