@@ -14,7 +14,8 @@ entry point. Takes a Compiled network and its Signature; gives an executor for C
     matmul.py     register-blocked matmul, or BLAS for large shapes
     moves.py      strided copies (slices, joins, gathers) and the batched matmul
     convolution.py  each convolution's path (direct, or im2col and a product) and pooling
-    windows.py    im2col, col2im, max and average pooling and their gradients
+    windows.py    im2col and col2im, and the helpers of the window kernels
+    pooling.py    max and average pooling and their gradients
     direct.py     direct convolutions for layers with small windows
     prebuilt.py   kernels no network shapes, compiled once per machine
     fastcall.py   the native fast path of step: checks arrays without Python
