@@ -9,6 +9,18 @@ ones and keepdims too), softmax and log_softmax, matmul in its 1-D and 2-D combi
 optimizer line. It also draws the data: a batch size (1 included), a seed, and from the seed
 the arrays and a point in parameter space.
 
+Tensors of any rank (SPEC, "Tensors of any rank"): params and inputs of rank 3 and 4
+(images [N, C, H, W] and sequences [N, C, L] among them; data of rank 3 or 4 is also a
+reshape of [N, count]), and the ops in TENSOR_OPS: indexing and slicing (negative steps,
+negative indices and bounds, `...`, indices along N), concat and stack (several operands,
+negative axes), reshape (with -1 and N), flatten, transpose with permutations, reductions
+over lists of axes (min, prod, var and std too, keepdims), batched `@` with broadcast batch
+dims and 1-D operands, take with repeated indices from inputs of whole numbers, conv1d and
+conv2d (stride, padding, dilation, groups, a bias or not) and the four poolings, reduced or
+flattened back to rank 2; the `conv` and `embedding` layers; class-index targets for
+cross_entropy. Each network features one of FEATURES for sure, and its value goes into the
+loss, so its gradient is checked.
+
 Programs are valid by construction: every expression is built for a shape it is known to
 have (symbolic dims only ever meet themselves or 1s), so a BPError compiling one is a bug.
 
@@ -26,6 +38,8 @@ Every expression is built together with
 from __future__ import annotations
 
 import math
+import random
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
@@ -309,24 +323,45 @@ _REDUCE = {
     "mean": lambda x, axis, kd: np.mean(x, axis=axis, keepdims=kd),
     "max": lambda x, axis, kd: np.max(x, axis=axis, keepdims=kd),
     "logsumexp": lambda x, axis, kd: logsumexp(x, axis=axis, keepdims=kd),
+    # added with tensors of any rank; var and std divide by the count, as NumPy's
+    "min": lambda x, axis, kd: np.min(x, axis=axis, keepdims=kd),
+    "prod": lambda x, axis, kd: np.prod(x, axis=axis, keepdims=kd),
+    "var": lambda x, axis, kd: np.var(x, axis=axis, keepdims=kd),
+    "std": lambda x, axis, kd: np.std(x, axis=axis, keepdims=kd),
 }
 
 
-def reduce(func: str, a: Ex, axis: int | None, keepdims: bool, args: list[str],
-           keywords: list[tuple[str, str]]) -> Ex:
-    """`func(a, ...)` over `axis` (normalized; None: all); args/keywords spell the options."""
-    axes = tuple(range(len(a.shape))) if axis is None else (axis,)
+def _reduced_interval(func: str, lo: float, hi: float, n: int) -> tuple[float, float]:
+    """The interval of `func` over n values in [lo, hi]."""
+    if func == "sum":
+        return min(lo * n, lo), max(hi * n, hi)
+    if func in ("mean", "max", "min"):
+        return lo, hi
+    if func == "logsumexp":
+        return lo, hi + math.log(max(n, 1))
+    if func == "prod":
+        if lo >= 0:
+            return lo**n, hi**n
+        top = max(abs(lo), abs(hi)) ** n
+        return -top, top
+    half = (hi - lo) / 2  # var and std: the spread is at most half the width
+    return 0.0, half * half if func == "var" else half
+
+
+def reduce(func: str, a: Ex, axis: int | tuple[int, ...] | None, keepdims: bool,
+           args: list[str], keywords: list[tuple[str, str]]) -> Ex:
+    """`func(a, ...)` over `axis` (normalized: an axis, a tuple of them, or None for all);
+    args/keywords spell the options."""
+    if axis is None:
+        axes = tuple(range(len(a.shape)))
+    else:
+        axes = tuple(sorted(axis)) if isinstance(axis, tuple) else (axis,)
     if keepdims:
         shape = tuple(1 if i in axes else d for i, d in enumerate(a.shape))
     else:
         shape = tuple(d for i, d in enumerate(a.shape) if i not in axes)
     n = math.prod(dim_size(a.shape[i]) for i in axes)
-    lo, hi = {
-        "sum": (min(a.lo * n, a.lo), max(a.hi * n, a.hi)),
-        "mean": (a.lo, a.hi),
-        "max": (a.lo, a.hi),
-        "logsumexp": (a.lo, a.hi + math.log(max(n, 1))),
-    }[func]
+    lo, hi = _reduced_interval(func, a.lo, a.hi, n)
     fn = _REDUCE[func]
     return Ex(call_text(func, [a.text] + args, keywords), ATOM, shape, lo, hi,
               lambda env: fn(_f(a.ev(env)), axis, keepdims), tensor=True, param=a.param,
@@ -344,10 +379,19 @@ def softmax_call(func: str, a: Ex, axis: int, args: list[str],
               lambda env: fn(a.ev(env), axis), param=a.param, target=a.target)
 
 
+def matmul_shape(left: Shape, right: Shape) -> Shape:
+    """NumPy's matmul: a 1-D operand is a row (left) or a column (right), then dropped;
+    the batch dims broadcast."""
+    inner = right[0] if len(right) == 1 else right[-2]
+    assert left[-1] == inner, (left, right)
+    rows = left[-2:-1]
+    cols = right[-1:] if len(right) > 1 else ()
+    return broadcast(left[:-2], right[:-2]) + rows + cols
+
+
 def matmul(a: Ex, b: Ex) -> Ex:
-    assert a.shape[-1] == b.shape[0], (a.shape, b.shape)
     m = dim_size(a.shape[-1]) * a.bound * b.bound
-    return Ex(f"{a.at(MUL)} @ {b.at(MUL + 1)}", MUL, a.shape[:-1] + b.shape[1:], -m, m,
+    return Ex(f"{a.at(MUL)} @ {b.at(MUL + 1)}", MUL, matmul_shape(a.shape, b.shape), -m, m,
               lambda env: np.matmul(_f(a.ev(env)), _f(b.ev(env))), param=a.param or b.param,
               target=a.target or b.target)
 
@@ -402,6 +446,136 @@ def bce_with_logits(z: Ex, t: Ex) -> Ex:
               **_merge(z, t))
 
 
+def class_cross_entropy(z: Ex, t: str, classes: int) -> Ex:
+    """cross_entropy(z, t) where t, of z's shape without its last axis, holds class
+    indices (as torch.nn.functional.cross_entropy takes them)."""
+    top = z.hi - z.lo + math.log(classes)
+
+    def ev(env: Env) -> np.ndarray:
+        picked = np.asarray(env[t]).astype(np.intp)[..., None]
+        rows = -np.take_along_axis(log_softmax(z.ev(env), -1), picked, axis=-1)
+        return np.mean(rows)
+
+    return Ex(call_text("cross_entropy", [z.text, t]), ATOM, (), -top, top, ev,
+              **{**_merge(z), "target": True})
+
+
+# ---------------------------------------------------------- tensors of any rank
+# Each builder takes its operands and the text of its options, and gives the value with
+# its NumPy meaning, written from SPEC's section "Tensors of any rank".
+
+
+def hull(*exs: Ex) -> tuple[float, float]:
+    return min(e.lo for e in exs), max(e.hi for e in exs)
+
+
+def sizes_in(shape: Shape, env: Env) -> tuple[int, ...]:
+    """A shape with its size symbols bound by the call (Case.evaluate puts them in env)."""
+    return tuple(int(env[d]) if isinstance(d, str) else d for d in shape)
+
+
+def indexed(a: Ex, key: tuple[slice | int, ...], subscripts: str, shape: Shape) -> Ex:
+    """a[subscripts], whose meaning is NumPy's a[key] (key: one slice or int per axis)."""
+    return Ex(f"{a.at(POST)}[{subscripts}]", POST, shape, a.lo, a.hi,
+              lambda env: _f(a.ev(env))[key], **_merge(a))
+
+
+def joined(func: str, parts: list[Ex], axis: int, keywords: list[tuple[str, str]],
+           shape: Shape) -> Ex:
+    """concat or stack of `parts` along `axis` (normalized)."""
+    fn = np.concatenate if func == "concat" else np.stack
+    return Ex(call_text(func, [e.text for e in parts], keywords), ATOM, shape, *hull(*parts),
+              lambda env: fn([_f(e.ev(env)) for e in parts], axis=axis), **_merge(*parts))
+
+
+def reshaped(func: str, a: Ex, args: list[str], keywords: list[tuple[str, str]],
+             shape: Shape) -> Ex:
+    """reshape or flatten of `a` to `shape`: the same elements in row-major order."""
+    return Ex(call_text(func, [a.text] + args, keywords), ATOM, shape, a.lo, a.hi,
+              lambda env: np.reshape(_f(a.ev(env)), sizes_in(shape, env)), **_merge(a))
+
+
+def permuted(a: Ex, perm: tuple[int, ...], args: list[str]) -> Ex:
+    """transpose(a, perm) as numpy.transpose: axis i of the result is axis perm[i] of a."""
+    shape = tuple(a.shape[k] for k in perm)
+    return Ex(call_text("transpose", [a.text] + args), ATOM, shape, a.lo, a.hi,
+              lambda env: np.transpose(_f(a.ev(env)), perm), **_merge(a))
+
+
+def taken(func_text: str, table: Ex, index: str, index_shape: Shape, axis: int) -> Ex:
+    """numpy.take(table, index, axis); index names an input of whole numbers."""
+    shape = table.shape[:axis] + index_shape + table.shape[axis + 1:]
+    return Ex(func_text, ATOM, shape, table.lo, table.hi,
+              lambda env: np.take(_f(table.ev(env)), np.asarray(env[index]).astype(np.intp),
+                                  axis=axis), **_merge(table))
+
+
+def out_size(size: int, kernel: int, stride: int, padding: int, dilation: int) -> int:
+    """SPEC's HO = (H + 2*padding - dilation*(KH - 1) - 1) // stride + 1."""
+    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def _windows(xp: np.ndarray, kernel: Shape, stride: Shape, dilation: Shape,
+             sizes: Shape) -> list[np.ndarray]:
+    """For each kernel offset (row-major), the padded input's entries it meets, one per
+    output position: [N, C, *sizes] each."""
+    found = []
+    for offset in np.ndindex(*kernel):
+        window = tuple(slice(k * d, k * d + s * (m - 1) + 1, s)
+                       for k, d, s, m in zip(offset, dilation, stride, sizes))
+        found.append(xp[(slice(None), slice(None)) + window])
+    return found
+
+
+def conv_reference(x: np.ndarray, w: np.ndarray, stride: Shape, padding: Shape,
+                   dilation: Shape, groups: int) -> np.ndarray:
+    """torch.nn.functional.conv1d/conv2d (a cross-correlation), zero padding, groups."""
+    kernel = w.shape[2:]
+    sizes = tuple(out_size(n, k, s, p, d) for n, k, s, p, d in
+                  zip(x.shape[2:], kernel, stride, padding, dilation))
+    xp = np.pad(x, [(0, 0), (0, 0)] + [(p, p) for p in padding])
+    cg, og = x.shape[1] // groups, w.shape[0] // groups
+    out = np.zeros((x.shape[0], w.shape[0]) + sizes)
+    for offset, patch in zip(np.ndindex(*kernel), _windows(xp, kernel, stride, dilation,
+                                                           sizes)):
+        for g in range(groups):
+            taps = w[(slice(g * og, (g + 1) * og), slice(None)) + offset]   # [og, cg]
+            out[:, g * og:(g + 1) * og] += np.einsum(
+                "nc...,oc->no...", patch[:, g * cg:(g + 1) * cg], taps)
+    return out
+
+
+def pool_reference(kind: str, x: np.ndarray, kernel: Shape, stride: Shape,
+                   padding: Shape) -> np.ndarray:
+    """max pooling (padding with -inf) or average pooling (padding counted, as PyTorch's
+    default count_include_pad)."""
+    sizes = tuple(out_size(n, k, s, p, 1) for n, k, s, p in
+                  zip(x.shape[2:], kernel, stride, padding))
+    fill = -np.inf if kind == "max" else 0.0
+    xp = np.pad(x, [(0, 0), (0, 0)] + [(p, p) for p in padding], constant_values=fill)
+    taps = np.stack(_windows(xp, kernel, stride, (1,) * len(kernel), sizes))
+    return np.max(taps, axis=0) if kind == "max" else np.mean(taps, axis=0)
+
+
+def convolved(func: str, x: Ex, w: Ex, options: tuple[Shape, Shape, Shape, int],
+              keywords: list[tuple[str, str]], shape: Shape) -> Ex:
+    """conv1d / conv2d of x and w; options are (stride, padding, dilation, groups)."""
+    taps = math.prod(w.shape[1:])  # each output sums C/groups * KH * KW products
+    m = taps * x.bound * w.bound
+    return Ex(call_text(func, [x.text, w.text], keywords), ATOM, shape, -m, m,
+              lambda env: conv_reference(_f(x.ev(env)), _f(w.ev(env)), *options),
+              **_merge(x, w))
+
+
+def pooled(func: str, x: Ex, kernel: Shape, stride: Shape, padding: Shape,
+           args: list[str], keywords: list[tuple[str, str]], shape: Shape) -> Ex:
+    kind = func.split("_")[0]
+    lo, hi = (x.lo, x.hi) if kind == "max" else (min(x.lo, 0.0), max(x.hi, 0.0))
+    return Ex(call_text(func, [x.text] + args, keywords), ATOM, shape, lo, hi,
+              lambda env: pool_reference(kind, _f(x.ev(env)), kernel, stride, padding),
+              **_merge(x))
+
+
 # ---------------------------------------------------------------------- a program
 
 
@@ -430,6 +604,8 @@ class Case:
     data: dict[str, np.ndarray] = field(default_factory=dict)
     point: dict[str, np.ndarray] = field(default_factory=dict)   # params, uniform in [-1, 1]
     other_sizes: dict[str, int] = field(default_factory=dict)    # for a second call
+    # arrays of whole numbers (a gather's indices, class targets) -> how many they index
+    indices: dict[str, int] = field(default_factory=dict)
 
     def __repr__(self) -> str:
         sizes = ", ".join(f"{k}={v}" for k, v in self.sizes.items())
@@ -463,8 +639,16 @@ def make_data(case: Case, point: bool = True) -> None:
     """Arrays for the inputs and targets, and a random point for the params, from the seed."""
     rng = np.random.default_rng(case.seed)
     for name, shape in case.inputs.items():
+        if name in case.indices:  # small tables: indices repeat, and gradients add up
+            values = rng.integers(0, case.indices[name], concrete(shape, case.sizes))
+            case.data[name] = values.astype(np.float64)
+            continue
         case.data[name] = rng.uniform(-1.0, 1.0, concrete(shape, case.sizes))
     for name, (shape, kind) in case.targets.items():
+        if kind == "class":
+            values = rng.integers(0, case.indices[name], concrete(shape, case.sizes))
+            case.data[name] = values.astype(np.float64)
+            continue
         values = rng.uniform(0.0, 1.0, concrete(shape, case.sizes))
         if kind == "prob":  # rows along the last axis sum to 1, as cross_entropy needs
             values = values + 0.05
@@ -487,11 +671,34 @@ DENSE_ACTS = ("linear", "relu", "tanh", "sigmoid", "softplus", "leaky_relu", "el
               "sin", "cos", "abs", "square", "exp")
 
 
+# Ops of tensors of any rank the generator draws (each a `tensor_` method below), and the
+# reductions it draws over lists of axes.
+TENSOR_OPS = ("slice", "concat", "stack", "reshape", "flatten", "transpose", "reduce",
+              "matmul", "take", "spatial")
+LIST_REDUCTIONS = ("sum", "mean", "max", "min", "logsumexp", "prod", "var", "std")
+# Each network features one or two of these for sure (see `networks`): random draws alone
+# leave some of them out of the CI slice of 80 networks. (Reductions over lists of axes and
+# reshape come up often without: data of rank 3 and 4 is a reshape of [N, count].)
+SPATIAL_FEATURES = {"conv2d": ("conv", 2), "conv1d": ("conv", 1), "max_pool2d": ("max", 2),
+                    "max_pool1d": ("max", 1), "avg_pool2d": ("avg", 2),
+                    "avg_pool1d": ("avg", 1)}
+FEATURES = tuple(op for op in TENSOR_OPS if op not in ("spatial", "reduce", "reshape")) + \
+    tuple(SPATIAL_FEATURES) + (
+    "min", "prod", "var", "std", "embedding", "conv layer", "class target")
+# The share of networks with a featured op. Each costs some 0.35 s to check (mostly the
+# llvm backend building its kernels): at 1.0 the CI slice takes about 40% longer than
+# before tensors of any rank; at 0.7 some 28% longer, but features go missing from it.
+FEATURED_SHARE = 1.0
+MAX_ITEM = 128   # [N, ...] of rank 3 or 4 is built as a reshape of [N, count] up to this
+TENSOR_WEIGHT = 0.2   # of an expression node being an op of tensors of any rank
+
+
 class Generator:
     """Draws one program. `draw` is the composite strategy's draw."""
 
     def __init__(self, draw):
-        self.draw = draw
+        self._draw = draw
+        self.trace = 0   # a stable hash of every value drawn (see `networks`)
         self.n = draw(st.sampled_from(["N", "batch", "S"]))   # the batch symbol
         self.statements: list[str] = []   # in program order
         self.pending: list[str] = []      # declarations the statement being built needs
@@ -505,8 +712,20 @@ class Generator:
         self.assignments: list[tuple[str, Ex]] = []
         self.counter = 0
         self.extra_symbol: tuple[str, str] | None = None   # (input name, symbol)
+        # arrays of whole numbers, kept apart from the data the expressions read
+        self.index_inputs: dict[str, tuple[Shape, int]] = {}     # gathers' indices
+        self.class_targets: dict[str, tuple[Shape, int]] = {}    # cross_entropy's classes
+        self.features: list[str] = []    # drawn from FEATURES
+        self.featured: list[str] = []    # the names assigned for them
 
     # ---------------------------------------------------------------- choices
+
+    def draw(self, strategy):
+        value = self._draw(strategy)
+        # an Ex's repr holds addresses of functions, which differ from run to run
+        spelled = value.text if isinstance(value, Ex) else repr(value)
+        self.trace = zlib.crc32(spelled.encode(), self.trace)
+        return value
 
     def choice(self, options):
         return self.draw(st.sampled_from(list(options)))
@@ -586,7 +805,14 @@ class Generator:
             return False
         if len(shape) <= 2:
             return True
-        return shape in self.inputs.values()
+        if shape in self.inputs.values() or self.named_batch(shape):
+            return True
+        # a batch of fixed-size items: a reshape of [N, their count] (see data_leaf)
+        return shape[0] == self.n and len(shape) <= 4 and math.prod(shape[1:]) <= MAX_ITEM
+
+    def named_batch(self, shape: Shape) -> list[Ex]:
+        """Assigned values of `shape` that do not read a target."""
+        return [t for t in self.tensors.values() if t.shape == shape and not t.target]
 
     def partners(self, shape: Shape) -> list[Shape]:
         """Shapes that broadcast with `shape` to `shape`."""
@@ -668,7 +894,18 @@ class Generator:
         if len(shape) == 2 and shape[1] == self.n:
             return transpose(self.data_leaf(shape[::-1]))
         exact = [n for n, s in self.inputs.items() if s == shape]
-        if exact and (len(shape) == 3 or self.coin(0.6)):
+        if len(shape) >= 3:
+            named = [self.input_ref(n) for n in exact] + self.named_batch(shape)
+            if named and self.coin(0.8):
+                return self.choice(named)
+            if self.coin(0.3):  # a batch of images or sequences, as data
+                name = self.fresh(self.choice(["img", "seq", "x"]))
+                self.pending.append(f"input {name}{self.dims_text(shape)}")
+                self.inputs[name] = shape
+                return self.input_ref(name)
+            flat = self.data_leaf((self.n, math.prod(shape[1:])))
+            return reshaped("reshape", flat, [self.shape_list(shape)], [], shape)
+        if exact and self.coin(0.6):
             return self.input_ref(self.choice(exact))
         x = self.input_ref(self.choice(self.batch_inputs()))
         j = x.shape[1]
@@ -709,8 +946,20 @@ class Generator:
         if how == "softsign" and limit >= 1:  # x / (1 + |x|) lies in (-1, 1)
             return replace(binop("/", e, binop("+", lit("1"), unary("abs", e))), lo=-1.0,
                            hi=1.0)
-        if how == "clip" and limit >= 1:
+        # a clip of a clip: SymPy takes seconds over each nested Min/Max the compiler
+        # rebuilds (one network of the CI slice took 30 s), so it is drawn once at most
+        if how == "clip" and limit >= 1 and "maximum(" not in e.text:
             return maximum("minimum", maximum("maximum", e, neg(lit("1"))), lit("1"))
+        return unary("tanh", e) if limit >= 1 else binop("*", lit("0.5"), unary("tanh", e))
+
+    def squash(self, e: Ex, limit: float) -> Ex:
+        """`e` in [-limit, limit] by a scale or a tanh: as fit, but never by clip or
+        softsign, whose nested maximum/minimum or repeated operand made SymPy slow to
+        compile the larger networks of tensors of any rank."""
+        if e.bound <= limit:
+            return e
+        if e.bound * 0.1 <= limit and self.coin(0.5):
+            return binop("*", lit("0.1"), e)
         return unary("tanh", e) if limit >= 1 else binop("*", lit("0.5"), unary("tanh", e))
 
     def positive(self, e: Ex, floor: float = 0.1) -> Ex:
@@ -774,7 +1023,7 @@ class Generator:
         if self.defs:
             options.append((1.5, "def"))
         if not self.in_def:
-            options += [(2, "reduce"), (1.5, "matmul")]
+            options += [(2, "reduce"), (1.5, "matmul"), (TENSOR_WEIGHT, "tensor")]
             if rank >= 1:
                 options.append((1, "softmax"))
             if rank == 2:
@@ -811,6 +1060,9 @@ class Generator:
             return made if made is not None else self.leaf(shape, tensor=tensor, **kw)
         if kind == "softmax":
             return self.gen_softmax(shape, sub, kw)
+        if kind == "tensor":
+            made = self.gen_tensor_op(shape, sub, kw)
+            return made if made is not None else self.leaf(shape, tensor=tensor, **kw)
         if kind == "transpose":
             return transpose(self.gen(shape[::-1], sub, tensor=True, **kw))
         if kind == "outer":
@@ -902,6 +1154,8 @@ class Generator:
         func = self.choice(["sum", "mean", "max", "logsumexp"])
         rank = len(shape)
         keepdims = 1 in shape and self.coin(0.4)
+        if rank >= 4 and not keepdims:  # sources of rank 4 at most: the arrays stay small
+            return self.leaf(shape, tensor=True, **kw)
         if shape == () or (keepdims and all(d == 1 for d in shape) and self.coin(0.5)):
             # over every axis: any constructible source of the right rank
             source_rank = rank if keepdims else self.choice([0, 1, 1, 2, 2])
@@ -1013,6 +1267,16 @@ class Generator:
             return self.target_ref(self.choice(existing))
         return self.declare_target(shape, kind)
 
+    def class_target(self, shape: Shape, classes: int) -> str:
+        """A target of class indices in [0, classes): an existing one or a new one."""
+        existing = [n for n, v in self.class_targets.items() if v == (shape, classes)]
+        if existing and self.coin(0.5):
+            return self.choice(existing)
+        name = self.fresh(self.choice(["t", "label", "cls"]))
+        self.pending.append(f"target {name}{self.dims_text(shape)}")
+        self.class_targets[name] = (shape, classes)
+        return name
+
     def gen_loss(self, depth: int) -> Ex:
         func = self.choice(["mse", "cross_entropy", "binary_cross_entropy", "bce_with_logits"])
         shape = self.loss_shape()
@@ -1021,6 +1285,9 @@ class Generator:
             t = self.target_for(shape, "unit")
             return mse(y, t) if self.coin(0.8) else mse(t, y)
         if func == "cross_entropy":
+            if isinstance(shape[-1], int) and shape[-1] >= 2 and self.coin(0.5):
+                return class_cross_entropy(y, self.class_target(shape[:-1], shape[-1]),
+                                           shape[-1])
             return cross_entropy(y, self.target_for(shape, "prob"))
         if func == "binary_cross_entropy":
             return binary_cross_entropy(self.probability(y), self.target_for(shape, "unit"))
@@ -1099,10 +1366,581 @@ class Generator:
         if self.batch_inputs():
             options += [(self.n, self.feature())] * 3 + [(self.n,), (self.n, 1),
                                                          (self.feature(), self.n)]
-        options += [s for s in self.inputs.values() if len(s) == 3]
+        options += [s for s in self.inputs.values() if len(s) >= 3]
+        options += [t.shape for t in self.tensors.values() if len(t.shape) >= 3]
+        if self.coin(0.15):
+            options.append((self.small(), self.small(), self.small()))
         shape = self.choice(options)
         uses_target = bool(self.targets) and self.coin(0.1)
         value = self.gen(shape, self.integer(1, 4), tensor=True, targets=uses_target)
+        self.record(name, value)
+
+    # --------------------------------------------------- tensors of any rank
+
+    def small(self) -> int:
+        return self.integer(1, 4)
+
+    def factored(self, total: int, rank: int) -> tuple[int, ...]:
+        """`total` as a random product of `rank` sizes (1s included)."""
+        dims = []
+        for _ in range(rank - 1):
+            d = self.choice([k for k in range(1, total + 1) if total % k == 0])
+            dims.append(d)
+            total //= d
+        return tuple(dims) + (total,)
+
+    def shape_list(self, shape: Shape) -> str:
+        """A shape as reshape() takes it: consts and N by name, now and then one -1."""
+        items = [self.dim_text(d) for d in shape]
+        if items and self.coin(0.5):
+            items[self.integer(0, len(items) - 1)] = "-1"
+        return "[" + ", ".join(items) + "]"
+
+    def axis_text(self, axis: int, rank: int) -> str:
+        return str(self.choice([axis, axis - rank]))
+
+    def number_text(self, value: int) -> str:
+        """An integer option, by a const's name now and then."""
+        if value in self.dim_consts and self.coin(0.5):
+            return self.dim_consts[value]
+        return str(value)
+
+    def per_axis_text(self, values: tuple[int, ...]) -> str:
+        """stride=2 or stride=[2, 1]: an integer or a list of one per spatial axis."""
+        if len(set(values)) == 1 and self.coin(0.6):
+            return self.number_text(values[0])
+        return "[" + ", ".join(self.number_text(v) for v in values) + "]"
+
+    def gen_tensor_op(self, shape: Shape, depth: int, kw) -> Ex | None:
+        """`shape` made by one op of tensors of any rank, or None where the drawn one cannot
+        make it."""
+        for _ in range(3):  # other tries where the first op does not fit the shape
+            made = getattr(self, f"tensor_{self.choice(TENSOR_OPS)}")(shape, depth, kw)
+            if made is not None:
+                return made
+        return None
+
+    def operands(self, shapes: list[Shape], depth: int, kw) -> list[Ex]:
+        """Several operands: one as deep as `depth`, the rest shallower (the tree stays
+        small)."""
+        deep = self.integer(0, len(shapes) - 1)
+        return [self.gen(s, depth if k == deep else max(depth - 1, 0), tensor=True, **kw)
+                for k, s in enumerate(shapes)]
+
+    def slice_of(self, d: int, reverse: bool) -> tuple[int, slice, str]:
+        """A slice picking d entries of a longer (or equal) axis: (its size, the slice, its
+        text), negative steps and negative bounds included."""
+        step = self.choice([-1, -2, -1, -3]) if reverse else self.choice([1, 1, 2, 3])
+        if (d - 1) * abs(step) + 1 > 12:
+            step = -1 if reverse else 1
+        a = abs(step)
+        least = (d - 1) * a + 1
+        m = self.integer(least, max(least, min(7, least + 2)))
+        if step > 0:
+            first = self.integer(0, m - least)
+            last = first + (d - 1) * a
+            stop: int | None = self.integer(last + 1, min(last + a, m))
+            if stop == m and self.coin(0.5):
+                stop = None
+            start: int | None = None if first == 0 and self.coin(0.5) else first
+        else:
+            first = self.integer(least - 1, m - 1)
+            last = first - (d - 1) * a
+            stops: list[int | None] = [v for v in range(last - a, last) if v >= 0]
+            if last < a:  # nothing lies past index 0: the stop may be left out
+                stops.append(None)
+            stop = self.choice(stops)
+            start = None if first == m - 1 and self.coin(0.5) else first
+        spelled = []
+        for bound in (start, stop):
+            if bound is None:
+                spelled.append("")
+            elif bound < m and self.coin(0.5):
+                spelled.append(str(bound - m))   # counted from the end
+            else:
+                spelled.append(self.number_text(bound))
+        key = slice(start, stop, step)
+        text = ":".join(spelled)
+        if step != 1 or self.coin(0.2):
+            text += f":{step}"
+        assert len(range(m)[key]) == d, (m, key, d)
+        return m, key, text
+
+    def subscripts_text(self, parts: list[str]) -> str:
+        """The subscripts, with a run of ':' as '...' now and then, else trailing ':'s
+        left out now and then (they mean the same)."""
+        parts = list(parts)
+        if self.coin(0.3):
+            runs = [(i, j) for i in range(len(parts) + 1) for j in range(i, len(parts) + 1)
+                    if all(p == ":" for p in parts[i:j])]
+            i, j = self.choice(runs)
+            parts = parts[:i] + ["..."] + parts[j:]
+        else:
+            while len(parts) > 1 and parts[-1] == ":" and self.coin(0.6):
+                parts.pop()
+        return ", ".join(parts)
+
+    def tensor_slice(self, shape: Shape, depth: int, kw) -> Ex | None:
+        source: list[Dim] = []
+        key: list[slice | int] = []
+        parts: list[str] = []
+        for d in shape:
+            how = self.weighted([(2, "all"), (2, "part"), (2, "reverse")])
+            if how == "all" or (how == "part" and isinstance(d, str)):
+                source.append(d)
+                key.append(slice(None))
+                parts.append(":")
+            elif isinstance(d, str):  # an axis bound at call time takes ':' or '::-1'
+                source.append(d)
+                key.append(slice(None, None, -1))
+                parts.append("::-1")
+            else:
+                m, sliced, text = self.slice_of(d, how == "reverse")
+                source.append(m)
+                key.append(sliced)
+                parts.append(text)
+        dropped = self.weighted([(1, 0), (2, 1), (1, 2)])
+        if all(p == ":" for p in parts) and not dropped:
+            dropped = 1
+        first = 1 if shape and shape[0] == self.n else 0   # the batch axis stays first
+        for _ in range(min(dropped, 4 - len(source))):
+            at = self.integer(first, len(source))
+            if at == 0 and self.n not in shape and self.batch_inputs() and self.coin(0.3):
+                size: Dim = self.n
+                i = self.choice([0, -1])   # in range whatever the batch
+            else:
+                size = self.small()
+                i = self.integer(-size, size - 1)
+            source.insert(at, size)
+            key.insert(at, i)
+            parts.insert(at, str(i))
+        if all(p == ":" for p in parts) or not self.constructible(tuple(source)):
+            return None
+        x = self.gen(tuple(source), depth, tensor=True, **kw)
+        return indexed(x, tuple(key), self.subscripts_text(parts), shape)
+
+    def tensor_concat(self, shape: Shape, depth: int, kw) -> Ex | None:
+        axes = [i for i, d in enumerate(shape) if isinstance(d, int) and 2 <= d <= 12]
+        if not axes:
+            return None
+        axis = self.choice(axes)
+        d = shape[axis]
+        count = self.integer(2, min(3, d))
+        cuts = sorted(self.draw(st.lists(st.integers(1, d - 1), min_size=count - 1,
+                                         max_size=count - 1, unique=True)))
+        sizes = [b - a for a, b in zip([0] + cuts, cuts + [d])]
+        shapes = [shape[:axis] + (size,) + shape[axis + 1:] for size in sizes]
+        if not all(self.constructible(s) for s in shapes):
+            return None
+        parts = self.operands(shapes, depth, kw)
+        keywords = [] if axis == 0 and self.coin(0.4) else \
+            [("axis", self.axis_text(axis, len(shape)))]
+        return joined("concat", parts, axis, keywords, shape)
+
+    def tensor_stack(self, shape: Shape, depth: int, kw) -> Ex | None:
+        axes = [i for i, d in enumerate(shape) if isinstance(d, int) and d <= 3]
+        if not axes:
+            return None
+        axis = self.choice(axes)
+        inner = shape[:axis] + shape[axis + 1:]
+        if not self.constructible(inner):
+            return None
+        parts = self.operands([inner] * shape[axis], depth, kw)
+        keywords = [] if axis == 0 and self.coin(0.4) else \
+            [("axis", self.axis_text(axis, len(shape)))]
+        return joined("stack", parts, axis, keywords, shape)
+
+    def tensor_reshape(self, shape: Shape, depth: int, kw) -> Ex | None:
+        if all(isinstance(d, int) for d in shape):
+            total = math.prod(shape)
+            if total > 64:
+                return None
+            source = self.factored(total, self.integer(1, 4))
+        elif shape[0] == self.n and all(isinstance(d, int) for d in shape[1:]):
+            source = (self.n,) + self.factored(math.prod(shape[1:]), self.integer(1, 3))
+        else:
+            return None
+        if source == shape or not self.constructible(source):
+            return None
+        x = self.gen(source, depth, tensor=True, **kw)
+        return reshaped("reshape", x, [self.shape_list(shape)], [], shape)
+
+    def tensor_flatten(self, shape: Shape, depth: int, kw) -> Ex | None:
+        if not shape or not isinstance(shape[-1], int) or shape[-1] > 36 or len(shape) > 3:
+            return None
+        start = len(shape) - 1
+        source = shape[:-1] + self.factored(shape[-1], self.integer(2, 4 - start))
+        if not self.constructible(source):
+            return None
+        x = self.gen(source, depth, tensor=True, **kw)
+        spelled = self.axis_text(start, len(source))
+        how = self.choice(["default", "positional", "keyword"]) if start == 1 else \
+            self.choice(["positional", "keyword"])
+        if how == "default":
+            return reshaped("flatten", x, [], [], shape)
+        if how == "positional":
+            return reshaped("flatten", x, [spelled], [], shape)
+        return reshaped("flatten", x, [], [("start", spelled)], shape)
+
+    def tensor_transpose(self, shape: Shape, depth: int, kw) -> Ex | None:
+        rank = len(shape)
+        if rank < 2:
+            return None
+        if rank >= 3 and shape[0] == self.n:  # a batch keeps its axis in front
+            perm = (0,) + tuple(self.draw(st.permutations(range(1, rank))))
+        else:
+            perm = tuple(self.draw(st.permutations(range(rank))))
+        if perm == tuple(range(rank)):
+            return None
+        source = tuple(shape[perm.index(j)] for j in range(rank))
+        if not self.constructible(source):
+            return None
+        x = self.gen(source, depth, tensor=True, **kw)
+        if perm == tuple(reversed(range(rank))) and self.coin(0.3):
+            return permuted(x, perm, [])
+        return permuted(x, perm, ["[" + ", ".join(self.axis_text(p, rank) for p in perm)
+                                  + "]"])
+
+    def tensor_reduce(self, shape: Shape, depth: int, kw, func: str | None = None
+                      ) -> Ex | None:
+        """A reduction over a list of axes (min, prod, var, std among them)."""
+        func = func or self.choice(LIST_REDUCTIONS)
+        ones = [i for i, d in enumerate(shape) if d == 1]
+        keepdims = bool(ones) and self.coin(0.3)
+        source: list[Dim] = list(shape)
+        if keepdims:
+            axes = sorted(self.draw(st.lists(st.sampled_from(ones), min_size=1, unique=True)))
+            for a in axes:
+                source[a] = self.integer(2, 4) if func == "std" else self.small()
+        else:
+            count = min(self.integer(1, 2), 4 - len(shape))
+            if count < 1:
+                return None
+            marks = [False] * len(source)
+            for _ in range(count):
+                at = self.integer(0, len(source))
+                batch = at == 0 and self.n not in source and self.batch_inputs() and \
+                    func != "std" and self.coin(0.3)
+                size = self.integer(2, 4) if func == "std" else self.small()
+                source.insert(at, self.n if batch else size)
+                marks.insert(at, True)
+            axes = [i for i, m in enumerate(marks) if m]
+        source_shape = tuple(source)
+        if not self.constructible(source_shape):
+            return None
+        # std's gradient is 1 / (2 std): keep it away from 0, with values that are distinct
+        # (a param or data, perhaps through a monotone function), two or more along the axes
+        if func == "std" and math.prod(dim_size(source[a]) for a in axes) < 2:
+            func = "var"
+        if func == "std":
+            x = self.varied(source_shape)
+        elif func == "prod":
+            x = self.squash(self.gen(source_shape, depth, tensor=True, **kw), 1.0)
+        else:
+            x = self.gen(source_shape, depth, tensor=True, **kw)
+        listed = [self.axis_text(a, len(source)) for a in axes]
+        listed = list(self.draw(st.permutations(listed)))
+        keywords = [("axis", "[" + ", ".join(listed) + "]")]
+        if keepdims:
+            keywords.append(("keepdims", "true"))
+        return reduce(func, x, tuple(axes), keepdims, [], keywords)
+
+    def varied(self, shape: Shape) -> Ex:
+        """A value whose entries differ at a random point: a param or data, now and then
+        through a strictly monotone function."""
+        if all(isinstance(d, int) for d in shape):
+            e = self.param_of(shape)
+        else:
+            e = self.data_leaf(shape)
+        if self.coin(0.5):
+            e = unary(self.choice(["tanh", "atan", "asinh", "sigmoid"]), e)
+        return e
+
+    def tensor_matmul(self, shape: Shape, depth: int, kw) -> Ex | None:
+        """Batched `@`: rank-3 and rank-4 operands, batch dims broadcast, 1-D operands."""
+        k = self.small()
+        options: list[tuple[Shape, Shape]] = []
+        if len(shape) == 2:
+            b, m = shape
+            options += [((b, m, k), (k,)), ((k,), (b, k, m))]
+        elif len(shape) == 3:
+            b, m, n = shape
+            options += [((b, m, k), (k, n)), ((m, k), (b, k, n)), ((b, m, k), (b, k, n)),
+                        ((1, m, k), (b, k, n)), ((b, m, k), (1, k, n))]
+        elif len(shape) == 4:
+            a, b, m, n = shape
+            options += [((a, 1, m, k), (b, k, n)), ((a, b, m, k), (k, n)),
+                        ((1, b, m, k), (a, 1, k, n))]
+        options = [o for o in options if self.constructible(o[0]) and self.constructible(o[1])]
+        if not options:
+            return None
+        left, right = self.choice(options)
+        a = self.squash(self.gen(left, depth, tensor=True, **kw), 3.0)
+        b = self.squash(self.gen(right, max(depth - 1, 0), tensor=True, **kw), 3.0)
+        return matmul(a, b) if self.coin(0.9) else paren(matmul(a, b))
+
+    def index_input(self, shape: Shape, limit: int) -> str:
+        """An input of whole numbers in [0, limit): an existing one or a new one."""
+        existing = [n for n, (s, k) in self.index_inputs.items() if s == shape and k == limit]
+        if existing and self.coin(0.5):
+            return self.choice(existing)
+        name = self.fresh(self.choice(["ids", "index", "pick"]))
+        self.pending.append(f"input {name}{self.dims_text(shape)}")
+        self.index_inputs[name] = (shape, limit)
+        return name
+
+    def tensor_take(self, shape: Shape, depth: int, kw) -> Ex | None:
+        """take(table, index, axis): the index an input of whole numbers, repeated (a table
+        of 2 to 5 rows, a batch of up to 17)."""
+        splits = []
+        for axis in range(len(shape)):
+            for j in (1, 2):
+                index_shape, back = shape[axis:axis + j], shape[axis + j:]
+                front = shape[:axis]
+                if len(index_shape) < j or not all(isinstance(d, int) for d in front + back):
+                    continue
+                if any(isinstance(d, str) for d in index_shape[1:]):
+                    continue
+                if self.n in index_shape and not self.batch_inputs():
+                    continue
+                splits.append((axis, index_shape))
+        if not splits:
+            return None
+        axis, index_shape = self.choice(splits)
+        limit = self.integer(2, 5)
+        name = self.index_input(index_shape, limit)
+        limit = self.index_inputs[name][1]
+        table_shape = shape[:axis] + (limit,) + shape[axis + len(index_shape):]
+        table = self.gen(table_shape, depth, tensor=True, **kw)
+        keywords = [] if axis == 0 and self.coin(0.5) else \
+            [("axis", self.axis_text(axis, len(table_shape)))]
+        return taken(call_text("take", [table.text, name], keywords), table, name,
+                     index_shape, axis)
+
+    def tensor_spatial(self, shape: Shape, depth: int, kw) -> Ex | None:
+        """A convolution or a pooling: of exactly `shape` ([B, C, L] or [B, C, H, W]), or
+        reduced over its spatial axes or flattened to `shape` ([B, m])."""
+        if shape and (not (isinstance(shape[0], int) or shape[0] == self.n) or
+                      not all(isinstance(d, int) for d in shape[1:])):
+            return None
+        if len(shape) in (3, 4):
+            return self.spatial_core(shape, depth, kw)
+        if len(shape) > 4:
+            return None
+        spatial = self.integer(1, 2)
+        if len(shape) < 2 or self.coin(0.5) or shape[1] > 36:
+            # [B, C] with B and C added where `shape` lacks them, then reduced away
+            if len(shape) == 2:
+                lead, kept = shape, (0, 1)
+            elif len(shape) == 1 and isinstance(shape[0], str):
+                lead, kept = shape + (self.small(),), (0,)   # [N, C], reduced over C
+            elif len(shape) == 1:
+                lead, kept = (self.small(),) + shape, (1,)   # [B, C], reduced over B
+            else:
+                lead, kept = (self.small(), self.small()), ()
+            core = lead + tuple(self.integer(1, 3) for _ in range(spatial))
+            x = self.spatial_core(core, depth, kw)
+            if x is None:
+                return None
+            func = self.choice(["sum", "mean", "max"])
+            if not shape:
+                return reduce(func, x, None, False, [], [])
+            axes = tuple(a for a in range(len(core)) if a not in kept)
+            if len(axes) == 1 and self.coin(0.5):
+                spelled = [("axis", self.axis_text(axes[0], len(core)))]
+            else:
+                spelled = [("axis", "[" + ", ".join(self.axis_text(a, len(core))
+                                                    for a in axes) + "]")]
+            return reduce(func, x, axes, False, [], spelled)
+        core = shape[:1] + self.factored(shape[1], spatial + 1)
+        x = self.spatial_core(core, depth, kw)
+        return None if x is None else reshaped("flatten", x, [], [], shape)
+
+    def spatial_core(self, shape: Shape, depth: int, kw, kind: str | None = None
+                     ) -> Ex | None:
+        batch, channels, *sizes = shape
+        spatial = len(sizes)
+        kind = kind or self.choice(["conv", "max", "conv", "avg"])
+        for _ in range(4):   # options whose input sizes lie in 1 to 7
+            kernel = tuple(self.integer(1, 3) for _ in sizes)
+            stride = tuple(self.weighted([(3, 1), (2, 2), (0.5, 3)]) for _ in sizes)
+            if kind == "conv":
+                dilation = tuple(self.weighted([(3, 1), (1, 2)]) for _ in sizes)
+                padding = tuple(self.integer(0, 2) for _ in sizes)
+            else:
+                dilation = (1,) * spatial
+                padding = tuple(self.integer(0, k // 2) for k in kernel)
+            found = []
+            for n, k, s, p, d in zip(sizes, kernel, stride, padding, dilation):
+                least = s * (n - 1) + d * (k - 1) + 1 - 2 * p
+                lo, hi = max(least, 1), min(least + s - 1, 7)
+                if lo > hi:
+                    break
+                found.append(self.integer(lo, hi))
+            if len(found) == spatial:
+                break
+        else:
+            return None
+        assert all(out_size(h, k, s, p, d) == n for h, k, s, p, d, n in
+                   zip(found, kernel, stride, padding, dilation, sizes))
+        if kind != "conv":
+            source = (batch, channels, *found)
+            if not self.constructible(source):
+                return None
+            x = self.gen(source, depth, tensor=True, **kw)
+            func = f"{kind}_pool{spatial}d"
+            keywords = []
+            if stride != kernel or self.coin(0.3):
+                keywords.append(("stride", self.per_axis_text(stride)))
+            if any(padding) or self.coin(0.2):
+                keywords.append(("padding", self.per_axis_text(padding)))
+            return pooled(func, x, kernel, stride, padding, [self.per_axis_text(kernel)],
+                          keywords, shape)
+        groups = self.choice([g for g in (1, 1, 1, 2, 3, 4) if channels % g == 0])
+        per_group = self.integer(1, max(1, 4 // groups))
+        source = (batch, groups * per_group, *found)
+        if not self.constructible(source):
+            return None
+        x = self.squash(self.gen(source, depth, tensor=True, **kw), 1.0)
+        w_shape = (channels, per_group, *kernel)
+        if self.coin(0.7):
+            w = self.param_of(w_shape)
+        else:
+            w = self.squash(self.gen(w_shape, max(depth - 1, 0), tensor=True, **kw), 1.0)
+        keywords = []
+        for name, values, default in (("stride", stride, 1), ("padding", padding, 0),
+                                      ("dilation", dilation, 1)):
+            if any(v != default for v in values) or self.coin(0.2):
+                keywords.append((name, self.per_axis_text(values)))
+        if groups > 1 or self.coin(0.2):
+            keywords.append(("groups", str(groups)))
+        keywords = list(self.draw(st.permutations(keywords)))
+        func = "conv2d" if spatial == 2 else "conv1d"
+        value = convolved(func, x, w, (stride, padding, dilation, groups), keywords, shape)
+        if self.coin(0.4):  # a bias per output channel, broadcast over the spatial axes
+            b = self.param_of((channels,))
+            bias = reshaped("reshape", b, ["[" + ", ".join([str(channels)] + ["1"] * spatial)
+                                           + "]"], [], (channels,) + (1,) * spatial)
+            value = binop("+", value, bias)
+        return value
+
+    # ------------------------------------------- statements of tensors of any rank
+
+    def gen_featured(self, feature: str) -> None:
+        """A statement that surely holds `feature` (one of FEATURES); its value goes into
+        the loss (see networks)."""
+        if feature == "class target":
+            return  # a term of the loss, drawn there
+        if feature == "embedding":
+            self.gen_embedding()
+        elif feature == "conv layer":
+            self.gen_conv_layer()
+        else:
+            value = None
+            for _ in range(4):
+                value = self.featured_value(feature)
+                if value is not None:
+                    break
+            if value is None:
+                return
+            if value.bound > BIG:
+                value = self.squash(value, BIG)
+            self.record(self.fresh(self.choice(["f", "v", "part"])), value)
+        self.featured.append(list(self.tensors)[-1])
+
+    def featured_value(self, feature: str) -> Ex | None:
+        kw = {"targets": False}
+        depth = self.integer(0, 2)
+        if feature in SPATIAL_FEATURES:
+            kind, spatial = SPATIAL_FEATURES[feature]
+            batch: Dim = self.n if self.batch_inputs() and self.coin(0.7) else self.small()
+            shape = (batch, self.small()) + tuple(self.integer(1, 4) for _ in range(spatial))
+            return self.spatial_core(shape, depth, kw, kind)
+        shape = self.choice([(self.small(), self.integer(2, 5)),
+                             (self.small(), self.small(), self.small()),
+                             (self.small(), self.integer(2, 4), self.small(), self.small())]
+                            + ([(self.n, self.integer(2, 5)), (self.n, self.small(),
+                                                                self.small())]
+                               if self.batch_inputs() else []))
+        if feature in LIST_REDUCTIONS:
+            return self.tensor_reduce(shape[:-1], depth, kw, feature)
+        return getattr(self, f"tensor_{feature}")(shape, depth, kw)
+
+
+    def spatial_shape(self, spatial: int) -> Shape:
+        batch: Dim = self.n if self.batch_inputs() and self.coin(0.7) else self.small()
+        return (batch, self.small()) + tuple(self.integer(3, 6) for _ in range(spatial))
+
+    def gen_tensor_statement(self) -> None:
+        """An assignment of rank 3 or 4: a layer (conv, embedding) or an op drawn from
+        TENSOR_OPS; later expressions of its shape may read it by name."""
+        kind = self.weighted([(2, "op"), (1, "conv"), (1, "embedding")])
+        if kind == "conv":
+            self.gen_conv_layer()
+            return
+        if kind == "embedding":
+            self.gen_embedding()
+            return
+        name = self.fresh(self.choice(["t", "img", "feat"]))
+        value = None
+        for _ in range(3):
+            shape = self.choice([self.spatial_shape(1), self.spatial_shape(2),
+                                 (self.small(), self.small(), self.small())])
+            value = self.gen_tensor_op(shape, self.integer(1, 2), {"targets": False})
+            if value is not None:
+                break
+        if value is None:
+            value = self.gen(shape, 2, tensor=True)
+        if value.bound > BIG:
+            value = self.squash(value, BIG)
+        self.record(name, value)
+
+    def gen_conv_layer(self) -> None:
+        name = self.fresh(self.choice(["c", "conv_"]))
+        source = self.spatial_shape(2)
+        channels, kernel = self.small(), self.integer(1, 3)
+        stride = (self.integer(1, 2), self.integer(1, 2))
+        padding = (self.integer(0, 1),) * 2 if self.coin(0.7) else \
+            (self.integer(0, 1), self.integer(0, 1))
+        sizes = tuple(out_size(n, kernel, s, p, 1)
+                      for n, s, p in zip(source[2:], stride, padding))
+        if min(sizes) < 1:
+            stride, padding = (1, 1), (1, 1)
+            sizes = tuple(out_size(n, kernel, 1, 1, 1) for n in source[2:])
+        x = self.squash(self.gen(source, 1, tensor=True), 1.0)
+        pre_bound = source[1] * kernel * kernel * x.bound * PARAM_BOUND + PARAM_BOUND
+        act = self.choice([a for a in DENSE_ACTS if a != "exp" or pre_bound <= 4])
+        w, b = f"{name}.W", f"{name}.b"
+        self.params[w] = (channels, source[1], kernel, kernel)
+        self.params[b] = (channels,)
+        shape = (source[0], channels) + sizes
+        conv = convolved("conv2d", x, self.param_ref(w), (stride, padding, (1, 1), 1), [],
+                         shape)
+        bias = reshaped("reshape", self.param_ref(b), [], [], (channels, 1, 1))
+        value = unary(act, binop("+", conv, bias))
+        keywords = []
+        if stride != (1, 1) or self.coin(0.2):
+            keywords.append(("stride", self.per_axis_text(stride)))
+        if padding != (0, 0) or self.coin(0.2):
+            keywords.append(("padding", self.per_axis_text(padding)))
+        if act != "linear" or self.coin(0.5):
+            keywords.append(("act", act))
+        text = call_text("conv", [x.text, self.number_text(channels), str(kernel)], keywords)
+        self.record(name, replace(value, text=text, prec=ATOM))
+
+    def gen_embedding(self) -> None:
+        name = self.fresh(self.choice(["e", "emb"]))
+        if self.batch_inputs():
+            ids_shape: Shape = self.choice([(self.n,), (self.n, self.small())])
+        else:
+            ids_shape = (self.small(), self.small())
+        vocab, dim = self.integer(2, 5), self.small()
+        ids = self.index_input(ids_shape, vocab)
+        vocab = self.index_inputs[ids][1]
+        w = f"{name}.W"
+        self.params[w] = (vocab, dim)
+        value = taken(call_text("embedding", [ids, str(vocab), self.number_text(dim)]),
+                      self.param_ref(w), ids, ids_shape, 0)
         self.record(name, value)
 
     def optimizer(self) -> str:
@@ -1176,7 +2014,10 @@ def networks(draw, loss: bool | None = None) -> Case:
             shape: Shape = (g.n, g.feature())
         else:
             shape = g.choice([(g.n, g.feature()), (g.n,), (g.n, g.feature(), g.feature()),
-                              (g.feature(),), ("M", g.feature())])
+                              (g.feature(),), ("M", g.feature()), g.spatial_shape(1),
+                              g.spatial_shape(2)])
+            if shape[0] != g.n and len(shape) >= 3:   # images and sequences come in batches
+                shape = (g.n,) + shape[1:]
             if shape[0] == "M":
                 if g.extra_symbol is not None:
                     shape = (g.n, g.feature())
@@ -1185,11 +2026,16 @@ def networks(draw, loss: bool | None = None) -> Case:
         g.inputs[name] = shape
         g.statements.append(f"input {name}{g.dims_text(shape)}")
     for _ in range(g.weighted([(2, 0), (1, 1)])):
-        g.declare_param(g.choice([(), (g.feature(),), (g.feature(), g.feature())]), now=True)
+        g.declare_param(g.choice([(), (g.feature(),), (g.feature(), g.feature()),
+                                  (g.small(), g.small(), g.small()),
+                                  (g.small(), g.small(), g.integer(2, 3), g.integer(2, 3))]),
+                        now=True)
 
     for _ in range(g.integer(1, 6)):
-        kind = g.weighted([(4, "assign"), (1, "dense"), (1, "def")])
-        if kind == "def":
+        kind = g.weighted([(4, "assign"), (1, "dense"), (1, "def"), (0.1, "tensor")])
+        if kind == "tensor":
+            g.gen_tensor_statement()
+        elif kind == "def":
             g.gen_def()
         elif kind == "dense":
             g.gen_dense()
@@ -1221,10 +2067,15 @@ def networks(draw, loss: bool | None = None) -> Case:
     want_loss = loss if loss is not None else not g.coin(0.03)
     loss_ex = None
     if want_loss:
+        ranked = [t for t in g.tensors.values() if len(t.shape) >= 3]
         terms = []
         for _ in range(g.integer(1, 3)):
-            how = g.weighted([(3, "loss"), (2, "reduce"), (1, "penalty"), (1, "any")])
-            if how == "loss":
+            how = g.weighted([(3, "loss"), (2, "reduce"), (1, "penalty"), (1, "any"),
+                              (3 if ranked else 0, "ranked")])
+            if how == "ranked":  # an assigned tensor of rank 3 or 4: its gradient is checked
+                value = unary(g.choice(["sin", "tanh"]), g.choice(ranked))   # bounded by 1
+                term = reduce(g.choice(["sum", "mean"]), value, None, False, [], [])
+            elif how == "loss":
                 term = g.gen_loss(g.integer(1, 2))
             elif how == "reduce":
                 term = g.gen_reduce((), g.integer(1, 2), {"targets": True})
@@ -1244,6 +2095,32 @@ def networks(draw, loss: bool | None = None) -> Case:
         loss_ex = terms[0]
         for term in terms[1:]:
             loss_ex = binop(g.choice(["+", "-"]), loss_ex, term)
+
+    # Featured ops, sampled with a seed that hashes everything drawn so far. Hypothesis
+    # makes most examples by mutating earlier ones, so the CI slice of 80 is some 16
+    # families of near-copies that share most draws: a feature drawn directly repeats
+    # across a family and some features never came up, while the trace differs wherever
+    # a near-copy does: its sizes and data seed are drawn here for that reason (after
+    # the draws the generator made before tensors of any rank, so those stay as they were).
+    sizes = {g.n: g.draw(st.sampled_from(BATCH_SIZES))}
+    other_sizes = {g.n: g.draw(st.sampled_from(BATCH_SIZES))}
+    data_seed = g.draw(st.integers(0, 2**32 - 1))
+    picker = random.Random(g.trace)
+    g.features = picker.sample(FEATURES, 1) if picker.random() < FEATURED_SHARE else []
+    for feature in g.features:
+        g.gen_featured(feature)
+    if output_stmt is None and g.featured:  # the default output: the last assigned name
+        outputs = (g.featured[-1],)
+    if loss_ex is not None:
+        for name in g.featured:  # so the featured ops' gradients are checked
+            value = unary(g.choice(["sin", "tanh"]), g.tensors[name])   # bounded by 1
+            term = reduce(g.choice(["sum", "mean"]), value, None, False, [], [])
+            loss_ex = binop("+", loss_ex, term)
+        if "class target" in g.features and g.batch_inputs():
+            classes = g.integer(2, 5)
+            z = g.gen((g.n, classes), g.integer(1, 2), tensor=True)
+            term = class_cross_entropy(z, g.class_target((g.n,), classes), classes)
+            loss_ex = binop("+", loss_ex, term)
         if loss_ex.bound > 1e3:
             loss_ex = g.fit(loss_ex, BIG)
     tail: list[str] = []
@@ -1276,15 +2153,16 @@ def networks(draw, loss: bool | None = None) -> Case:
         lines.append(stmt)
     source = "\n".join(lines) + "\n"
 
-    sizes = {g.n: draw(st.sampled_from(BATCH_SIZES))}
-    other_sizes = {g.n: draw(st.sampled_from(BATCH_SIZES))}
     if g.extra_symbol is not None:
         sizes["M"] = draw(st.integers(1, 3))
         other_sizes["M"] = draw(st.integers(1, 3))
-    case = Case(source=source, params=dict(g.params), inputs=dict(g.inputs),
-                targets=dict(g.targets), outputs=outputs, assignments=g.assignments,
-                loss=loss_ex, optimizer=optimizer, sizes=sizes,
-                seed=draw(st.integers(0, 2**32 - 1)))
+    inputs = {**g.inputs, **{n: s for n, (s, _) in g.index_inputs.items()}}
+    targets = {**g.targets, **{n: (s, "class") for n, (s, _) in g.class_targets.items()}}
+    indices = {n: k for n, (_, k) in {**g.index_inputs, **g.class_targets}.items()}
+    case = Case(source=source, params=dict(g.params), inputs=inputs, targets=targets,
+                outputs=outputs, assignments=g.assignments, loss=loss_ex,
+                optimizer=optimizer, sizes=sizes, seed=data_seed,
+                indices=indices)
     make_data(case)
     case.other_sizes = other_sizes
     return case

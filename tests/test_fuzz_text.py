@@ -42,6 +42,11 @@ TOKENS = [
     "zeros", "ones", "xavier", "he", "normal", "uniform", "sgd", "adam",
     "lr", "momentum", "nesterov", "weight_decay", "clip_norm", "beta1", "eps",
     "axis", "keepdims", "act", "alpha", "true", "false",
+    # tensors of any rank: built-ins, their options, and slices
+    "conv2d", "conv1d", "conv", "max_pool2d", "avg_pool2d", "max_pool1d", "avg_pool1d",
+    "concat", "stack", "reshape", "flatten", "transpose", "take", "embedding", "var", "std",
+    "prod", "min", "argmax", "stride", "padding", "dilation", "groups", "start", "None",
+    ":", "::-1", "...", "1:3", "-1:", "::2",
     # numbers
     "0", "1", "2", "3", "0.5", "1e-3", "2.5E+4", "-1", "1e400", ".5", "10",
     # punctuation and operators

@@ -356,3 +356,40 @@ def test_gradient_that_views_another_param(backend: str, network: str, optimizer
     if network == "transpose" and optimizer == "sgd(lr=0.5)":
         np.testing.assert_allclose(p["W"], before["W"] - 0.5 * before["V"].T, rtol=1e-15)
         np.testing.assert_allclose(p["V"], before["V"] - 0.5 * before["W"].T, rtol=1e-15)
+
+
+# ------------------------------------------------------------------------------------------
+# std's gradient where the std is 0 (a param exactly 0): `sum(square(std(W, axis=[-2, 0])))`
+# is the variance, whose gradient there is 0, but the numpy backend gave NaN (the adjoint 0
+# divided by 2 * std = 0) and llvm gave 0 (its fused step multiplied first); `std(W)` gave
+# NaN on both, where PyTorch's std_backward masks the std's zeros and gives 0. Found by the
+# random networks (the other backend, at the point with params exactly 0) once they drew
+# std. Fixed in language/calls.py: std is sqrt(var) where var > 0, else 0, so its
+# derivative is PyTorch's: 1 / (2 std) where std > 0, 0 where it is 0.
+
+STD_AT_ZERO = {
+    "square of std": "param W[3, 2, 1]\nparam V[2]\npart = std(W, axis=[-2, 0])\n"
+                     "loss sum(square(part)) + sum(sin(V))\n",
+    "std": "param W[3, 2, 1]\nparam V[2]\nloss std(W) + sum(sin(V))\n",
+}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("network", list(STD_AT_ZERO))
+def test_std_gradient_where_the_std_is_zero(backend: str, network: str) -> None:
+    """Oracle: PyTorch's convention written out (0 where the std is 0), the other backend,
+    and central differences of the variance form away from 0."""
+    nets = {b: bpc.compile(STD_AT_ZERO[network], backend=b) for b in BACKENDS}
+    p = {"W": np.zeros((3, 2, 1)), "V": np.array([0.3, -0.7])}
+    loss, grads = nets[backend].value_and_grad(p)
+    np.testing.assert_array_equal(grads["W"], np.zeros((3, 2, 1)))
+    np.testing.assert_allclose(grads["V"], np.cos(p["V"]), rtol=1e-15)
+    other = nets["llvm" if backend == "numpy" else "numpy"].value_and_grad(p)[1]
+    np.testing.assert_array_equal(grads["W"], other["W"])
+    # away from 0 the gradient is the plain one
+    rng = np.random.default_rng(0)
+    q = {"W": rng.uniform(-1, 1, (3, 2, 1)), "V": p["V"]}
+    _, grads = nets[backend].value_and_grad(q)
+    for index in [(0, 0, 0), (2, 1, 0)]:
+        assert grads["W"][index] == pytest.approx(
+            central_difference(nets[backend], q, {}, "W", index), rel=1e-6)

@@ -158,9 +158,14 @@ def var_call(lw: Lowering, call: S.Call) -> Value:
 
 
 def std_call(lw: Lowering, call: S.Call) -> Value:
+    """sqrt(var), with PyTorch's gradient where the std is 0: 0, not 0/0 (torch's
+    std_backward masks it). A plain sqrt gave NaN there, or 0 where fusion multiplied by
+    an adjoint of 0 first, so the two backends disagreed (found by the random networks)."""
     variance = var_call(lw, call)
-    return Tensor(lw.builder.elementwise(sympy.sqrt(operand(0)), (variance.node,),
-                                         variance.shape, lines=(lw.line,)), variance.shape)
+    v = operand(0)
+    root = sympy.Piecewise((sympy.sqrt(v), v > 0), (0, True))
+    return Tensor(lw.builder.elementwise(root, (variance.node,), variance.shape,
+                                         lines=(lw.line,)), variance.shape)
 
 
 def argmax_call(lw: Lowering, call: S.Call) -> Value:
