@@ -1269,12 +1269,19 @@ class Generator:
 
     def class_target(self, shape: Shape, classes: int) -> str:
         """A target of class indices in [0, classes): an existing one or a new one."""
-        existing = [n for n, v in self.class_targets.items() if v == (shape, classes)]
+        return self.reuse_or_declare(self.class_targets, (shape, classes), "target",
+                                     ["t", "label", "cls"])
+
+    def reuse_or_declare(self, declared: dict[str, tuple[Shape, int]], key: tuple[Shape, int],
+                         keyword: str, names: list[str]) -> str:
+        """A name `declared` already maps to `key` (half the time, when there is one), or a
+        new `keyword` declaration of shape key[0] recorded there."""
+        existing = [n for n, v in declared.items() if v == key]
         if existing and self.coin(0.5):
             return self.choice(existing)
-        name = self.fresh(self.choice(["t", "label", "cls"]))
-        self.pending.append(f"target {name}{self.dims_text(shape)}")
-        self.class_targets[name] = (shape, classes)
+        name = self.fresh(self.choice(names))
+        self.pending.append(f"{keyword} {name}{self.dims_text(key[0])}")
+        declared[name] = key
         return name
 
     def gen_loss(self, depth: int) -> Ex:
@@ -1681,13 +1688,8 @@ class Generator:
 
     def index_input(self, shape: Shape, limit: int) -> str:
         """An input of whole numbers in [0, limit): an existing one or a new one."""
-        existing = [n for n, (s, k) in self.index_inputs.items() if s == shape and k == limit]
-        if existing and self.coin(0.5):
-            return self.choice(existing)
-        name = self.fresh(self.choice(["ids", "index", "pick"]))
-        self.pending.append(f"input {name}{self.dims_text(shape)}")
-        self.index_inputs[name] = (shape, limit)
-        return name
+        return self.reuse_or_declare(self.index_inputs, (shape, limit), "input",
+                                     ["ids", "index", "pick"])
 
     def tensor_take(self, shape: Shape, depth: int, kw) -> Ex | None:
         """take(table, index, axis): the index an input of whole numbers, repeated (a table

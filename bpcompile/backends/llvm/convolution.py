@@ -102,12 +102,10 @@ def _swap_outer(w: EntryWriter, target: ir.Value, source: ir.Value, outer: ir.Va
     """target[m, o, :] = source[o, m, :] for source [outer, middle, inner]: a copy of
     whole rows."""
     b = w.b
-    memcpy = w.lib.intrinsic("llvm.memcpy", PTR, PTR, ir.IntType(64), ir.IntType(1),
-                             result=ir.VoidType(), overload=(PTR, PTR, ir.IntType(64)))
     with for_range(b, outer, "o") as o, for_range(b, middle, "m") as m:
         read = _at(w, source, b.mul(b.add(b.mul(o, middle), m), i64(inner)))
         write = _at(w, target, b.mul(b.add(b.mul(m, outer), o), i64(inner)))
-        b.call(memcpy, [write, read, i64(inner * w.itemsize), ir.Constant(ir.IntType(1), 0)])
+        w.lib.copy_bytes(b, write, read, i64(inner * w.itemsize))
 
 
 def _channels_first(w: EntryWriter, g: Geometry[int], adjoint: int) -> ir.Value:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from llvmlite import ir
 
-from .loops import I64, PTR, for_range, i64, local
+from .loops import PTR, for_range, i64, local
 from .windows import Geometry
 
 if TYPE_CHECKING:
@@ -89,16 +89,11 @@ class DirectKernels:
         """xpad[n, c, h, PW + j] = x[n, c, h, j], zeros around."""
         g, k = self.g, self.k
         rows = b.mul(arg["batch"], i64(g.channels * g.height))
-        memset = k.lib.intrinsic("llvm.memset", PTR, ir.IntType(8), I64, ir.IntType(1),
-                                 result=ir.VoidType(), overload=(PTR, I64))
-        memcpy = k.lib.intrinsic("llvm.memcpy", PTR, PTR, I64, ir.IntType(1),
-                                 result=ir.VoidType(), overload=(PTR, PTR, I64))
-        b.call(memset, [arg["xpad"], ir.Constant(ir.IntType(8), 0),
-                        b.mul(rows, i64(self.row * k.itemsize)), ir.Constant(ir.IntType(1), 0)])
+        k.lib.zero_bytes(b, arg["xpad"], b.mul(rows, i64(self.row * k.itemsize)))
         with for_range(b, rows, "row") as r:
             target = self._at(b, arg["xpad"], b.add(b.mul(r, i64(self.row)), i64(g.pad_w)))
-            b.call(memcpy, [target, self._at(b, arg["x"], b.mul(r, i64(g.width))),
-                            i64(g.width * k.itemsize), ir.Constant(ir.IntType(1), 0)])
+            k.lib.copy_bytes(b, target, self._at(b, arg["x"], b.mul(r, i64(g.width))),
+                             i64(g.width * k.itemsize))
 
     def _taps(self, b: ir.IRBuilder, o: ir.Value, n: ir.Value, oh: ir.Value,
               tap: Callable[[ir.Value, ir.Value, ir.Value], None]) -> None:

@@ -219,14 +219,8 @@ class EntryWriter:
 
     def zero(self, target: ir.Value, shape: Shape) -> None:
         """Fill with 0.0 (all bits zero, in both float types)."""
-        nbytes = self.b.mul(self.count(shape), i64(self.itemsize))
-        memset = self.lib.intrinsic("llvm.memset", PTR, ir.IntType(8), I64, ir.IntType(1),
-                                    result=ir.VoidType(), overload=(PTR, I64))
-        self.b.call(memset, [target, ir.Constant(ir.IntType(8), 0), nbytes,
-                             ir.Constant(ir.IntType(1), 0)])
+        self.lib.zero_bytes(self.b, target, self.b.mul(self.count(shape), i64(self.itemsize)))
 
     def copy(self, target: ir.Value, source: ir.Value, shape: Shape) -> None:
-        nbytes = self.b.mul(self.count(shape), i64(self.itemsize))
-        memcpy = self.lib.intrinsic("llvm.memcpy", PTR, PTR, I64, ir.IntType(1),
-                                    result=ir.VoidType(), overload=(PTR, PTR, I64))
-        self.b.call(memcpy, [target, source, nbytes, ir.Constant(ir.IntType(1), 0)])
+        self.lib.copy_bytes(self.b, target, source,
+                            self.b.mul(self.count(shape), i64(self.itemsize)))

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 from llvmlite import ir
 
+from .loops import I64, PTR
+
 CONTRACT = ("contract",)  # let mul+add become fma; never nnan: step must see NaNs
 
 
@@ -143,6 +145,20 @@ class MathFunctions:
         self.fmt = FORMATS[dtype]
         self.t = self.fmt.type
         self.functions: dict[tuple[str, str], ir.Function] = {}
+
+    def zero_bytes(self, b: ir.IRBuilder, target: ir.Value, nbytes: ir.Value) -> None:
+        """Set `nbytes` bytes at `target` to 0 (0.0 in both float types): llvm.memset."""
+        memset = self.intrinsic("llvm.memset", PTR, ir.IntType(8), I64, ir.IntType(1),
+                                result=ir.VoidType(), overload=(PTR, I64))
+        b.call(memset, [target, ir.Constant(ir.IntType(8), 0), nbytes,
+                        ir.Constant(ir.IntType(1), 0)])
+
+    def copy_bytes(self, b: ir.IRBuilder, target: ir.Value, source: ir.Value,
+                   nbytes: ir.Value) -> None:
+        """Copy `nbytes` bytes from `source` to `target` (not overlapping): llvm.memcpy."""
+        memcpy = self.intrinsic("llvm.memcpy", PTR, PTR, I64, ir.IntType(1),
+                                result=ir.VoidType(), overload=(PTR, PTR, I64))
+        b.call(memcpy, [target, source, nbytes, ir.Constant(ir.IntType(1), 0)])
 
     def ops(self, t: ir.Type) -> Ops:
         return Ops(self.module, self.fmt, t)

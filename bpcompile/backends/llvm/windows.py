@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 
 from llvmlite import ir
 
-from .loops import I64, PTR, for_range, i64, local
+from .loops import for_range, i64, local
 
 if TYPE_CHECKING:
     from .kernels import Kernels
@@ -108,10 +108,7 @@ class WindowKernels:
         return cell
 
     def _zero(self, b: ir.IRBuilder, target: ir.Value, count: ir.Value) -> None:
-        memset = self.lib.intrinsic("llvm.memset", PTR, ir.IntType(8), I64, ir.IntType(1),
-                                    result=ir.VoidType(), overload=(PTR, I64))
-        b.call(memset, [target, ir.Constant(ir.IntType(8), 0),
-                        b.mul(count, i64(self.itemsize)), ir.Constant(ir.IntType(1), 0)])
+        self.lib.zero_bytes(b, target, b.mul(count, i64(self.itemsize)))
 
     def _inside(self, b: ir.IRBuilder, index: ir.Value, size: ir.Value) -> ir.Value:
         """0 <= index < size (one unsigned compare); known true where no padding is read."""
