@@ -13,6 +13,7 @@ import numpy as np
 
 # Products of at least this many multiply-adds go to BLAS (measured; see benchmarks/).
 BLAS_THRESHOLD = 1 << 21
+SET_THREADS = "openblas_set_num_threads_local"
 ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112
 
 
@@ -24,11 +25,15 @@ class Blas:
     sgemm: str
     dgemm: str
     int_bits: int
+    # `int openblas_set_num_threads_local(int)` (OpenBLAS 0.3.27 and later): sets the
+    # threads BLAS calls use and returns the count it replaces. Present, a step's products
+    # run on the step's own threads (matmul.py), BLAS's set to one for them.
+    set_threads: str | None = None
 
     def symbols(self) -> dict[str, int]:
         lib = ctypes.CDLL(self.library)
-        return {name: ctypes.cast(getattr(lib, name), ctypes.c_void_p).value
-                for name in (self.sgemm, self.dgemm)}
+        names = (self.sgemm, self.dgemm) + ((self.set_threads,) if self.set_threads else ())
+        return {name: ctypes.cast(getattr(lib, name), ctypes.c_void_p).value for name in names}
 
 
 @lru_cache(maxsize=1)
@@ -51,5 +56,6 @@ def find_blas() -> Blas | None:
                 continue
             for sgemm, dgemm, bits in names:
                 if hasattr(lib, sgemm) and hasattr(lib, dgemm):
-                    return Blas(path, sgemm, dgemm, bits)
+                    set_threads = SET_THREADS if hasattr(lib, SET_THREADS) else None
+                    return Blas(path, sgemm, dgemm, bits, set_threads)
     return None

@@ -25,7 +25,7 @@ from typing import NamedTuple
 from llvmlite import ir
 
 from ...graph.ir import Node, Op
-from . import direct, pooling, windows
+from . import direct, pooling, split, windows
 from .entry import EntryWriter
 from .loops import I64, PTR, for_range, i64
 from .pooling import PoolingKernels
@@ -70,13 +70,45 @@ WINDOWS = {name: (kind, pointers) for kind, table in ((WindowKernels, windows.KE
            for name, pointers in table.items()}
 
 
+def _per_image(w: EntryWriter, g: Geometry[int], pointer: str) -> int:
+    """Bytes of one image of a window or direct kernel's pointer argument (0: not per
+    image, as a kernel's weights)."""
+    elements = {
+        "x": g.channels * g.height * g.width,
+        "out": g.outputs * g.out_h * g.out_w,
+        "xpad": g.channels * g.height * direct.padded_width(g, w.kernels.lanes),
+    }
+    elements.update(dx=elements["x"], g=elements["out"])
+    if pointer == "where":  # the offset of each window's maximum, an i64
+        return elements["out"] * 8
+    return elements.get(pointer, 0) * w.itemsize
+
+
+def _taps(g: Geometry[int]) -> int:
+    return g.channels // g.groups * g.kernel_h * g.kernel_w
+
+
+def _by_image(w: EntryWriter, function: ir.Function, names: list[str],
+              pointers: list[ir.Value], batch: ir.Value, g: Geometry[int],
+              per_image: int) -> None:
+    """function(*pointers, batch), the images divided over the thread pool when there are
+    enough (`per_image`: the kernel's inner steps per image)."""
+    strides = tuple(_per_image(w, g, name) for name in names) + (0,)
+    split.call(w, function, [*pointers, batch], split.Split(len(names), strides),
+               split.units(w, batch, per_image))
+
+
 def _window(w: EntryWriter, name: str, pointers: list[ir.Value], batch: ir.Value,
             g: Geometry[int]) -> None:
     kind, names = WINDOWS[name]
     args = [(pointer, PTR) for pointer in names] + [("batch", I64)]
     function = w.kernels.define((name, g), name, args, ir.VoidType(),
                                 kind(w.kernels, g).body(name))
-    w.call(function, [*pointers, batch])
+    if name in windows.KERNELS:  # im2col and col2im: columns are not per image
+        w.call(function, [*pointers, batch])
+        return
+    _by_image(w, function, names, pointers, batch, g,
+              g.outputs * g.out_h * g.out_w * g.kernel_h * g.kernel_w)
 
 
 def _sizes(g: Geometry[int]) -> tuple[int, int, int]:
@@ -171,10 +203,22 @@ def _each_group(w: EntryWriter, g: Geometry[int], body: Callable[[ir.Value], Non
 
 def _direct(w: EntryWriter, name: str, g: Geometry[int], pointers: list[ir.Value],
             batch: ir.Value) -> None:
-    args = [(pointer, PTR) for pointer in direct.KERNELS[name]] + [("batch", I64)]
+    names = direct.KERNELS[name]
+    ranged = name in direct.BY_OUTPUT
+    args = ([(pointer, PTR) for pointer in names] + [("batch", I64)]
+            + [("first", I64), ("last", I64)] * ranged)
     function = w.kernels.define((name, g), name, args, ir.VoidType(),
                                 direct.DirectKernels(w.kernels, g).body(name))
-    w.call(function, [*pointers, batch])
+    work = g.outputs * g.out_h * g.out_w * _taps(g)
+    if not ranged:
+        _by_image(w, function, names, pointers, batch, g,
+                  work if name != "padded" else _per_image(w, g, "xpad") // w.itemsize)
+        return
+    # a sum over the images for each output channel: the channels divide
+    count = len(names) + 2
+    split.call(w, function, [*pointers, batch, i64(0), i64(g.outputs)],
+               split.Split(count, first=count - 1),
+               split.units(w, batch, work))
 
 
 def _padded(w: EntryWriter, g: Geometry[int], x: int, batch: ir.Value) -> ir.Value:

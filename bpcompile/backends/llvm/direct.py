@@ -47,11 +47,14 @@ def padded_width(g: Geometry[int], lanes: int) -> int:
     return max(g.pad_w + g.width, vectors * lanes + (g.kernel_w - 1) * g.dilation_w)
 
 
-KERNELS: dict[str, list[str]] = {
+KERNELS: dict[str, list[str]] = {  # name -> its pointer arguments, before the batch size
     "padded": ["xpad", "x"],
     "direct_conv": ["out", "xpad", "w"],
     "direct_weight_grad": ["dw", "xpad", "g"],
 }
+# kernels that also take (first, last): the output channels they compute, so that threads
+# divide the channels (each a sum over every image) rather than the images
+BY_OUTPUT = {"direct_weight_grad"}
 
 
 class DirectKernels:
@@ -154,7 +157,8 @@ class DirectKernels:
 
     def _direct_weight_grad(self, b: ir.IRBuilder, arg: dict) -> None:
         """dw[o, c, kh, kw] = sum over (n, oh, ow) of g[n, o, oh, ow] * the input that tap
-        reads there: for each (o, c, kh), one vector accumulator per kw across the batch."""
+        reads there, for o in [first, last): for each (o, c, kh), one vector accumulator per
+        kw across the batch."""
         g, k = self.g, self.k
         per_group = g.channels // g.groups
         zero = k.lib.ops(k.vt).const(0.0)
@@ -164,8 +168,8 @@ class DirectKernels:
         tail = g.out_w - (self.vectors - 1) * self.lanes
         mask = ir.Constant(ir.VectorType(ir.IntType(1), self.lanes),
                            [lane < tail for lane in range(self.lanes)])
-        with for_range(b, i64(g.outputs), "o") as o, for_range(b, i64(per_group), "c") as c, \
-                for_range(b, i64(g.kernel_h), "kh") as kh:
+        with for_range(b, arg["last"], "o", start=arg["first"]) as o, \
+                for_range(b, i64(per_group), "c") as c, for_range(b, i64(g.kernel_h), "kh") as kh:
             for total in sums:
                 b.store(zero, total)
             channel = b.add(b.mul(b.sdiv(o, i64(g.outputs // g.groups)), i64(per_group)), c)

@@ -121,13 +121,16 @@ class LLVMExecutor:
         import llvmlite.binding as llvm
 
         from .prebuilt import library_ir
+        from .threads import pool_ir
 
         network = llvm.parse_assembly(generate(self.compiled(), self.signature, self.dtype.name,
                                                vector_bytes()).ir)
         network.link_in(llvm.parse_assembly(library_ir(self.dtype.name, vector_bytes())))
+        network.link_in(llvm.parse_assembly(pool_ir()))
         network.name = self.signature.name
         return (f"; network {self.signature.name} ({self.dtype.name}): every entry point, "
-                f"then the prebuilt library (prebuilt.py) its kernels call\n{network}")
+                f"then the prebuilt library (prebuilt.py) its kernels call and the thread "
+                f"pool (threads.py)\n{network}")
 
     # ---------------------------------------------------------------- compiling
 
@@ -143,9 +146,11 @@ class LLVMExecutor:
     def _engine(self, entry: str) -> tuple[Engine, list[Shape]]:
         """The compiled entry point, from the disk cache if it holds it, else compiled (and
         stored there); with the shapes of its workspace buffers."""
+        from . import threads
         from .prebuilt import load
 
         load(self.dtype.name, vector_bytes())
+        threads.load()
         name = object_key(self.signature, self.dtype, entry) + ".o"
         cached = cache.load(name)
         if cached is not None:

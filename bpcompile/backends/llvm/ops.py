@@ -8,7 +8,9 @@ from collections.abc import Callable
 
 from ...graph.ir import Node, Op, operand
 from ...graph.shapes import Shape
-from . import convolution, moves
+from llvmlite import ir
+
+from . import convolution, moves, split
 from .axis import axis_view
 from .entry import EntryWriter
 from .loops import i64, product
@@ -28,7 +30,25 @@ def elementwise(w: EntryWriter, i: int, node: Node) -> None:
     kernel = w.kernels.elementwise(node.expr, patterns, len(dims), sizes, alias,
                                       w.label(i))
     args = ([] if alias is not None else [out]) + pointers
-    w.call(kernel, args + w.dims_of(dims) + size_values)
+    lengths = w.dims_of(dims)
+    if not lengths:  # a scalar
+        w.call(kernel, args + size_values)
+        return
+    # the rows (first axis) divide over the threads; each operand moves by its own row
+    own = ([] if alias is not None else [tuple(False for _ in dims)]) + list(patterns)
+    strides = [_row_bytes(w, lengths, flags) for flags in own]
+    split.call(w, kernel, args + lengths + size_values, split.Split(len(args), tuple(strides)),
+               product(w.b, lengths))
+
+
+def _row_bytes(w: EntryWriter, sizes: list[ir.Value], broadcast: tuple[bool, ...]
+               ) -> ir.Value | int:
+    """Bytes between the rows (first-axis entries) of an operand broadcast along the axes
+    `broadcast` marks: 0 if along the first."""
+    if broadcast[0]:
+        return 0
+    kept = [size for size, flag in zip(sizes[1:], broadcast[1:]) if not flag]
+    return w.b.mul(product(w.b, kept), i64(w.itemsize))
 
 def reduction(w: EntryWriter, i: int, node: Node) -> None:
     source = node.inputs[0]
@@ -48,7 +68,15 @@ def reduction(w: EntryWriter, i: int, node: Node) -> None:
     op = REDUCTIONS[node.op]
     kernel = w.kernels.reduction(op, expr, patterns, rank, node.axes, sizes, w.label(i))
     pointers = [w.storage[j] for j in operands]
-    w.call(kernel, [w.storage[i], *pointers, *w.dims_of(shape), *size_values])
+    lengths = w.dims_of(shape)
+    args = [w.storage[i], *pointers, *lengths, *size_values]
+    if not lengths or 0 in node.axes:  # a scalar, or a sum along the rows: one pass
+        w.call(kernel, args)
+        return
+    summed = tuple(a in node.axes for a in range(rank))  # the result lacks these axes
+    strides = [_row_bytes(w, lengths, flags) for flags in (summed, *patterns)]
+    split.call(w, kernel, args, split.Split(1 + len(pointers), tuple(strides)),
+               product(w.b, lengths))
 
 REDUCTIONS = {Op.SUM: "sum", Op.MAX: "max", Op.PROD: "prod"}
 

@@ -120,10 +120,15 @@ class PoolingKernels(WindowKernels):
 
         self._windows(b, arg, g, window)
 
+    def _plane_start(self, b: ir.IRBuilder, g: Geometry, out_at: ir.Value) -> ir.Value:
+        """Where output `out_at`'s (image, channel) plane starts in x."""
+        return b.mul(b.udiv(out_at, b.mul(g.out_h, g.out_w)), b.mul(g.height, g.width))
+
     def _max_pool_where(self, b: ir.IRBuilder, arg: Args, g: Geometry) -> None:
-        """max_pool that also writes, for each window, the x offset of its first maximum
-        (its first NaN, if it has one), which max_pool_scatter then reads: the forward
-        pass of a training step finds each maximum once."""
+        """max_pool that also writes, for each window, the offset of its first maximum (its
+        first NaN, if it has one) in its plane of x, which max_pool_scatter then reads: the
+        forward pass of a training step finds each maximum once. Offsets within the plane,
+        not the batch, so a kernel given a slice of the batch (split.py) writes the same."""
         floor = self._cell(b, -math.inf, "floor")
         best, where = local(b, self.t, "best"), local(b, I64, "where")
         maximum = self.lib.intrinsic("llvm.maximum", self.t, self.t)
@@ -143,7 +148,8 @@ class PoolingKernels(WindowKernels):
 
             taps(tap)
             b.store(b.load(best, typ=self.t), self._at(b, arg["out"], out_at))
-            b.store(b.load(where, typ=I64), b.gep(arg["where"], [out_at], source_etype=I64))
+            b.store(b.sub(b.load(where, typ=I64), self._plane_start(b, g, out_at)),
+                    b.gep(arg["where"], [out_at], source_etype=I64))
 
         self._windows(b, arg, g, window)
 
@@ -154,7 +160,7 @@ class PoolingKernels(WindowKernels):
         outputs = b.mul(b.mul(arg["batch"], g.channels), b.mul(g.out_h, g.out_w))
         with for_range(b, outputs, "o") as o:
             at = b.load(b.gep(arg["where"], [o], source_etype=I64), typ=I64)
-            slot = self._at(b, arg["dx"], at)
+            slot = self._at(b, arg["dx"], b.add(self._plane_start(b, g, o), at))
             b.store(b.fadd(self._load(b, slot), self._load(b, self._at(b, arg["g"], o))),
                     slot)
 
@@ -167,7 +173,8 @@ class PoolingKernels(WindowKernels):
 
         def window(out_at: ir.Value, taps: Taps) -> None:
             taps(lambda at, inside: b.store(zero, self._at(b, arg["dx"], at)))
-            where = b.load(b.gep(arg["where"], [out_at], source_etype=I64), typ=I64)
+            where = b.add(self._plane_start(b, g, out_at),
+                          b.load(b.gep(arg["where"], [out_at], source_etype=I64), typ=I64))
             b.store(self._load(b, self._at(b, arg["g"], out_at)), self._at(b, arg["dx"], where))
 
         self._windows(b, arg, g, window)

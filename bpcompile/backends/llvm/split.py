@@ -1,0 +1,109 @@
+"""Kernel calls whose work divides over the thread pool (threads.py): the images of a batch,
+the rows of an elementwise loop, the output channels of a weight gradient.
+
+A call site states how its kernel's work divides (`Split`): which argument counts the units,
+and how far each pointer argument moves per unit. The call stores its arguments in a context
+on the stack and hands `bpc_parallel` a task that gives each part its own range of units:
+either the same kernel on a slice (pointers moved to the part's first unit, the count cut to
+the part's), or, for a kernel that takes the range itself, its first and last unit. The units
+are independent and each is computed as one pass over the whole would compute it, so the
+result is the same bit for bit however many parts ran.
+
+Work below PARALLEL_WORK (inner steps, about a nanosecond each) stays a plain call: a step
+of a small network never waits on another thread.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from llvmlite import ir
+
+from .entry import EntryWriter
+from .loops import PTR, i64, local
+from .threads import declare_parallel, task_type
+
+PARALLEL_WORK = 1 << 15
+
+
+@dataclass(frozen=True)
+class Split:
+    """How a kernel call's work divides. `count`: the argument that counts the units.
+    `strides`: per argument, the bytes a pointer moves per unit (an int, or a value the
+    entry function computes from the sizes; 0: every part reads or writes the whole).
+    `first`: an argument that takes the part's first unit, for kernels that run
+    `for unit in range(first, count)` over absolute units; then no pointer moves and
+    `count` takes the part's end."""
+
+    count: int
+    strides: tuple[int | ir.Value, ...] = ()
+    first: int | None = None
+
+
+def call(w: EntryWriter, function: ir.Function, args: list[ir.Value], split: Split,
+         work: ir.Value) -> None:
+    """function(*args), its units divided over the pool when `work` (the inner steps of
+    the whole call) is worth it; noted for `bpcompile show` as `EntryWriter.call` does.
+    The context holds the arguments, then the stride of each argument that moves."""
+    w.functions.setdefault(w.current, []).append(function)
+    b = w.b
+    moving = [k for k, stride in enumerate(split.strides)
+              if not (isinstance(stride, int) and stride == 0)] if split.first is None else []
+    values = [*args, *(_i64(split.strides[k]) for k in moving)]
+    fields = ir.LiteralStructType([v.type for v in values])
+    context = local(b, fields, f"{function.name}.args")
+    for k, value in enumerate(values):
+        # no source_etype: llvmlite then types the pointer by the field
+        b.store(value, b.gep(context, [ir.Constant(ir.IntType(32), 0),
+                                       ir.Constant(ir.IntType(32), k)]))
+    with b.if_else(b.icmp_signed(">=", work, i64(PARALLEL_WORK))) as (large, small):
+        with large:
+            task = _task(w, function, fields, split.count, split.first, tuple(moving))
+            b.call(declare_parallel(b.module), [task, context])
+        with small:
+            b.call(function, args)
+
+
+def _i64(value: int | ir.Value) -> ir.Value:
+    return i64(value) if isinstance(value, int) else value
+
+
+def _task(w: EntryWriter, function: ir.Function, fields: ir.LiteralStructType, count: int,
+          first: int | None, moving: tuple[int, ...]) -> ir.Function:
+    """`void task(ptr context, i64 part, i64 parts)`: the kernel over part `part` of the
+    units; one per kernel and way of dividing it."""
+    module = w.b.module
+    how = f"from{first}" if first is not None else "by" + "_".join(map(str, moving))
+    name = f"{function.name}.part.{count}.{how}"
+    existing = module.globals.get(name)
+    if existing is not None:
+        return existing
+    task = ir.Function(module, task_type(), name)
+    task.linkage = "internal"
+    task.attributes.add("nounwind")
+    context, part, parts = task.args
+    context.name, part.name, parts.name = "context", "part", "parts"
+    b = ir.IRBuilder(task.append_basic_block("entry"))
+    loaded = [b.load(b.gep(context, [ir.Constant(ir.IntType(32), 0),
+                                     ir.Constant(ir.IntType(32), k)], source_etype=fields),
+                     typ=t, name=f"arg{k}") for k, t in enumerate(fields.elements)]
+    args, strides = loaded[:len(function.args)], loaded[len(function.args):]
+    units = args[count]
+    start = b.sdiv(b.mul(units, part), parts, name="start")
+    end = b.sdiv(b.mul(units, b.add(part, i64(1))), parts, name="end")
+    if first is not None:
+        args[first], args[count] = start, end
+    else:
+        for k, stride in zip(moving, strides):
+            assert args[k].type == PTR
+            args[k] = b.gep(args[k], [b.mul(start, stride)], source_etype=ir.IntType(8))
+        args[count] = b.sub(end, start, name="units")
+    b.call(function, args)
+    b.ret_void()
+    return task
+
+
+def units(w: EntryWriter, count: ir.Value, per_unit: int) -> ir.Value:
+    """The inner steps of `count` units of `per_unit` steps each."""
+    return w.b.mul(count, i64(per_unit))
+
