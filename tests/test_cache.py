@@ -23,6 +23,7 @@ import bpcompile as bpc
 import bpcompile.backends.llvm.executor as llvm_runtime
 import bpcompile.driver
 from bpcompile.backends.llvm import prebuilt as library
+from bpcompile.backends.llvm import threads
 from bpcompile.backends.llvm.jit import vector_bytes
 from bpcompile.runtime import cache
 
@@ -104,10 +105,12 @@ def entries(folder: Path) -> list[Path]:
 
 @pytest.fixture
 def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A private, empty cache folder. The runtime library is loaded (once per process)
-    before it is chosen, so the folder holds only the entries of the networks compiled."""
+    """A private, empty cache folder. The runtime library and the thread pool are loaded
+    (once per process) before it is chosen, so the folder holds only the entries of the
+    networks compiled."""
     for dtype in ("float64", "float32"):
         library.load(dtype, vector_bytes())
+    threads.load()
     folder = tmp_path / "cache"
     monkeypatch.setenv("BPCOMPILE_CACHE_DIR", str(folder))
     return folder
@@ -185,25 +188,27 @@ import bpcompile as bpc
 from test_cache import SOURCE, run_all
 
 mode, out = sys.argv[1], sys.argv[2]
-counts = {"built": 0, "generated": 0, "library": 0}
+counts = {"built": 0, "generated": 0, "library": 0, "pool": 0}
 if mode == "no-front-end":
     import bpcompile.api, bpcompile.driver
     import bpcompile.backends.llvm.codegen as codegen
     import bpcompile.backends.llvm.jit as jit
     import bpcompile.backends.llvm.prebuilt as library
     import bpcompile.backends.llvm.executor as runtime
+    import bpcompile.backends.llvm.threads as pool
 
     def refuse(*args, **kwargs):
         raise AssertionError("the front end or code generator ran")
 
     bpcompile.driver.build = refuse
     codegen.generate = runtime.generate = refuse
-    library.library_ir = refuse
+    library.library_ir = pool.pool_ir = refuse
     jit.optimize = refuse  # nothing is compiled from IR
 if mode == "count":
     import bpcompile.driver
     import bpcompile.backends.llvm.prebuilt as library
     import bpcompile.backends.llvm.executor as runtime
+    import bpcompile.backends.llvm.threads as pool
 
     def counting(name, function):
         def counted(*args, **kwargs):
@@ -214,6 +219,7 @@ if mode == "count":
     bpcompile.driver.build = counting("built", bpcompile.driver.build)
     runtime.generate = counting("generated", runtime.generate)
     library.library_ir = counting("library", library.library_ir)
+    pool.pool_ir = counting("pool", pool.pool_ir)
 net = bpc.compile(SOURCE, backend="llvm", filename="cached.bp")
 np.savez(out, **run_all(net))
 print(counts)
@@ -241,7 +247,7 @@ def test_second_compile_skips_the_front_end(tmp_path: Path) -> None:
     functions that raise; its results are the first process's, bit for bit."""
     folder = tmp_path / "cache"
     first, counts = run_worker(tmp_path, folder, "count", "first")
-    assert counts == {"built": 1, "generated": 4, "library": 1}
+    assert counts == {"built": 1, "generated": 4, "library": 1, "pool": 1}
     assert_matches_numpy(first)
     second, _ = run_worker(tmp_path, folder, "no-front-end", "second")
     assert_identical(second, first)
@@ -293,12 +299,13 @@ def test_damaged_entries_of_another_process_are_rebuilt(
     folder = tmp_path / "cache"
     first, _ = run_worker(tmp_path, folder, "count", "first")
     files = entries(folder)
-    assert len(files) == 6  # the signature, four entry points and the runtime library
+    # the signature, four entry points, the runtime library and the thread pool
+    assert len(files) == 7
     for k, path in enumerate(files):
         blob = path.read_bytes()
         path.write_bytes(_flip(blob, len(blob) // 2) if k % 2 else blob[:-7])
     again, counts = run_worker(tmp_path, folder, "count", "again")
-    assert counts == {"built": 1, "generated": 4, "library": 1}
+    assert counts == {"built": 1, "generated": 4, "library": 1, "pool": 1}
     assert_identical(again, first)
     monkeypatch.setenv("BPCOMPILE_CACHE_DIR", str(folder))
     for path in entries(folder):

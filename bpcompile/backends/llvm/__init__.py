@@ -18,6 +18,8 @@ entry point. Takes a Compiled network and its Signature; gives an executor for C
     pooling.py    max and average pooling and their gradients
     direct.py     direct convolutions for layers with small windows
     prebuilt.py   kernels no network shapes, compiled once per machine
+    threads.py    the process's pool of native worker threads
+    split.py      kernel calls whose work divides over the pool
     fastcall.py   the native fast path of step: checks arrays without Python
     jit.py        target machine, O3 pipeline, execution engine
     executor.py   the executor: workspaces, the fast path, the checked slow path

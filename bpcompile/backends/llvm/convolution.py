@@ -98,13 +98,28 @@ def _by_image(w: EntryWriter, function: ir.Function, names: list[str],
                split.units(w, batch, per_image))
 
 
+def _by_range(w: EntryWriter, function: ir.Function, args: list[ir.Value], units: int,
+              work: ir.Value) -> None:
+    """function(*args, first, last) over units [0, units), which divide over the thread
+    pool when `work` is worth it."""
+    count = len(args) + 1
+    split.call(w, function, [*args, i64(0), i64(units)], split.Split(count, first=count - 1),
+               work)
+
+
 def _window(w: EntryWriter, name: str, pointers: list[ir.Value], batch: ir.Value,
             g: Geometry[int]) -> None:
     kind, names = WINDOWS[name]
-    args = [(pointer, PTR) for pointer in names] + [("batch", I64)]
+    ranged = name in windows.BY_CHANNEL
+    args = ([(pointer, PTR) for pointer in names] + [("batch", I64)]
+            + [("first", I64), ("last", I64)] * ranged)
     function = w.kernels.define((name, g), name, args, ir.VoidType(),
                                 kind(w.kernels, g).body(name))
-    if name in windows.KERNELS:  # im2col and col2im: columns are not per image
+    if ranged:  # the columns are not per image: the channels divide
+        _by_range(w, function, [*pointers, batch], g.channels,
+                  split.units(w, batch, g.out_h * g.out_w * _taps(g) * g.groups))
+        return
+    if name in windows.KERNELS:  # col2im, one image at a time
         w.call(function, [*pointers, batch])
         return
     _by_image(w, function, names, pointers, batch, g,
@@ -215,10 +230,7 @@ def _direct(w: EntryWriter, name: str, g: Geometry[int], pointers: list[ir.Value
                   work if name != "padded" else _per_image(w, g, "xpad") // w.itemsize)
         return
     # a sum over the images for each output channel: the channels divide
-    count = len(names) + 2
-    split.call(w, function, [*pointers, batch, i64(0), i64(g.outputs)],
-               split.Split(count, first=count - 1),
-               split.units(w, batch, work))
+    _by_range(w, function, [*pointers, batch], g.outputs, split.units(w, batch, work))
 
 
 def _padded(w: EntryWriter, g: Geometry[int], x: int, batch: ir.Value) -> ir.Value:

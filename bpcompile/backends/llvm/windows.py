@@ -76,6 +76,9 @@ KERNELS: dict[str, list[str]] = {  # name -> its pointer arguments, before the b
     "im2col": ["cols", "x"],
     "col2im": ["dx", "cols"],
 }
+# kernels that also take (first, last): the input channels they do, so that threads divide
+# the channels (each a block of the columns' rows, of every image)
+BY_CHANNEL = {"im2col"}
 
 
 class WindowKernels:
@@ -157,7 +160,8 @@ class WindowKernels:
 
             columns(column)
 
-        with for_range(b, g.channels, "c") as c, for_range(b, g.kernel_h, "kh") as kh:
+        first, last = (arg["first"], arg["last"]) if "first" in arg else (i64(0), g.channels)
+        with for_range(b, last, "c", start=first) as c, for_range(b, g.kernel_h, "kh") as kh:
             if reads:  # the taps of an input row one after another, each span constant
                 with for_range(b, arg["batch"], "n") as n, for_range(b, g.out_h, "oh") as oh:
                     rows(c, kh, n, oh, lambda column: self._each(
