@@ -26,8 +26,8 @@ from conftest import EXAMPLES, PROBE, example_paths, indices_in_range
 
 import bpcompile as bpc
 from bpcompile import BPError, BPNumericError
-from bpcompile.backends.llvm.blas import BLAS_THRESHOLD, find_blas
 from bpcompile.backends.llvm import threads
+from bpcompile.backends.llvm.blas import BLAS_THRESHOLD, find_blas
 from bpcompile.cli.main import main as cli_main
 from bpcompile.runtime.net import CompiledNet
 

@@ -98,29 +98,28 @@ def _by_image(w: EntryWriter, function: ir.Function, names: list[str],
                split.units(w, batch, per_image))
 
 
-def _by_range(w: EntryWriter, function: ir.Function, args: list[ir.Value], units: int,
+def _by_range(w: EntryWriter, function: ir.Function, args: list[ir.Value], units: ir.Value,
               work: ir.Value) -> None:
     """function(*args, first, last) over units [0, units), which divide over the thread
     pool when `work` is worth it."""
     count = len(args) + 1
-    split.call(w, function, [*args, i64(0), i64(units)], split.Split(count, first=count - 1),
-               work)
+    split.call(w, function, [*args, i64(0), units], split.Split(count, first=count - 1), work)
 
 
 def _window(w: EntryWriter, name: str, pointers: list[ir.Value], batch: ir.Value,
             g: Geometry[int]) -> None:
     kind, names = WINDOWS[name]
-    ranged = name in windows.BY_CHANNEL
+    ranged = windows.RANGES.get(name)
     args = ([(pointer, PTR) for pointer in names] + [("batch", I64)]
-            + [("first", I64), ("last", I64)] * ranged)
+            + [("first", I64), ("last", I64)] * bool(ranged))
     function = w.kernels.define((name, g), name, args, ir.VoidType(),
                                 kind(w.kernels, g).body(name))
-    if ranged:  # the columns are not per image: the channels divide
-        _by_range(w, function, [*pointers, batch], g.channels,
-                  split.units(w, batch, g.out_h * g.out_w * _taps(g) * g.groups))
-        return
-    if name in windows.KERNELS:  # col2im, one image at a time
-        w.call(function, [*pointers, batch])
+    if ranged:  # the columns hold every image in each row: the kernel takes a range
+        work = split.units(w, batch, g.out_h * g.out_w * _taps(g) * g.groups)
+        if ranged == "channels":
+            _by_range(w, function, [*pointers, batch], i64(g.channels), work)
+        else:
+            _by_range(w, function, [*pointers, batch], batch, work)
         return
     _by_image(w, function, names, pointers, batch, g,
               g.outputs * g.out_h * g.out_w * g.kernel_h * g.kernel_w)
@@ -230,7 +229,7 @@ def _direct(w: EntryWriter, name: str, g: Geometry[int], pointers: list[ir.Value
                   work if name != "padded" else _per_image(w, g, "xpad") // w.itemsize)
         return
     # a sum over the images for each output channel: the channels divide
-    _by_range(w, function, [*pointers, batch], g.outputs, split.units(w, batch, work))
+    _by_range(w, function, [*pointers, batch], i64(g.outputs), split.units(w, batch, work))
 
 
 def _padded(w: EntryWriter, g: Geometry[int], x: int, batch: ir.Value) -> ir.Value:
@@ -295,26 +294,27 @@ def conv_weight_grad(w: EntryWriter, i: int, node: Node) -> None:
 
 
 def conv_input_grad(w: EntryWriter, i: int, node: Node) -> None:
-    """Image by image: dcols_k = W_k^T @ g_k for every group, then col2im adds each tap
-    back where it read. One image's columns stay in cache between the two, where the
-    whole batch's would not (and g_k is a block of the image's g as it is)."""
+    """dcols_k = W_k^T @ g_k over the whole batch for every group (g channels first, as
+    the weight gradient reads it), then col2im adds each tap back where it read, the
+    images divided over the threads."""
     adjoint, kernel = node.inputs
     g = geometry(w, node)
     rows, positions, outputs = _sizes(g)
-    dcols = w.allocate((g.groups * rows, positions), f"{w.label(i)}.cols")
-    image = g.channels * g.height * g.width
-    with for_range(w.b, _batch(w, node), "n") as n:
-        def group(k: ir.Value) -> None:
-            b = w.b
-            first = b.add(b.mul(n, i64(g.outputs)), b.mul(k, i64(outputs)))
-            _product(w, _at(w, dcols, b.mul(k, i64(rows * positions))),
-                     Operand(_at(w, w.storage[kernel], b.mul(k, i64(outputs * rows))),
-                             transposed=True),
-                     Operand(_at(w, w.storage[adjoint], b.mul(first, i64(positions)))),
-                     i64(rows), i64(positions), i64(outputs))
+    batch = _batch(w, node)
+    total = w.b.mul(batch, i64(positions), name="positions")
+    dcols = w.allocate((g.groups * rows, node.shape[0], positions), f"{w.label(i)}.cols")
+    by_channel = _channels_first(w, g, adjoint)
 
-        _each_group(w, g, group)
-        _window(w, "col2im", [_at(w, w.storage[i], w.b.mul(n, i64(image))), dcols], i64(1), g)
+    def group(k: ir.Value) -> None:
+        b = w.b
+        _product(w, _at(w, dcols, b.mul(b.mul(k, i64(rows)), total)),
+                 Operand(_at(w, w.storage[kernel], b.mul(k, i64(outputs * rows))),
+                         transposed=True),
+                 Operand(_at(w, by_channel, b.mul(b.mul(k, i64(outputs)), total))),
+                 i64(rows), total, i64(outputs))
+
+    _each_group(w, g, group)
+    _window(w, "col2im", [w.storage[i], dcols], batch, g)
 
 
 def _has_gradient(w: EntryWriter, node: Node) -> bool:

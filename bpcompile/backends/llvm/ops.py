@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ...graph.ir import Node, Op, operand
-from ...graph.shapes import Shape
 from llvmlite import ir
 
+from ...graph.ir import Node, Op, operand
+from ...graph.shapes import Shape
 from . import convolution, moves, split
 from .axis import axis_view
 from .entry import EntryWriter

@@ -23,10 +23,10 @@ the whole would write, bit for bit, so how many parts ran never changes a result
 from __future__ import annotations
 
 import atexit
-from collections.abc import Callable
 import ctypes
 import os
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import llvmlite

@@ -76,9 +76,10 @@ KERNELS: dict[str, list[str]] = {  # name -> its pointer arguments, before the b
     "im2col": ["cols", "x"],
     "col2im": ["dx", "cols"],
 }
-# kernels that also take (first, last): the input channels they do, so that threads divide
-# the channels (each a block of the columns' rows, of every image)
-BY_CHANNEL = {"im2col"}
+# kernels that also take (first, last): which units they do, so that threads divide them.
+# im2col: input channels (each a block of the columns' rows, over every image); col2im:
+# images (each a block of every row of the columns, and one image of dx).
+RANGES = {"im2col": "channels", "col2im": "images"}
 
 
 class WindowKernels:
@@ -141,8 +142,15 @@ class WindowKernels:
         row): the columns row holds OW positions, the input row's element
         ow * stride + offset is what position ow reads, and `inside` says whether that input
         row is inside the input at all (else the whole row reads padding). `reads` when
-        the rows only read the input (im2col), not add into it (col2im)."""
+        the rows only read the input (im2col), not add into it (col2im). The channels or
+        the images are those from arg["first"] to arg["last"], as RANGES says."""
         positions = b.mul(b.mul(arg["batch"], g.out_h), g.out_w, name="positions")
+        channels, images = (i64(0), g.channels), (i64(0), arg["batch"])
+        if "first" in arg:
+            if reads:
+                channels = arg["first"], arg["last"]
+            else:
+                images = arg["first"], arg["last"]
         taps = b.mul(g.kernel_h, g.kernel_w)
 
         def rows(c: ir.Value, kh: ir.Value, n: ir.Value, oh: ir.Value,
@@ -160,16 +168,18 @@ class WindowKernels:
 
             columns(column)
 
-        first, last = (arg["first"], arg["last"]) if "first" in arg else (i64(0), g.channels)
-        with for_range(b, last, "c", start=first) as c, for_range(b, g.kernel_h, "kh") as kh:
+        with for_range(b, channels[1], "c", start=channels[0]) as c, \
+                for_range(b, g.kernel_h, "kh") as kh:
             if reads:  # the taps of an input row one after another, each span constant
-                with for_range(b, arg["batch"], "n") as n, for_range(b, g.out_h, "oh") as oh:
+                with for_range(b, images[1], "n", start=images[0]) as n, \
+                        for_range(b, g.out_h, "oh") as oh:
                     rows(c, kh, n, oh, lambda column: self._each(
                         b, g.kernel_w, "kw", column, g.kernel_w.constant <= UNROLLED_ROW))
             else:  # writes: taps one after another would add into one row, each waiting
                 # for the last one's stores
                 with for_range(b, g.kernel_w, "kw") as kw, \
-                        for_range(b, arg["batch"], "n") as n, for_range(b, g.out_h, "oh") as oh:
+                        for_range(b, images[1], "n", start=images[0]) as n, \
+                        for_range(b, g.out_h, "oh") as oh:
                     rows(c, kh, n, oh, lambda column: column(kw))
 
     def _each(self, b: ir.IRBuilder, count: ir.Value, name: str,
@@ -219,10 +229,12 @@ class WindowKernels:
         self._rows(b, arg, g, row, reads=True)
 
     def _col2im(self, b: ir.IRBuilder, arg: Args, g: Geometry) -> None:
-        """dx = the sum, over the taps that read each input element, of their columns."""
+        """dx = the sum, over the taps that read each input element, of their columns, for
+        images first to last."""
         k = self.kernels
-        self._zero(b, arg["dx"], b.mul(b.mul(arg["batch"], g.channels),
-                                       b.mul(g.height, g.width)))
+        image = b.mul(g.channels, b.mul(g.height, g.width))
+        self._zero(b, self._at(b, arg["dx"], b.mul(arg["first"], image)),
+                   b.mul(b.sub(arg["last"], arg["first"]), image))
 
         def row(at: ir.Value, source: ir.Value, offset: ir.Value, lo: ir.Value, hi: ir.Value,
                 inside: ir.Value) -> None:
