@@ -171,3 +171,31 @@ def test_steps_on_two_threads_equal_one(pool: PARALLEL, source: str, dtype: str)
     for name in alone:
         np.testing.assert_allclose(shared[name], alone[name], rtol=tolerance,
                                    atol=tolerance * np.abs(alone[name]).max(), err_msg=name)
+
+
+LARGE_IMAGES = """
+param  x[3, 8, 24, 24]
+input  w[64, 8, 5, 5]
+input  v[16, 4, 3, 3]
+y = conv2d(x, w)                 # 200 taps x 400 positions x 64 outputs per image: BLAS
+z = conv2d(x, v, groups=2, padding=1, stride=2)   # 36 taps x 144 x 8 per group
+loss sum(tanh(y) ** 2) + sum(z * z)
+"""
+
+
+@pytest.mark.parametrize("count", [1, 2])
+def test_input_gradients_both_ways_equal_the_numpy_backend(pool: PARALLEL, count: int) -> None:
+    """A convolution whose product per image is large enough for BLAS (its input gradient
+    over the whole batch) and a grouped one image by image, on one and two threads,
+    against the numpy backend in float64."""
+    threads.restart(count)
+    rng = np.random.default_rng(2)
+    params = {"x": rng.standard_normal((3, 8, 24, 24))}
+    data = {"w": rng.standard_normal((64, 8, 5, 5)) * 0.1,
+            "v": rng.standard_normal((16, 4, 3, 3))}
+    got = {backend: bpc.compile(LARGE_IMAGES, backend=backend, dtype="float64")
+           .value_and_grad(params, **data) for backend in ("numpy", "llvm")}
+    assert got["llvm"][0] == pytest.approx(got["numpy"][0], rel=1e-12)
+    want = got["numpy"][1]["x"]
+    np.testing.assert_allclose(got["llvm"][1]["x"], want, rtol=1e-11,
+                               atol=1e-11 * np.abs(want).max())

@@ -26,6 +26,7 @@ from llvmlite import ir
 
 from ...graph.ir import Node, Op
 from . import direct, pooling, split, windows
+from .blas import BLAS_THRESHOLD
 from .entry import EntryWriter
 from .loops import I64, PTR, for_range, i64
 from .pooling import PoolingKernels
@@ -106,14 +107,19 @@ def _by_range(w: EntryWriter, function: ir.Function, args: list[ir.Value], units
     split.call(w, function, [*args, i64(0), units], split.Split(count, first=count - 1), work)
 
 
+def _window_kernel(w: EntryWriter, name: str, g: Geometry[int]) -> ir.Function:
+    kind, names = WINDOWS[name]
+    args = ([(pointer, PTR) for pointer in names] + [("batch", I64)]
+            + [("first", I64), ("last", I64)] * (name in windows.RANGES))
+    return w.kernels.define((name, g), name, args, ir.VoidType(),
+                            kind(w.kernels, g).body(name))
+
+
 def _window(w: EntryWriter, name: str, pointers: list[ir.Value], batch: ir.Value,
             g: Geometry[int]) -> None:
-    kind, names = WINDOWS[name]
+    names = WINDOWS[name][1]
     ranged = windows.RANGES.get(name)
-    args = ([(pointer, PTR) for pointer in names] + [("batch", I64)]
-            + [("first", I64), ("last", I64)] * bool(ranged))
-    function = w.kernels.define((name, g), name, args, ir.VoidType(),
-                                kind(w.kernels, g).body(name))
+    function = _window_kernel(w, name, g)
     if ranged:  # the columns hold every image in each row: the kernel takes a range
         work = split.units(w, batch, g.out_h * g.out_w * _taps(g) * g.groups)
         if ranged == "channels":
@@ -294,15 +300,22 @@ def conv_weight_grad(w: EntryWriter, i: int, node: Node) -> None:
 
 
 def conv_input_grad(w: EntryWriter, i: int, node: Node) -> None:
-    """dcols_k = W_k^T @ g_k over the whole batch for every group (g channels first, as
-    the weight gradient reads it), then col2im adds each tap back where it read, the
-    images divided over the threads."""
+    """dcols_k = W_k^T @ g_k for every group, then col2im adds each tap back where it read:
+    image by image while one image's product is below BLAS's size (its columns still in
+    cache for col2im), the images divided over the threads; else over the whole batch,
+    one product per group (BLAS) from the gradient laid out channels first (as the weight
+    gradient reads it), then col2im with the images divided."""
     adjoint, kernel = node.inputs
     g = geometry(w, node)
     rows, positions, outputs = _sizes(g)
     batch = _batch(w, node)
+    dcols = w.allocate((node.shape[0], g.groups * rows, positions), f"{w.label(i)}.cols")
+    if w.matmul.blas is None or rows * positions * outputs < BLAS_THRESHOLD:
+        _by_range(w, _input_grad_images(w, g),
+                  [w.storage[i], dcols, w.storage[kernel], w.storage[adjoint], batch], batch,
+                  split.units(w, batch, 2 * g.outputs * positions * rows))
+        return
     total = w.b.mul(batch, i64(positions), name="positions")
-    dcols = w.allocate((g.groups * rows, node.shape[0], positions), f"{w.label(i)}.cols")
     by_channel = _channels_first(w, g, adjoint)
 
     def group(k: ir.Value) -> None:
@@ -315,6 +328,37 @@ def conv_input_grad(w: EntryWriter, i: int, node: Node) -> None:
 
     _each_group(w, g, group)
     _window(w, "col2im", [w.storage[i], dcols], batch, g)
+
+
+def _input_grad_images(w: EntryWriter, g: Geometry[int]) -> ir.Function:
+    """`input_grad_images(dx, dcols, w, g, batch, first, last)`: for images first to last,
+    each group's columns W_k^T @ g_k (the loop-nest matmul) into the image's block of
+    dcols, then col2im into the image's dx."""
+    rows, positions, outputs = _sizes(g)
+    col2im = _window_kernel(w, "col2im", g)
+    matmul = w.matmul.function()
+    w.functions.setdefault(w.current, []).extend([matmul, col2im])
+
+    def body(b: ir.IRBuilder, arg: dict) -> None:
+        image = g.channels * g.height * g.width
+        with for_range(b, arg["last"], "n", start=arg["first"]) as n:
+            cols = b.gep(arg["dcols"], [b.mul(n, i64(g.groups * rows * positions))],
+                         source_etype=w.t)
+            for k in range(g.groups):
+                first = b.add(b.mul(n, i64(g.outputs)), i64(k * outputs))
+                # A = W_k^T, read through strides: A[r, o] = W_k[o, r]
+                w.matmul.call(b, b.gep(cols, [i64(k * rows * positions)], source_etype=w.t),
+                              b.gep(arg["w"], [i64(k * outputs * rows)], source_etype=w.t),
+                              b.gep(arg["g"], [b.mul(first, i64(positions))],
+                                    source_etype=w.t),
+                              i64(rows), i64(positions), i64(outputs), i64(1), i64(rows))
+            dx = b.gep(arg["dx"], [b.mul(n, i64(image))], source_etype=w.t)
+            b.call(col2im, [dx, cols, i64(1), i64(0), i64(1)])
+
+    args = [(name, PTR) for name in ("dx", "dcols", "w", "g")] + [
+        (name, I64) for name in ("batch", "first", "last")]
+    return w.kernels.define(("input_grad_images", g), "input_grad_images", args,
+                            ir.VoidType(), body)
 
 
 def _has_gradient(w: EntryWriter, node: Node) -> bool:
