@@ -27,6 +27,7 @@ from .builtins import ELEMENTWISE, REQUIRED
 from .context import Lowering
 from .convolution import CONVOLUTION_CALLS
 from .layers import layer_elsewhere
+from .norms import centered_squares, normalize_call
 from .structure import (
     concat_call,
     flatten_call,
@@ -145,13 +146,7 @@ def mean_call(lw: Lowering, call: S.Call) -> Value:
 def var_call(lw: Lowering, call: S.Call) -> Value:
     """mean((x - mean(x)) ** 2) over `axis`, divided by the count (as NumPy's var)."""
     x, axes, keepdims = _reduction_arguments(lw, call)
-    n = count(tuple(x.shape[a] for a in axes))
-    kept = reduced_shape(x.shape, axes, True)
-    mean = lw.builder.elementwise(
-        operand(0) / n, (lw.node(Op.SUM, (x.node,), kept, axes=axes, keepdims=True).node,),
-        kept, lines=(lw.line,))
-    squares = lw.builder.elementwise((operand(0) - operand(1)) ** 2, (x.node, mean), x.shape,
-                                     lines=(lw.line,))
+    _, squares = centered_squares(lw, x, axes)
     shape = reduced_shape(x.shape, axes, keepdims)
     total = lw.node(Op.SUM, (squares,), shape, axes=axes, keepdims=keepdims)
     return divide_by_count(lw, total, tuple(x.shape[a] for a in axes))
@@ -306,6 +301,7 @@ CALLS: dict[str, Handler] = {
     "min": min_call,
     "prod": prod_call,
     "var": var_call,
+    "normalize": normalize_call,
     "std": std_call,
     "argmax": argmax_call,
     "logsumexp": logsumexp_call,
@@ -324,6 +320,7 @@ CALLS: dict[str, Handler] = {
     "take": take_call,
     "embedding": layer_elsewhere,
     "conv": layer_elsewhere,
+    "layernorm": layer_elsewhere,
     **CONVOLUTION_CALLS,
 }
 

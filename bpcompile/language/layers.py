@@ -18,6 +18,7 @@ from .arguments import bind, number_option, tensor_argument
 from .builtins import ELEMENTWISE, REQUIRED
 from .context import Lowering
 from .convolution import convolution, output_size, spatial_input, spatial_options
+from .norms import layernorm
 from .structure import take
 from .values import Tensor, Value
 
@@ -136,10 +137,11 @@ LAYERS: dict[str, Callable[[Lowering, S.Call, str], Value]] = {
     "dense": dense,
     "embedding": embedding,
     "conv": conv_layer,
+    "layernorm": layernorm,
 }
 
 _EXAMPLES = {"dense": "h1 = dense(x, 64, act=relu)", "embedding": "e = embedding(ids, 100, 16)",
-             "conv": "c1 = conv(x, 6, 5, padding=2, act=relu)"}
+             "conv": "c1 = conv(x, 6, 5, padding=2, act=relu)", "layernorm": "h = layernorm(x)"}
 
 
 def layer_elsewhere(lw: Lowering, call: S.Call) -> Value:
