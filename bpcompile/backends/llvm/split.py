@@ -52,12 +52,12 @@ def call(w: EntryWriter, function: ir.Function, args: list[ir.Value], split: Spl
     values = [*args, *(_i64(split.strides[k]) for k in moving)]
     fields = ir.LiteralStructType([v.type for v in values])
     context = local(b, fields, f"{function.name}.args")
-    for k, value in enumerate(values):
-        # no source_etype: llvmlite then types the pointer by the field
-        b.store(value, b.gep(context, [ir.Constant(ir.IntType(32), 0),
-                                       ir.Constant(ir.IntType(32), k)]))
     with b.if_else(b.icmp_signed(">=", work, i64(PARALLEL_WORK))) as (large, small):
         with large:
+            for k, value in enumerate(values):
+                # no source_etype: llvmlite then types the pointer by the field
+                b.store(value, b.gep(context, [ir.Constant(ir.IntType(32), 0),
+                                               ir.Constant(ir.IntType(32), k)]))
             task = _task(w, function, fields, split.count, split.first, tuple(moving))
             b.call(declare_parallel(b.module), [task, context])
         with small:

@@ -16,8 +16,12 @@ in `sleepers` and then reads the task, so at least one of them sees the other).
 
 A call that finds the pool in use (a step on another thread) or not started (before
 `start`, or in a child after fork) runs every part itself, in one call with parts = 1.
-Every kernel that splits its work does so into parts whose results are what one pass over
-the whole would write, bit for bit, so how many parts ran never changes a result.
+Our kernels split their work into parts whose results are what one pass over the whole
+would write, bit for bit (split.py), so how many parts ran never changes them; a BLAS
+product cut into parts (matmul.py) may round its last bit apart from the whole.
+
+BPCOMPILE_THREADS sets how many threads a step uses (the caller's and the workers); by
+default, the cores the process may run on.
 """
 
 from __future__ import annotations
@@ -53,7 +57,10 @@ LIBC = {"pthread_mutex_init": 2, "pthread_mutex_lock": 1, "pthread_mutex_unlock"
         "sched_yield": 0}
 TASK = ir.FunctionType(ir.VoidType(), [PTR, I64, I64])
 SYNC = ir.ArrayType(ir.IntType(8), SYNC_BYTES)
-POOL = ir.LiteralStructType([I64] * len(FIELDS) + [PTR, PTR, SYNC, SYNC])
+POOL = ir.global_context.get_identified_type("bpc.pool")  # named, so the IR reads %"bpc.pool"
+if POOL.is_opaque:
+    POOL.set_body(*[I64] * len(FIELDS), PTR, PTR, SYNC, SYNC)
+NAMED_FIELDS = ("task", "context", "mutex", "condition")
 TASK_FIELD, CONTEXT_FIELD, MUTEX_FIELD, CONDITION_FIELD = (len(FIELDS) + k for k in range(4))
 
 
@@ -96,11 +103,13 @@ class _Writer:
 
     def field(self, b: ir.IRBuilder, name: str | int) -> ir.Value:
         index = FIELDS.index(name) if isinstance(name, str) else name
+        label = name if isinstance(name, str) else NAMED_FIELDS[index - len(FIELDS)]
         # no source_etype: llvmlite then types the pointer by the field
-        return b.gep(self.pool, [ir.Constant(I32, 0), ir.Constant(I32, index)])
+        return b.gep(self.pool, [ir.Constant(I32, 0), ir.Constant(I32, index)],
+                     name=f"{label}.at")
 
     def load(self, b: ir.IRBuilder, name: str, ordering: str = "seq_cst") -> ir.Value:
-        return b.load_atomic(self.field(b, name), ordering, 8, typ=I64)
+        return b.load_atomic(self.field(b, name), ordering, 8, typ=I64, name=name)
 
     def store(self, b: ir.IRBuilder, name: str, value: ir.Value,
               ordering: str = "seq_cst") -> None:
