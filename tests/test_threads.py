@@ -7,6 +7,7 @@ from __future__ import annotations
 import ctypes
 import multiprocessing
 import threading
+import time
 from collections.abc import Iterator
 
 import numpy as np
@@ -43,7 +44,9 @@ def _parts_seen(parallel: PARALLEL) -> list[tuple[int, int, int]]:
 @pytest.mark.parametrize("count", [1, 2, 3])
 def test_every_part_runs_once_on_its_own_thread(pool: PARALLEL, count: int) -> None:
     threads.restart(count)
-    for _ in range(3):  # workers spinning, and (below) asleep
+    for attempt in range(3):
+        if attempt == 2:
+            time.sleep(0.05)  # the workers have stopped spinning and sleep
         seen = _parts_seen(pool)
         assert [(part, parts) for part, parts, _ in seen] == [(k, count) for k in range(count)]
         assert len({thread for _, _, thread in seen}) == count
