@@ -57,9 +57,9 @@ LIBC = {"pthread_mutex_init": 2, "pthread_mutex_lock": 1, "pthread_mutex_unlock"
         "sched_yield": 0}
 TASK = ir.FunctionType(ir.VoidType(), [PTR, I64, I64])
 SYNC = ir.ArrayType(ir.IntType(8), SYNC_BYTES)
-POOL = ir.global_context.get_identified_type("bpc.pool")  # named, so the IR reads %"bpc.pool"
-if POOL.is_opaque:
-    POOL.set_body(*[I64] * len(FIELDS), PTR, PTR, SYNC, SYNC)
+# a literal struct, not a named one: LLVM renames a named type each time a module holding
+# it is parsed into the same context (%bpc.pool.1, .2, ...), so `code` would differ per call
+POOL = ir.LiteralStructType([I64] * len(FIELDS) + [PTR, PTR, SYNC, SYNC])
 NAMED_FIELDS = ("task", "context", "mutex", "condition")
 TASK_FIELD, CONTEXT_FIELD, MUTEX_FIELD, CONDITION_FIELD = (len(FIELDS) + k for k in range(4))
 
