@@ -202,3 +202,33 @@ def test_input_gradients_both_ways_equal_the_numpy_backend(pool: PARALLEL, count
     want = got["numpy"][1]["x"]
     np.testing.assert_allclose(got["llvm"][1]["x"], want, rtol=1e-11,
                                atol=1e-11 * np.abs(want).max())
+
+
+SMALL_PRODUCTS = """
+input  x[N, 32]
+target t[N]
+h = dense(x, 64, act=tanh)       # products below BLAS's size: the loop nest, rows divided
+logits = dense(h, 10)
+loss cross_entropy(logits, t)
+optimize sgd(lr=0.1, momentum=0.9)
+"""
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_loop_nest_products_on_two_threads_equal_one_bit_for_bit(pool: PARALLEL,
+                                                                 dtype: str) -> None:
+    """The register-blocked matmul divides C's rows (A read as a transposed view too, in
+    the weight gradients): each row is computed as the whole product computes it."""
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((256, 32)).astype(dtype)
+    t = rng.integers(0, 10, 256)
+    results = []
+    for count in (1, 2):
+        threads.restart(count)
+        net = bpc.compile(SMALL_PRODUCTS, backend="llvm", dtype=dtype)
+        params = net.init(seed=2)
+        state = net.init_state(params)
+        losses = [net.step(params, state, x=x, t=t) for _ in range(3)]
+        results.append({"losses": np.array(losses), **params, **state})
+    for name in results[0]:
+        assert results[0][name].tobytes() == results[1][name].tobytes(), name

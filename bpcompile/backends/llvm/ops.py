@@ -106,8 +106,11 @@ def matmul_op(w: EntryWriter, i: int, node: Node) -> None:
         if b in w.b_views:
             w.call(w.kernels.transpose(),
                         [w.storage[b], w.storage[b_source], n, k])
-        w.functions.setdefault(i, []).append(w.matmul.function())
-        w.matmul.call(w.b, out, a_ptr, w.storage[b], m, n, k, a_row, a_col)
+        # C's rows divide over the threads: a part reads its rows of A and all of B
+        itemsize = i64(w.itemsize)
+        split.call(w, w.matmul.function(), [out, a_ptr, w.storage[b], m, n, k, a_row, a_col],
+                   split.Split(3, (w.b.mul(n, itemsize), w.b.mul(a_row, itemsize))),
+                   w.b.mul(w.b.mul(m, n), k))
 
     if w.matmul.blas is None:
         loop_nest()
