@@ -100,14 +100,20 @@ def closed_forms(e: bpc.Explanation, p: dict, data: dict) -> tuple[float, dict]:
     values = [v for n in e.params for v in p[n].flat] + [v for n in e.data
                                                            for v in data[n].flat]
 
-    def evaluate(expr: sympy.Expr) -> float:
+    def standard(expr: sympy.Expr) -> sympy.Expr:
         expr = e.unrolled(expr)
-        for function, standard in STANDARD_FORMS.items():  # in functions lambdify knows
-            expr = expr.replace(function, standard)
-        return float(sympy.lambdify(symbols, expr, "math", dummify=True)(*values))
+        for function, form in STANDARD_FORMS.items():  # in functions lambdify knows
+            expr = expr.replace(function, form)
+        return expr
 
-    grads = {n: np.vectorize(evaluate, otypes=[float])(g) for n, g in e.grads.items()}
-    return evaluate(e.loss), grads
+    # one lambdify for the loss and every entry of every gradient: its code generation,
+    # not the arithmetic, is the slow part
+    exprs = [standard(e.loss)] + [standard(x) for g in e.grads.values() for x in g.flat]
+    numbers = iter(sympy.lambdify(symbols, exprs, "math", dummify=True)(*values))
+    loss = float(next(numbers))
+    grads = {n: np.array([float(next(numbers)) for _ in range(g.size)]).reshape(g.shape)
+             for n, g in e.grads.items()}
+    return loss, grads
 
 
 # Every network against the numpy backend; xor against llvm too (the backends agree with
