@@ -167,6 +167,11 @@ def _inlined(builder: GraphBuilder, expr: sympy.Expr, inputs: tuple[int, ...], k
     if producer.op is not Op.ELEMENTWISE or depth == 0 or (
             protect and _before_activation(producer)):
         return expr, inputs
+    if producer.expr.has(sympy.Piecewise) and expr.has(sympy.Piecewise):
+        # A piecewise substituted into another's conditions makes SymPy rewrite them as
+        # sets: seconds per node for nested minimum/maximum (most of the random networks'
+        # compile time), and no stability pattern completes through a piecewise.
+        return expr, inputs
     inner, inner_inputs = producer.expr, producer.inputs
     for j in producer.inputs:
         # Each substitution renumbers the operands and may merge an input read twice (as in
