@@ -117,17 +117,29 @@ optimize adam(lr=0.001)
 """
 
 
-def _trained(source: str, dtype: str, count: int, batch: int, seed: int) -> dict:
+def _stepped(source: str, dtype: str, count: int, seed: int, **data: np.ndarray) -> dict:
+    """The losses, params and state after three steps on `count` threads."""
     threads.restart(count)
     net = bpc.compile(source, backend="llvm", dtype=dtype)
+    params = net.init(seed=seed)
+    state = net.init_state(params)
+    losses = [net.step(params, state, **data) for _ in range(3)]
+    return {"losses": np.array(losses), **params, **state}
+
+
+def _trained(source: str, dtype: str, count: int, batch: int, seed: int) -> dict:
     rng = np.random.default_rng(seed)
     x_shape = (batch, 1, 12, 12) if "conv" in source else (batch, 96)
     x = rng.standard_normal(x_shape).astype(dtype)
-    t = rng.integers(0, 8, batch)
-    params = net.init(seed=seed)
-    state = net.init_state(params)
-    losses = [net.step(params, state, x=x, t=t) for _ in range(3)]
-    return {"losses": np.array(losses), **params, **state}
+    return _stepped(source, dtype, count, seed, x=x, t=rng.integers(0, 8, batch))
+
+
+def _assert_one_and_two_threads_agree_bit_for_bit(source: str, dtype: str, seed: int,
+                                                   **data: np.ndarray) -> None:
+    alone, shared = (_stepped(source, dtype, count, seed, **data) for count in (1, 2))
+    assert alone.keys() == shared.keys()
+    for name in alone:
+        assert alone[name].tobytes() == shared[name].tobytes(), name
 
 
 WITHOUT_PRODUCTS = """
@@ -147,18 +159,9 @@ def test_kernels_on_two_threads_equal_one_bit_for_bit(pool: PARALLEL, dtype: str
     of the convolution and poolings, channels of the weight gradient, rows of the
     elementwise loops and reductions (a batch of 256 divides every one of them)."""
     rng = np.random.default_rng(5)
-    x = rng.standard_normal((256, 2, 16, 16)).astype(dtype)
-    y = rng.standard_normal((256, 3, 8, 8)).astype(dtype)
-    results = []
-    for count in (1, 2):
-        threads.restart(count)
-        net = bpc.compile(WITHOUT_PRODUCTS, backend="llvm", dtype=dtype)
-        params = net.init(seed=1)
-        state = net.init_state(params)
-        losses = [net.step(params, state, x=x, y=y) for _ in range(3)]
-        results.append({"losses": np.array(losses), **params})
-    for name in results[0]:
-        assert results[0][name].tobytes() == results[1][name].tobytes(), name
+    _assert_one_and_two_threads_agree_bit_for_bit(
+        WITHOUT_PRODUCTS, dtype, 1, x=rng.standard_normal((256, 2, 16, 16)).astype(dtype),
+        y=rng.standard_normal((256, 3, 8, 8)).astype(dtype))
 
 
 @pytest.mark.parametrize("source", [CONVOLUTIONS, WIDE_MLP], ids=["convolutions", "mlp"])
@@ -220,15 +223,6 @@ def test_loop_nest_products_on_two_threads_equal_one_bit_for_bit(pool: PARALLEL,
     """The register-blocked matmul divides C's rows (A read as a transposed view too, in
     the weight gradients): each row is computed as the whole product computes it."""
     rng = np.random.default_rng(6)
-    x = rng.standard_normal((256, 32)).astype(dtype)
-    t = rng.integers(0, 10, 256)
-    results = []
-    for count in (1, 2):
-        threads.restart(count)
-        net = bpc.compile(SMALL_PRODUCTS, backend="llvm", dtype=dtype)
-        params = net.init(seed=2)
-        state = net.init_state(params)
-        losses = [net.step(params, state, x=x, t=t) for _ in range(3)]
-        results.append({"losses": np.array(losses), **params, **state})
-    for name in results[0]:
-        assert results[0][name].tobytes() == results[1][name].tobytes(), name
+    _assert_one_and_two_threads_agree_bit_for_bit(
+        SMALL_PRODUCTS, dtype, 2, x=rng.standard_normal((256, 32)).astype(dtype),
+        t=rng.integers(0, 10, 256))

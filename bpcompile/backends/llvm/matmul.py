@@ -19,9 +19,9 @@ from __future__ import annotations
 from llvmlite import ir
 
 from .blas import BLAS_THRESHOLD, NO_TRANS, ROW_MAJOR, TRANS, find_blas
-from .loops import I32, I64, PTR, for_range, i64, local, prebuilt_name
+from .loops import I32, I64, PTR, for_range, i64, prebuilt_name
 from .mathlib import MathFunctions, declare_intrinsic
-from .threads import declare_parallel, task_type
+from .threads import declare_parallel, define_task, pack, part_range
 
 ROWS = 4
 
@@ -72,11 +72,7 @@ class Matmul:
             self._gemm(builder, a_transposed, b_transposed, c, a, b, m, n, k,
                        m if a_transposed else k, k if b_transposed else n, n)
             return
-        fields = ir.LiteralStructType([PTR, PTR, PTR, I64, I64, I64])
-        context = local(builder, fields, "product.args")
-        for slot, value in enumerate((c, a, b, m, n, k)):
-            builder.store(value, builder.gep(context, [ir.Constant(I32, 0),
-                                                       ir.Constant(I32, slot)]))
+        context, fields = pack(builder, [c, a, b, m, n, k], "product.args")
         set_threads = self.module.globals.get(self.blas.set_threads) or ir.Function(
             self.module, ir.FunctionType(I32, [I32]), self.blas.set_threads)
         before = builder.call(set_threads, [ir.Constant(I32, 1)], name="blas_threads")
@@ -89,22 +85,13 @@ class Matmul:
         """The task of one part of a product: its share of C's rows, or of its columns when
         C has fewer rows than columns."""
         name = f"bpc.gemm.{'T' if a_transposed else 'N'}{'T' if b_transposed else 'N'}.part"
-        existing = self.module.globals.get(name)
-        if existing is not None:
-            return existing
-        task = ir.Function(self.module, task_type(), name)
-        task.linkage = "internal"
-        context, part, parts = task.args
-        context.name, part.name, parts.name = "context", "part", "parts"
-        b = ir.IRBuilder(task.append_basic_block("entry"))
-        c, a, b_, m, n, k = (
-            b.load(b.gep(context, [ir.Constant(I32, 0), ir.Constant(I32, slot)],
-                         source_etype=fields), typ=t, name=label)
-            for slot, (t, label) in enumerate(zip(fields.elements, "cabmnk")))
+        task, b, values, part, parts = define_task(self.module, name, fields, "cabmnk")
+        if b is None:
+            return task
+        c, a, b_, m, n, k = values
         by_rows = b.icmp_signed(">=", m, n, name="by_rows")
-        count = b.select(by_rows, m, n, name="count")
-        first = b.sdiv(b.mul(count, part), parts, name="first")
-        units = b.sub(b.sdiv(b.mul(count, b.add(part, i64(1))), parts), first, name="units")
+        first, end = part_range(b, b.select(by_rows, m, n, name="count"), part, parts)
+        units = b.sub(end, first, name="units")
 
         def moved(pointer: ir.Value, row_step: ir.Value, column_step: ir.Value) -> ir.Value:
             step = b.select(by_rows, row_step, column_step)

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from llvmlite import ir
 
 from .entry import EntryWriter
-from .loops import PTR, i64, local
-from .threads import declare_parallel, task_type
+from .loops import PTR, i64
+from .threads import declare_parallel, define_task, pack, part_range
 
 PARALLEL_WORK = 1 << 15
 
@@ -50,14 +50,9 @@ def call(w: EntryWriter, function: ir.Function, args: list[ir.Value], split: Spl
     moving = [k for k, stride in enumerate(split.strides)
               if not (isinstance(stride, int) and stride == 0)] if split.first is None else []
     values = [*args, *(_i64(split.strides[k]) for k in moving)]
-    fields = ir.LiteralStructType([v.type for v in values])
-    context = local(b, fields, f"{function.name}.args")
     with b.if_else(b.icmp_signed(">=", work, i64(PARALLEL_WORK))) as (large, small):
         with large:
-            for k, value in enumerate(values):
-                # no source_etype: llvmlite then types the pointer by the field
-                b.store(value, b.gep(context, [ir.Constant(ir.IntType(32), 0),
-                                               ir.Constant(ir.IntType(32), k)]))
+            context, fields = pack(b, values, f"{function.name}.args")
             task = _task(w, function, fields, split.count, split.first, tuple(moving))
             b.call(declare_parallel(b.module), [task, context])
         with small:
@@ -72,25 +67,13 @@ def _task(w: EntryWriter, function: ir.Function, fields: ir.LiteralStructType, c
           first: int | None, moving: tuple[int, ...]) -> ir.Function:
     """`void task(ptr context, i64 part, i64 parts)`: the kernel over part `part` of the
     units; one per kernel and way of dividing it."""
-    module = w.b.module
     how = f"from{first}" if first is not None else "by" + "_".join(map(str, moving))
-    name = f"{function.name}.part.{count}.{how}"
-    existing = module.globals.get(name)
-    if existing is not None:
-        return existing
-    task = ir.Function(module, task_type(), name)
-    task.linkage = "internal"
-    task.attributes.add("nounwind")
-    context, part, parts = task.args
-    context.name, part.name, parts.name = "context", "part", "parts"
-    b = ir.IRBuilder(task.append_basic_block("entry"))
-    loaded = [b.load(b.gep(context, [ir.Constant(ir.IntType(32), 0),
-                                     ir.Constant(ir.IntType(32), k)], source_etype=fields),
-                     typ=t, name=f"arg{k}") for k, t in enumerate(fields.elements)]
+    task, b, loaded, part, parts = define_task(w.b.module, f"{function.name}.part.{count}.{how}",
+                                               fields)
+    if b is None:
+        return task
     args, strides = loaded[:len(function.args)], loaded[len(function.args):]
-    units = args[count]
-    start = b.sdiv(b.mul(units, part), parts, name="start")
-    end = b.sdiv(b.mul(units, b.add(part, i64(1))), parts, name="end")
+    start, end = part_range(b, args[count], part, parts)
     if first is not None:
         args[first], args[count] = start, end
     else:
