@@ -19,6 +19,7 @@ entry point. Takes a Compiled network and its Signature; gives an executor for C
     direct.py     direct convolutions for layers with small windows
     prebuilt.py   kernels no network shapes, compiled once per machine
     threads.py    the process's pool of native worker threads
+    tasks.py      the tasks a network hands the pool
     split.py      kernel calls whose work divides over the pool
     fastcall.py   the native fast path of step: checks arrays without Python
     jit.py        target machine, O3 pipeline, execution engine

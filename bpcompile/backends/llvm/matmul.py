@@ -21,7 +21,7 @@ from llvmlite import ir
 from .blas import BLAS_THRESHOLD, NO_TRANS, ROW_MAJOR, TRANS, find_blas
 from .loops import I32, I64, PTR, for_range, i64, prebuilt_name
 from .mathlib import MathFunctions, declare_intrinsic
-from .threads import declare_parallel, define_task, pack, part_range
+from .tasks import declare_parallel, define_task, pack, part_range
 
 ROWS = 4
 

@@ -21,7 +21,7 @@ from llvmlite import ir
 
 from .entry import EntryWriter
 from .loops import PTR, i64
-from .threads import declare_parallel, define_task, pack, part_range
+from .tasks import declare_parallel, define_task, pack, part_range
 
 PARALLEL_WORK = 1 << 15
 
