@@ -43,11 +43,12 @@ EXECUTORS: dict[str, Callable[[Signature, np.dtype, Build], Executor]] = {
 }
 
 
-def build(text: str, filename: str) -> Compiled:
-    """The compiler's stages on `text` (pipeline.py, which loads SymPy and lark)."""
+def build(text: str, filename: str, training: bool = True) -> Compiled:
+    """The compiler's stages on `text` for one mode (pipeline.py, which loads SymPy and
+    lark)."""
     from .pipeline import build as run_pipeline
 
-    return run_pipeline(text, filename)
+    return run_pipeline(text, filename, training)
 
 
 def open_network(source: str, filename: str, backend: str, dtype: np.dtype) -> CompiledNet:
@@ -75,4 +76,19 @@ def open_network(source: str, filename: str, backend: str, dtype: np.dtype) -> C
     def reopen(other: np.dtype) -> CompiledNet:
         return open_network(source, filename, backend, other)
 
-    return CompiledNet(summary, backend, dtype, executor, compiled, reopen)
+    def inference() -> Executor:
+        """The inference mode's executor, for a network with dropout or batch norm."""
+        return EXECUTORS[backend](summary.for_inference(), dtype,
+                                  lambda: build(source, filename, training=False))
+
+    def module() -> str:
+        """The standalone NumPy module of a network with modes: both modes in one."""
+        from .backends.numpy.executor import modal_module_source
+
+        return modal_module_source(summary, dtype, compiled,
+                                   lambda: build(source, filename, training=False))
+
+    modal = summary.modal
+    return CompiledNet(summary, backend, dtype, executor, compiled, reopen,
+                       inference if modal else None,
+                       module if modal and backend == "numpy" else None)

@@ -41,15 +41,17 @@ class Compiled:
         return self.backend_graphs[backend]
 
 
-def build(text: str, filename: str = "<string>") -> Compiled:
-    """Parse, lower, optimize and differentiate a `.bp` program; BPError if it is bad."""
-    network = lower(parse(text, filename))
+def build(text: str, filename: str = "<string>", training: bool = True) -> Compiled:
+    """Parse, lower, optimize and differentiate a `.bp` program for one mode (training, or
+    inference: dropout the identity, batch norm with its running statistics); BPError if it
+    is bad."""
+    network = lower(parse(text, filename), training)
     passes.debug("lower", network.graph)
     graph = passes.run(passes.FORWARD, network.graph)
     if graph.loss is not None:
         graph = differentiate(graph)
         passes.debug("differentiate", graph)
-        shapes = {name: info.shape for name, info in network.params.items()}
+        shapes = {name: info.shape for name, info in network.trained.items()}
         graph = add_updates(graph, network.optimizer, shapes)
         passes.debug("optimizer", graph)
         graph = passes.run(passes.BACKWARD, graph)
@@ -59,10 +61,11 @@ def build(text: str, filename: str = "<string>") -> Compiled:
 def signature(compiled: Compiled) -> Signature:
     """The sympy-free summary of a compiled network that calls need."""
     network, graph = compiled.network, compiled.graph
-    shapes = {name: info.shape for name, info in network.params.items()}
+    shapes = {name: info.shape for name, info in network.trained.items()}
     return Signature(
         name=network.name, filename=network.source.filename, source=network.source.text,
-        params=dict(network.params), inputs=dict(network.inputs),
+        params=dict(network.params),
+        inputs={n: s for n, s in network.inputs.items() if n not in network.masks},
         targets=dict(network.targets), outputs=tuple(network.outputs),
         output_shapes={n: graph.nodes[i].shape for n, i in graph.outputs.items()},
         optimizer=network.optimizer,
@@ -70,6 +73,8 @@ def signature(compiled: Compiled) -> Signature:
         has_loss=graph.loss is not None,
         indices=index_data(network.graph),
         least_sizes=least_sizes(network.graph),
+        masks=dict(network.masks), modal=network.modal,
+        batch_counts=network.batch_counts,
     )
 
 

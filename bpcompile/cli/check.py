@@ -29,7 +29,8 @@ def random_data(net: CompiledNet, batch: int, rng: np.random.Generator,
     graph = net.compiled.graph
     one_hot = {graph.nodes[n.inputs[1]].name for n in graph.nodes if n.op is Op.SOFTMAX_XENT}
     data = {}
-    for name, shape in net.network.data.items():
+    arrays = {**net.inputs, **net.targets}   # the user's: not dropout's masks
+    for name, shape in arrays.items():
         concrete = tuple(batch if isinstance(d, str) else d for d in shape)
         if name in net.signature.indices:
             limit = net.signature.indices[name]

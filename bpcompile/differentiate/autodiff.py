@@ -157,7 +157,8 @@ VJP: dict[Op, VjpRule] = {
 
 
 def differentiate(graph: Graph) -> Graph:
-    """`graph` with `grads`: for each param, the node computing d loss / d param."""
+    """`graph` with `grads`: for each param (not buffer), the node computing
+    d loss / d param."""
     assert graph.loss is not None
     bw = Backward(graph)
     varying = depends_on_params(graph)
@@ -177,7 +178,7 @@ def differentiate(graph: Graph) -> Graph:
             if part is not None:
                 adjoints.setdefault(j, []).append(part)
     grads = {}
-    for name, p in graph.params.items():
+    for name, p in graph.trained.items():
         shape = graph.nodes[p].shape
         if p in adjoints:
             grads[name] = bw.accumulate(adjoints[p], shape, name)

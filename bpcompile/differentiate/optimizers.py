@@ -122,7 +122,7 @@ def _sgd(builder: GraphBuilder, graph: Graph, config: OptimizerConfig, grads: di
     p, g, buf = operand(0), operand(1), operand(2)
     updates: dict[str, int] = {}
     state_updates: dict[str, int] = {}
-    for name, param in graph.params.items():
+    for name, param in graph.trained.items():
         shape = builder.nodes[param].shape
         step = g + decay * p if o["weight_decay"] else g
         inputs = [param, grads[name]]
@@ -156,7 +156,7 @@ def _adam(builder: GraphBuilder, graph: Graph, config: OptimizerConfig, grads: d
     p, size, m, v, corr = (operand(k) for k in range(5))
     # Weight decay in Adam is decoupled, as in AdamW: the param shrinks before the step.
     start = p * (1 - lr * decay) if o["weight_decay"] else p
-    for name, param in graph.params.items():
+    for name, param in graph.trained.items():
         shape = builder.nodes[param].shape
         new_m = builder.elementwise(beta1 * old + (1 - beta1) * grad,
                                     (state[f"{name}.m"], grads[name]), shape, lines=lines)

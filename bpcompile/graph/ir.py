@@ -117,16 +117,26 @@ class Graph:
     updates: dict[str, int] = field(default_factory=dict)
     state_updates: dict[str, int] = field(default_factory=dict)
     gradient_leaves: dict[str, int] = field(default_factory=dict)
+    # Buffers are params without gradients (batch norm's running statistics); in training
+    # mode `step` writes each buffer's `buffer_updates` node into it once the update is
+    # done, never `apply_gradients`, which has no batch to compute them from.
+    buffers: tuple[str, ...] = ()
+    buffer_updates: dict[str, int] = field(default_factory=dict)
     # Named constants the expressions read as symbols (the optimizer's `LR`, `BETA1`, ...),
     # and their values: NumPy code names them, LLVM writes the numbers in.
     constants: dict[sympy.Symbol, sympy.Expr] = field(default_factory=dict)
 
     def roots(self) -> list[int]:
         ids = [*self.outputs.values(), *self.grads.values(), *self.updates.values(),
-               *self.state_updates.values()]
+               *self.state_updates.values(), *self.buffer_updates.values()]
         if self.loss is not None:
             ids.append(self.loss)
         return ids
+
+    @property
+    def trained(self) -> dict[str, int]:
+        """The params that have gradients: all but the buffers."""
+        return {n: i for n, i in self.params.items() if n not in self.buffers}
 
     def leaf_updates(self) -> list[tuple[int, int]]:
         """(update, leaf) node pairs: each param's and state entry's new value and itself."""
@@ -163,13 +173,14 @@ class Graph:
             grads=move(self.grads), updates=move(self.updates),
             state_updates=move(self.state_updates),
             gradient_leaves=move(self.gradient_leaves), constants=dict(self.constants),
+            buffers=self.buffers, buffer_updates=move(self.buffer_updates),
         )
 
     def pretty(self) -> str:
         """One line per node, for debugging (`BPCOMPILE_DEBUG=1` prints each stage)."""
         roles: dict[int, list[str]] = {}
         for kind in ("inputs", "params", "state", "outputs", "grads", "updates",
-                     "state_updates", "gradient_leaves"):
+                     "state_updates", "gradient_leaves", "buffer_updates"):
             for name, i in getattr(self, kind).items():
                 roles.setdefault(i, []).append(f"{kind[:-1] if kind != 'state' else kind}:{name}")
         if self.loss is not None:

@@ -181,7 +181,8 @@ class Naming:
         for i, node in enumerate(nodes):
             if node.name is not None and node.derived and not node.adjoint:
                 self._give(i, node.name)
-        for name, i in [*g.updates.items(), *g.state_updates.items()]:
+        for name, i in [*g.updates.items(), *g.state_updates.items(),
+                        *g.buffer_updates.items()]:
             self._give(i, f"new_{name}")
         primary = set(self.names)
         written = {i for i in primary if not nodes[i].derived}  # names the file wrote

@@ -3,7 +3,7 @@ params start, how the network trains."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ..errors import Source
@@ -30,9 +30,26 @@ class Init:
 
 @dataclass(frozen=True)
 class ParamInfo:
+    """A tensor kept in `p`: a trained param, or a buffer (batch norm's running statistics),
+    which has no gradient and which `step` updates in training mode."""
+
     name: str
     shape: tuple[int, ...]
     init: Init
+    line: int
+    buffer: bool = False
+
+
+@dataclass(frozen=True)
+class MaskInfo:
+    """A dropout mask: an input of the training graph that the runtime draws before each
+    call (runtime/randomness.py), never one a caller gives. `site` numbers the dropouts in
+    the order the file writes them; each draws its own stream."""
+
+    name: str
+    shape: Shape
+    rate: float
+    site: int
     line: int
 
 
@@ -58,8 +75,20 @@ class Network:
     targets: dict[str, Shape]
     outputs: tuple[str, ...]
     optimizer: OptimizerConfig
+    masks: dict[str, MaskInfo] = field(default_factory=dict)  # also in `inputs`, last
+    # whether the program reads the mode (dropout, batch norm): then training and
+    # inference compile to different graphs
+    modal: bool = False
+    # batch norm's reduced sizes in training mode with its line: each call needs their
+    # product above 1 (torch refuses one value per channel too)
+    batch_counts: tuple[tuple[tuple[int | str, ...], int], ...] = ()
 
     @property
     def data(self) -> dict[str, Shape]:
-        """Inputs then targets: every array a call may be given."""
+        """Inputs (dropout's masks last) then targets: every array compiled code reads."""
         return {**self.inputs, **self.targets}
+
+    @property
+    def trained(self) -> dict[str, ParamInfo]:
+        """The params with gradients: every one but the buffers."""
+        return {n: info for n, info in self.params.items() if not info.buffer}

@@ -109,14 +109,19 @@ def explain(net: CompiledNet, batch: int = 1, param: str | None = None) -> Expla
     if graph.loss is None:
         raise BPNameError(f"explain: network {net.name} has no loss, so no gradients to "
                           f"explain")
-    if param is not None and param not in graph.params:
-        raise BPNameError(f"no param named '{param}' (params: {', '.join(graph.params)})")
+    if param is not None and param not in graph.trained:
+        raise BPNameError(f"no param named '{param}' (params: {', '.join(graph.trained)})")
     weights = sum(int(np.prod(shape)) for shape in net.params.values())
     if weights > MAX_WEIGHTS:
         raise BPShapeError(f"explain: network {net.name} has {weights} scalar weights; "
                            f"explain unrolls at most {MAX_WEIGHTS}")
     if not 1 <= batch <= MAX_BATCH:
         raise BPShapeError(f"explain: batch {batch} is not between 1 and {MAX_BATCH}")
+    for counted, line in net.signature.batch_counts:
+        if all(isinstance(d, str) for d in counted) and batch < 2:
+            raise BPShapeError(f"explain: the batchnorm at {net.signature.filename}:{line} "
+                               f"normalizes over the batch, which needs 2 samples or more: "
+                               f"try --batch 2")
     latex_names: dict[sympy.Symbol, str] = {}
     values: dict[int, Tensor] = {}
     leaves = {**{n: (i, False) for n, i in graph.inputs.items()},
@@ -140,7 +145,7 @@ def explain(net: CompiledNet, batch: int = 1, param: str | None = None) -> Expla
     names = ScalarNames(graph, live, values, batch)
     latex_names.update(names.latex_names)
     loss = names.tidy(values[graph.loss].item())
-    chosen = [param] if param is not None else list(graph.params)
+    chosen = [param] if param is not None else list(graph.trained)
     grads = names.gradients(loss, {n: values[graph.params[n]] for n in chosen})
     return Explanation(
         name=net.name, batch=batch,

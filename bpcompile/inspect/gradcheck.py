@@ -55,8 +55,11 @@ def _relative(analytic: float, numeric: float, floor: float) -> float:
 
 
 def gradcheck(net: CompiledNet, p: Mapping, /, *, eps: float = 1e-6, tolerance: float = 1e-5,
-              max_entries: int = 32, seed: int = 0, **data: object) -> GradcheckResult:
-    """Check `net`'s gradient at `p` on `data` (see the module docstring).
+              max_entries: int = 32, seed: int = 0, training: bool = True,
+              **data: object) -> GradcheckResult:
+    """Check `net`'s gradient at `p` on `data` (see the module docstring), in training mode
+    unless told: batch norm with the batch's statistics, dropout with the masks of seed 0
+    and step 0 in every call, so that the loss is one function of the params.
 
     An entry passes when |analytic - numeric| <= tolerance * max(|analytic|, |numeric|,
     floor), where floor = 1e-3 times the largest gradient entry: differences far below the
@@ -69,14 +72,17 @@ def gradcheck(net: CompiledNet, p: Mapping, /, *, eps: float = 1e-6, tolerance: 
     twin = net if net.dtype == np.float64 else _float64_twin(net)
     # The checks every entry point makes: a complex, ragged or missing param is a BPError,
     # not a silent cast to float64 or a NumPy traceback. Nothing below writes into `params`.
-    params = checks.check_params(p, twin.params, np.dtype(np.float64), "gradcheck")
-    loss, grads = twin.value_and_grad(params, **data)
+    kept = checks.check_params(p, {**twin.params, **twin.buffers}, np.dtype(np.float64),
+                               "gradcheck")
+    params = {n: v for n, v in kept.items() if n in twin.params}  # buffers stay as given
+    buffers = {n: v for n, v in kept.items() if n in twin.buffers}
+    loss, grads = twin.value_and_grad(kept, training=training, **data)
     rng = np.random.default_rng(seed)
     scale = max((float(np.max(np.abs(g))) for g in grads.values() if g.size), default=0.0)
     floor = max(1e-3 * scale, 1e-12)
 
     def loss_at(shifted: dict[str, np.ndarray]) -> float:
-        return twin.loss(shifted, **data)
+        return twin.loss({**shifted, **buffers}, training=training, **data)
 
     worst: Mismatch | None = None
     per_param: dict[str, float] = {}

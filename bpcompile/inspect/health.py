@@ -67,7 +67,7 @@ class HealthReport:
 
     @property
     def ok(self) -> bool:
-        return all(p.status == "ok" for p in self.params)
+        return all(status == "ok" for _, status in self.layers().values())
 
     def warnings(self) -> list[str]:
         """One sentence per layer in trouble, naming it, where it is declared and its worst
@@ -82,7 +82,7 @@ class HealthReport:
                     f"{where}: gradients explode: |grad {worst.name}| = "
                     f"{worst.grad_norm:.3g}, {worst.grad_norm / max(1.0, worst.param_norm):.3g} "
                     f"times |{worst.name}|")
-            elif any(p.vanishing for p in members) and largest is not None:
+            elif all(p.vanishing for p in members) and largest is not None:
                 worst = min(members, key=lambda p: p.relative)
                 vanishing.append(
                     f"{where}: gradients vanish: |grad {worst.name}| = {worst.grad_norm:.3g}, "
@@ -104,10 +104,13 @@ class HealthReport:
         return grouped
 
     def layers(self) -> dict[str, tuple[float, str]]:
-        """Each layer's gradient norm (all its params together) and its worst status."""
-        order = {"exploding": 2, "vanishing": 1, "ok": 0}
+        """Each layer's gradient norm (all its params together) and its status: exploding
+        if a param's gradient explodes, vanishing if every param's vanishes. (One param alone
+        may have no gradient by design: a bias followed by batch norm, which subtracts the
+        batch's mean, so the bias never changes the loss; the layer still learns.)"""
         return {layer: (math.sqrt(sum(p.grad_norm ** 2 for p in members)),
-                        max((p.status for p in members), key=order.__getitem__))
+                        "exploding" if any(p.exploding for p in members) else
+                        "vanishing" if all(p.vanishing for p in members) else "ok")
                 for layer, members in self._by_layer().items()}
 
     def table(self) -> str:

@@ -27,6 +27,7 @@ from .builtins import ELEMENTWISE, REQUIRED
 from .context import Lowering
 from .convolution import CONVOLUTION_CALLS
 from .layers import layer_elsewhere
+from .modes import dropout_call
 from .norms import centered_squares, normalize_call
 from .structure import (
     concat_call,
@@ -321,6 +322,8 @@ CALLS: dict[str, Handler] = {
     "embedding": layer_elsewhere,
     "conv": layer_elsewhere,
     "layernorm": layer_elsewhere,
+    "batchnorm": layer_elsewhere,
+    "dropout": dropout_call,
     **CONVOLUTION_CALLS,
 }
 

@@ -23,6 +23,11 @@ class Lowering(Protocol):
     consts: dict[str, sympy.Expr]
     defs: dict[str, tuple[tuple[sympy.Symbol, ...], sympy.Expr]]
     line: int  # the statement being lowered
+    training: bool  # the mode this lowering builds the graph for
+    modal: bool  # set by whatever reads `training`
+    buffer_updates: dict[str, int]  # buffer -> its value after a training step
+    # batch norm's reduced sizes in training mode, and its line: more than one value each
+    batch_counts: list[tuple[tuple, int]]
 
     def error(self, kind: type[BPError], message: str, pos: Pos) -> BPError: ...
 
@@ -39,3 +44,9 @@ class Lowering(Protocol):
     def materialize(self, value: Value) -> int: ...
 
     def add_param(self, name: str, shape: tuple[int, ...], init: Init, pos: Pos) -> int: ...
+
+    def add_buffer(self, name: str, shape: tuple[int, ...], init: Init, pos: Pos) -> int: ...
+
+    def add_mask(self, shape: Shape, rate: float, pos: Pos) -> int: ...
+
+    def lookup(self, name: str) -> int: ...

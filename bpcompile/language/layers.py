@@ -18,6 +18,7 @@ from .arguments import bind, number_option, tensor_argument
 from .builtins import ELEMENTWISE, REQUIRED
 from .context import Lowering
 from .convolution import convolution, output_size, spatial_input, spatial_options
+from .modes import batchnorm
 from .norms import layernorm
 from .structure import take
 from .values import Tensor, Value
@@ -138,10 +139,12 @@ LAYERS: dict[str, Callable[[Lowering, S.Call, str], Value]] = {
     "embedding": embedding,
     "conv": conv_layer,
     "layernorm": layernorm,
+    "batchnorm": batchnorm,
 }
 
 _EXAMPLES = {"dense": "h1 = dense(x, 64, act=relu)", "embedding": "e = embedding(ids, 100, 16)",
-             "conv": "c1 = conv(x, 6, 5, padding=2, act=relu)", "layernorm": "h = layernorm(x)"}
+             "conv": "c1 = conv(x, 6, 5, padding=2, act=relu)", "layernorm": "h = layernorm(x)",
+             "batchnorm": "h = batchnorm(x)"}
 
 
 def layer_elsewhere(lw: Lowering, call: S.Call) -> Value:

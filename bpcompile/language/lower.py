@@ -8,13 +8,14 @@ dispatched through tables, in `calls.py`.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import sympy
 
 from ..errors import BPNameError, BPShapeError, BPTypeError, Pos
 from ..graph.ir import Graph, GraphBuilder, Node, Op
-from ..graph.network import Init, Network, OptimizerConfig, ParamInfo
+from ..graph.network import Init, MaskInfo, Network, OptimizerConfig, ParamInfo
 from ..graph.shapes import MAX_RANK, Shape, format_shape
 from . import syntax as S
 from .calls import CALLS
@@ -25,13 +26,24 @@ from .layers import LAYERS
 from .values import Scalar, Tensor
 
 MAX_PARAM_ELEMENTS = 2**48  # 2 PiB of float64
+# keywords of forward, loss, value_and_grad and step besides the data arrays
+RESERVED_DATA = {"training": "the mode", "state": "the state whose seed keys dropout's masks",
+                 "mask_rows": "where rows sit in a batch split over machines"}
+_ARTICLE = {"input": "an input", "target": "a target"}
 
 
 class Lowerer(Expressions):
     """Walks the statements of one program in order, building the forward graph."""
 
-    def __init__(self, program: S.Program):
+    def __init__(self, program: S.Program, training: bool = True):
         self.program = program
+        self.training = training
+        self.modal = False
+        self.buffer_updates: dict[str, int] = {}
+        self.batch_counts: list[tuple[tuple, int]] = []
+        self.masks: dict[str, MaskInfo] = {}
+        self.mask_nodes: dict[str, int] = {}
+        self.assigning: str | None = None  # the name the statement being lowered assigns
         self.source = program.source
         self.builder = GraphBuilder()
         self.consts: dict[str, sympy.Expr] = {}
@@ -55,6 +67,7 @@ class Lowerer(Expressions):
         seen: dict[type, Pos] = {}
         for stmt in self.program.statements:
             self.line = stmt.pos.line
+            self.assigning = None
             if isinstance(stmt, (S.NetworkStmt, S.LossStmt, S.OptimizeStmt, S.OutputStmt)):
                 if type(stmt) in seen:
                     first = seen[type(stmt)]
@@ -90,6 +103,9 @@ class Lowerer(Expressions):
 
     def data_stmt(self, stmt: S.DataStmt) -> None:
         self.declare(stmt.name, stmt.pos)
+        if stmt.name in RESERVED_DATA:
+            raise self.error(BPNameError, f"'{stmt.name}' cannot name {_ARTICLE[stmt.kind]}: calls "
+                             f"take {stmt.name}= for {RESERVED_DATA[stmt.name]}", stmt.pos)
         shape = self.shape(stmt.dims, symbolic=True)
         node = self.builder.add(Node(Op.INPUT, (), shape, name=stmt.name, lines=(self.line,)))
         self.data[stmt.name] = node
@@ -100,6 +116,24 @@ class Lowerer(Expressions):
         shape = self.shape(stmt.dims, symbolic=False)
         init = self.initializer(stmt.init, shape)
         self.add_param(stmt.name, shape, init, stmt.pos)
+
+    def add_buffer(self, name: str, shape: tuple[int, ...], init: Init, pos: Pos) -> int:
+        """A tensor kept in `p` beside the params, without a gradient."""
+        node = self.add_param(name, shape, init, pos)
+        self.param_info[name] = replace(self.param_info[name], buffer=True)
+        return node
+
+    def add_mask(self, shape: Shape, rate: float, pos: Pos) -> int:
+        """A dropout mask of `shape`: an input the runtime draws, named after the statement
+        (`h.mask`, then `h.mask2`, ...), a dotted name as layers give their params, so no
+        declaration can take it."""
+        stem = f"{self.assigning or 'loss'}.mask"
+        taken = sum(1 for name in self.masks if name.startswith(stem))
+        name = stem + (str(taken + 1) if taken else "")
+        node = self.builder.add(Node(Op.INPUT, (), shape, name=name, lines=(self.line,)))
+        self.masks[name] = MaskInfo(name, shape, rate, len(self.masks), pos.line)
+        self.mask_nodes[name] = node
+        return node
 
     def add_param(self, name: str, shape: tuple[int, ...], init: Init, pos: Pos) -> int:
         if math.prod(shape) > MAX_PARAM_ELEMENTS:  # e.g. dense(x, 1e300): no machine holds it
@@ -123,6 +157,7 @@ class Lowerer(Expressions):
 
     def assign_stmt(self, stmt: S.AssignStmt) -> None:
         self.declare(stmt.name, stmt.pos)
+        self.assigning = stmt.name
         if isinstance(stmt.value, S.Call) and stmt.value.func in LAYERS:
             value = LAYERS[stmt.value.func](self, stmt.value, stmt.name)
         else:
@@ -224,14 +259,18 @@ class Lowerer(Expressions):
             assigned = list(self.tensors)
             self.outputs = (assigned[-1],) if assigned else ()
         outputs = {name: self.lookup(name) for name in self.outputs}
-        inputs = {n: i for n, i in self.data.items()}
         self.check_targets(outputs)
+        # the masks are inputs of the graph, after the ones the file declares
+        inputs = {**{n: i for n, i in self.data.items() if n not in self.targets},
+                  **self.mask_nodes, **{n: i for n, i in self.data.items() if n in self.targets}}
+        buffers = tuple(n for n, info in self.param_info.items() if info.buffer)
         graph = Graph(
             nodes=tuple(self.builder.nodes), inputs=inputs, params=dict(self.params),
-            outputs=outputs, loss=self.loss,
+            outputs=outputs, loss=self.loss, buffers=buffers,
+            buffer_updates=dict(self.buffer_updates) if self.loss is not None else {},
         )
         optimizer = self.optimizer or default_optimizer()
-        shapes = {name: self.builder.nodes[i].shape for name, i in self.data.items()}
+        shapes = {name: self.builder.nodes[i].shape for name, i in inputs.items()}
         return Network(
             name=self.network_name or Path(self.source.filename).stem or "network",
             source=self.source,
@@ -241,6 +280,9 @@ class Lowerer(Expressions):
             targets={n: s for n, s in shapes.items() if n in self.targets},
             outputs=self.outputs,
             optimizer=optimizer,
+            masks=dict(self.masks),
+            modal=self.modal,
+            batch_counts=tuple(self.batch_counts),
         )
 
     def lookup(self, name: str) -> int:
@@ -271,6 +313,7 @@ _KEYWORD = {
 }
 
 
-def lower(program: S.Program) -> Network:
-    """The forward graph and declarations of `program`; BPError subclasses if it is bad."""
-    return Lowerer(program).run()
+def lower(program: S.Program, training: bool = True) -> Network:
+    """The forward graph and declarations of `program` for one mode (training, or
+    inference); BPError subclasses if it is bad."""
+    return Lowerer(program, training).run()

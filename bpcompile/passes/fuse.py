@@ -30,8 +30,9 @@ def uses(graph: Graph) -> Counter[int]:
 
 
 def depends_on_params(graph: Graph) -> set[int]:
-    """Nodes whose value changes with some param: only their inputs need gradients."""
-    result = set(graph.params.values())
+    """Nodes whose value changes with some param: only their inputs need gradients (a
+    buffer's value is data to the loss: it has no gradient)."""
+    result = set(graph.trained.values())
     for i, node in enumerate(graph.nodes):
         if any(j in result for j in node.inputs):
             result.add(i)

@@ -4,14 +4,16 @@ do not depend on the backend."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from ..errors import BPNameError, BPShapeError
+from ..errors import BPNameError, BPShapeError, BPTypeError
 from ..graph.shapes import Shape
 from . import checks, initializers
+from .randomness import RNG, check_rng, draw_masks, fresh_rng
 from .signature import Signature
 from .summary import net_html
 
@@ -57,18 +59,29 @@ class CompiledNet:
 
     def __init__(self, signature: Signature, backend: str, dtype: np.dtype,
                  executor: Executor, compiled: Callable[[], Compiled],
-                 reopen: Callable[[np.dtype], CompiledNet]):
+                 reopen: Callable[[np.dtype], CompiledNet],
+                 inference: Callable[[], Executor] | None = None,
+                 module: Callable[[], str] | None = None):
         self.signature = signature
         self.backend = backend
         self.dtype = dtype
         self._executor = executor
+        # a modal network's inference-mode code, compiled when first called
+        self._open_inference = inference
+        self._inference: Executor | None = None
+        # a modal network's standalone NumPy module (both modes), generated when asked for
+        self._module = module
         self._build = compiled
         self._compiled: Compiled | None = None
         self._reopen = reopen
         self.name = signature.name
         self.source = signature.source
+        # params are trained, buffers not; p holds both, as a torch state_dict does
         self.params: dict[str, tuple[int, ...]] = {n: i.shape
-                                                   for n, i in signature.params.items()}
+                                                   for n, i in signature.trained.items()}
+        self.buffers: dict[str, tuple[int, ...]] = {n: i.shape
+                                                    for n, i in signature.buffers.items()}
+        self._kept = {n: i.shape for n, i in signature.params.items()}
         self.inputs: dict[str, Shape] = dict(signature.inputs)
         self.targets: dict[str, Shape] = dict(signature.targets)
         self.outputs: tuple[str, ...] = tuple(signature.outputs)
@@ -121,63 +134,128 @@ class CompiledNet:
                 ) from None
         return params
 
-    def init_state(self, p: Mapping | None = None) -> Arrays:
-        """Zeroed optimizer state (momentum buffers, Adam moments and step count)."""
-        return {name: np.zeros(shape, dtype=self.dtype) for name, shape in self.state.items()}
+    def init_state(self, p: Mapping | None = None, seed: int = 0) -> Arrays:
+        """Zeroed optimizer state (momentum buffers, Adam moments and step count); with
+        dropout, also `rng`: the seed of its masks and the step count, [seed, 0]."""
+        state = {name: np.zeros(shape, dtype=self.dtype) for name, shape in self.state.items()}
+        if self.signature.masks:
+            state[RNG] = fresh_rng(seed)
+        return state
 
-    def forward(self, p: Mapping, /, **data: object) -> Arrays:
-        params = checks.check_params(p, self.params, self.dtype, "forward")
+    def forward(self, p: Mapping, /, *, training: bool = False, state: Mapping | None = None,
+                **data: object) -> Arrays:
+        """The outputs, in inference mode unless `training` (then dropout draws the masks
+        of `state`'s seed and step count, or of seed 0 and step 0)."""
+        params = checks.check_params(p, self._kept, self.dtype, "forward")
         arrays, sizes = checks.check_data(data, self.inputs, self.dtype, "forward")
         checks.check_indices(arrays, self.signature.indices, "forward")
         self._check_least_sizes(sizes, "forward")
-        return _within_memory("forward", self._executor.forward, params, arrays, sizes)
+        run = self._mode(training, arrays, sizes, state, "forward")
+        return _within_memory("forward", run.forward, params, arrays, sizes)
 
-    def loss(self, p: Mapping, /, **data: object) -> float:
+    def loss(self, p: Mapping, /, *, training: bool = False, state: Mapping | None = None,
+             **data: object) -> float:
+        """The loss, in inference mode unless `training` (as `forward`)."""
         self._need_loss("loss")
-        params = checks.check_params(p, self.params, self.dtype, "loss")
+        params = checks.check_params(p, self._kept, self.dtype, "loss")
         arrays, sizes = checks.check_data(data, self.signature.data, self.dtype, "loss")
         checks.check_indices(arrays, self.signature.indices, "loss")
         self._check_least_sizes(sizes, "loss")
-        return _within_memory("loss", self._executor.loss, params, arrays, sizes)
+        run = self._mode(training, arrays, sizes, state, "loss")
+        return _within_memory("loss", run.loss, params, arrays, sizes)
 
-    def value_and_grad(self, p: Mapping, /, **data: object) -> tuple[float, Arrays]:
+    def value_and_grad(self, p: Mapping, /, *, training: bool = True,
+                       state: Mapping | None = None, mask_rows: object = None,
+                       **data: object) -> tuple[float, Arrays]:
+        """The loss and the gradient of every param, in training mode unless told (as
+        `forward`: dropout's masks are those `step` would draw with this `state`).
+        `mask_rows`, for a share of a batch computed apart (data-parallel training): where
+        each row given sits in the whole batch, whose masks it then draws its part of."""
         self._need_loss("value_and_grad")
-        params = checks.check_params(p, self.params, self.dtype, "value_and_grad")
+        params = checks.check_params(p, self._kept, self.dtype, "value_and_grad")
         arrays, sizes = checks.check_data(data, self.signature.data, self.dtype,
                                           "value_and_grad")
         checks.check_indices(arrays, self.signature.indices, "value_and_grad")
         self._check_least_sizes(sizes, "value_and_grad")
-        return _within_memory("value_and_grad", self._executor.value_and_grad, params, arrays,
-                              sizes)
+        run = self._mode(training, arrays, sizes, state, "value_and_grad", mask_rows)
+        return _within_memory("value_and_grad", run.value_and_grad, params, arrays, sizes)
 
-    def step(self, p: Mapping, s: Mapping, /, **data: object) -> float:
-        """One training step in place on `p` and `s`; the loss before the update."""
+    def step(self, p: Mapping, s: Mapping, /, *, training: bool = True,
+             **data: object) -> float:
+        """One training step in place on `p` and `s` (and, in training mode, batch norm's
+        running statistics in `p`); the loss before the update. Dropout draws the masks of
+        `s`'s seed and step count, which then counts this step."""
         self._need_loss("step")
-        params = checks.check_in_place(p, self.params, self.dtype, "param", "step")
-        state = checks.check_in_place(s, self.state, self.dtype, "state", "step")
+        rng = check_rng(s, "step") if self.signature.masks else None
+        params = checks.check_in_place(p, self._kept, self.dtype, "param", "step")
+        state = checks.check_in_place(_optimizer_state(s), self.state, self.dtype, "state",
+                                      "step")
         checks.check_disjoint({**{f"param {n}": a for n, a in params.items()},
                                **{f"state {n}": a for n, a in state.items()}}, "step")
         arrays, sizes = checks.check_data(data, self.signature.data, self.dtype, "step")
         checks.check_indices(arrays, self.signature.indices, "step")
         self._check_least_sizes(sizes, "step")
-        loss = _within_memory("step", self._executor.step, params, state, arrays, sizes)
-        self._install_fast_step()
+        run = self._mode(training, arrays, sizes, s, "step")
+        loss = _within_memory("step", run.step, params, state, arrays, sizes)
+        if rng is not None:
+            rng[1] += np.uint64(1)
+        if run is self._executor:
+            self._install_fast_step()
         return loss
 
     def apply_gradients(self, p: Mapping, s: Mapping, grads: Mapping, /) -> None:
         """One optimizer update with the gradients given (as value_and_grad returns them,
         e.g. summed or averaged over several batches or machines), in place on `p` and `s`.
-        `step` is value_and_grad followed by this. A gradient that is not finite raises
-        BPNumericError and changes nothing."""
+        `step` is value_and_grad followed by this (batch norm's running statistics aside,
+        which need the batch). A gradient that is not finite raises BPNumericError and
+        changes nothing. With dropout, the step count in `s` counts this update."""
         self._need_loss("apply_gradients")
         call = "apply_gradients"
-        params = checks.check_in_place(p, self.params, self.dtype, "param", call)
-        state = checks.check_in_place(s, self.state, self.dtype, "state", call)
+        rng = check_rng(s, call) if self.signature.masks else None
+        params = checks.check_in_place(p, self._kept, self.dtype, "param", call)
+        state = checks.check_in_place(_optimizer_state(s), self.state, self.dtype, "state",
+                                      call)
         updated = {**{f"param {n}": a for n, a in params.items()},
                    **{f"state {n}": a for n, a in state.items()}}
         checks.check_disjoint(updated, call)
         given = checks.check_gradients(grads, self.params, self.dtype, updated.values(), call)
         self._executor.apply_gradients(params, state, given)
+        if rng is not None:
+            rng[1] += np.uint64(1)
+
+    def _mode(self, training: object, arrays: Arrays, sizes: dict[str, int],
+              state: Mapping | None, call: str, mask_rows: object = None) -> Executor:
+        """The executor of the mode asked for; in training mode, dropout's masks drawn into
+        `arrays` and batch norm's batches checked."""
+        run = self._executor_for(training, call)
+        if not training or not self.signature.modal:
+            return run
+        for counted, line in self.signature.batch_counts:
+            values = math.prod(d if isinstance(d, int) else sizes[d] for d in counted)
+            if values < 2:
+                raise BPShapeError(
+                    f"{call}: batchnorm at {self.signature.filename}:{line} needs more than "
+                    f"one value per channel in training mode, but this batch gives "
+                    f"{values} (sizes {sizes})")
+        rng = None if state is None or not self.signature.masks else check_rng(state, call)
+        rows = None
+        if mask_rows is not None:
+            rows = np.asarray(mask_rows)
+            if rows.ndim != 1 or rows.dtype.kind not in "iu" or (rows < 0).any():
+                raise BPTypeError(f"{call}: mask_rows must be a list of row positions (whole "
+                                  f"numbers, 0 or more), not {rows.dtype} {rows.shape}")
+        arrays.update(draw_masks(self.signature.masks, sizes, rng, self.dtype, rows))
+        return run
+
+    def _executor_for(self, training: object, call: str) -> Executor:
+        if not isinstance(training, (bool, np.bool_)):
+            raise BPTypeError(f"{call}: training must be True or False, not {training!r}")
+        if training or not self.signature.modal:
+            return self._executor
+        if self._inference is None:
+            assert self._open_inference is not None
+            self._inference = self._open_inference()
+        return self._inference
 
     def _install_fast_step(self) -> None:
         """Once a backend has a native step that checks arrays itself (the llvm backend),
@@ -186,15 +264,22 @@ class CompiledNet:
         install = getattr(self._executor, "install_fast_step", None)
         # the native path checks shapes and flags, not values or least sizes: class
         # indices and indexing along a size bound at call time need the checked path
-        if install is not None and "step" not in self.__dict__ \
+        if install is not None and "step" not in self.__dict__ and not self.signature.masks \
                 and not self.signature.indices and not self.signature.least_sizes:
             fast = install(CompiledNet.step.__get__(self))
             if fast is not None:
                 self.step = fast
 
-    def code(self) -> str:
-        """The generated source: a Python module (numpy) or LLVM IR (llvm)."""
-        return self._executor.code
+    def code(self, training: bool | None = None) -> str:
+        """The generated source: a Python module (numpy) or LLVM IR (llvm). For a network
+        with dropout or batch norm, the numpy module holds both modes and draws dropout's
+        masks itself; `training=True|False` gives the one mode's code the network runs
+        (masks as arguments), which is also what the llvm backend shows by default."""
+        if training is None:
+            if self._module is not None:
+                return self._module()
+            training = True
+        return self._executor_for(training, "code").code
 
     def _check_least_sizes(self, sizes: Mapping[str, int], call: str) -> None:
         checks.check_least_sizes(sizes, self.signature.least_sizes, self.signature.filename,
@@ -203,6 +288,11 @@ class CompiledNet:
     def _need_loss(self, call: str) -> None:
         if not self.has_loss:
             raise BPNameError(f"{call}: network {self.name} has no loss statement")
+
+
+def _optimizer_state(s: object) -> object:
+    """`s` without dropout's `rng` entry, which is no array the compiled code reads."""
+    return {k: v for k, v in s.items() if k != RNG} if isinstance(s, Mapping) else s
 
 
 def _within_memory(call: str, run: Callable, *args: object):

@@ -4,9 +4,9 @@ a cached network starts in milliseconds."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from ..graph.network import Init, OptimizerConfig, ParamInfo
+from ..graph.network import Init, MaskInfo, OptimizerConfig, ParamInfo
 from ..graph.shapes import Shape
 
 
@@ -32,10 +32,39 @@ class Signature:
     # sizes bound at call time that an index needs large enough (`x[5]` along N): the
     # least size, and the `.bp` line that indexes
     least_sizes: dict[str, tuple[int, int]] = field(default_factory=dict)
+    # dropout's masks: inputs of the training graph that the runtime draws (not in `inputs`)
+    masks: dict[str, MaskInfo] = field(default_factory=dict)
+    modal: bool = False  # whether training and inference compile differently
+    batch_counts: tuple[tuple[tuple[int | str, ...], int], ...] = ()  # see Network
+    mode: str = "training"  # the graph an executor is built from: training or inference
 
     @property
     def data(self) -> dict[str, Shape]:
+        """What callers give: inputs, then targets."""
         return {**self.inputs, **self.targets}
+
+    @property
+    def arguments(self) -> dict[str, Shape]:
+        """What compiled code reads, in its order: inputs, dropout's masks, targets."""
+        return {**self.inputs, **{n: m.shape for n, m in self.masks.items()}, **self.targets}
+
+    @property
+    def forward_arguments(self) -> dict[str, Shape]:
+        """What the compiled forward reads: inputs, then dropout's masks."""
+        return {**self.inputs, **{n: m.shape for n, m in self.masks.items()}}
+
+    @property
+    def trained(self) -> dict[str, ParamInfo]:
+        """The params with gradients (all but the buffers)."""
+        return {n: info for n, info in self.params.items() if not info.buffer}
+
+    @property
+    def buffers(self) -> dict[str, ParamInfo]:
+        return {n: info for n, info in self.params.items() if info.buffer}
+
+    def for_inference(self) -> Signature:
+        """The signature of the inference graph: no masks to draw."""
+        return replace(self, masks={}, mode="inference")
 
     @property
     def dims(self) -> tuple[str, ...]:
@@ -46,8 +75,8 @@ class Signature:
     def to_json(self) -> dict:
         return {
             "name": self.name, "filename": self.filename, "source": self.source,
-            "params": [[p.name, list(p.shape), p.init.kind, list(p.init.args), p.line]
-                       for p in self.params.values()],
+            "params": [[p.name, list(p.shape), p.init.kind, list(p.init.args), p.line,
+                        p.buffer] for p in self.params.values()],
             "inputs": [[n, list(s)] for n, s in self.inputs.items()],
             "targets": [[n, list(s)] for n, s in self.targets.items()],
             "outputs": list(self.outputs),
@@ -58,6 +87,11 @@ class Signature:
             "has_loss": self.has_loss,
             "indices": self.indices,
             "least_sizes": {n: list(v) for n, v in self.least_sizes.items()},
+            "masks": [[m.name, list(m.shape), m.rate, m.site, m.line]
+                      for m in self.masks.values()],
+            "modal": self.modal,
+            "batch_counts": [[list(sizes), line] for sizes, line in self.batch_counts],
+            "mode": self.mode,
         }
 
     @classmethod
@@ -65,8 +99,8 @@ class Signature:
         kind, options, line, text = value["optimizer"]
         return cls(
             name=value["name"], filename=value["filename"], source=value["source"],
-            params={n: ParamInfo(n, tuple(s), Init(k, tuple(a)), ln)
-                    for n, s, k, a, ln in value["params"]},
+            params={n: ParamInfo(n, tuple(s), Init(k, tuple(a)), ln, buffer)
+                    for n, s, k, a, ln, buffer in value["params"]},
             inputs={n: tuple(s) for n, s in value["inputs"]},
             targets={n: tuple(s) for n, s in value["targets"]},
             outputs=tuple(value["outputs"]),
@@ -76,4 +110,9 @@ class Signature:
             has_loss=value["has_loss"],
             indices=dict(value.get("indices", {})),
             least_sizes={n: tuple(v) for n, v in value.get("least_sizes", {}).items()},
+            masks={n: MaskInfo(n, tuple(s), rate, site, ln)
+                   for n, s, rate, site, ln in value["masks"]},
+            modal=value["modal"],
+            batch_counts=tuple((tuple(sizes), line) for sizes, line in value["batch_counts"]),
+            mode=value["mode"],
         )

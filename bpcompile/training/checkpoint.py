@@ -18,6 +18,7 @@ import numpy as np
 from .. import atomic
 from ..errors import BPNameError, BPShapeError
 from ..runtime.net import CompiledNet
+from ..runtime.randomness import RNG, fresh_rng
 from .dataset import read_archive
 
 STATE = "state:"
@@ -82,17 +83,20 @@ def load(path: str | Path, net: CompiledNet) -> Checkpoint:
     shape; state and progress when the file has them, else fresh ones."""
     path = Path(path)
     stored = read_archive(path)
-    params = {name: _param(path, stored, name, shape, net)
-              for name, shape in net.params.items()}
+
+    def meta(name: str, default: float) -> float:
+        value = stored.get(META + name)
+        return default if value is None else value.item()
+
+    params = {name: _param(path, stored, name, shape, net)  # buffers too: they are in p
+              for name, shape in {**net.params, **net.buffers}.items()}
     if any(STATE + name in stored for name in net.state):
         state = {name: _param(path, stored, STATE + name, shape, net)
                  for name, shape in net.state.items()}
     else:
         state = net.init_state(params)
-
-    def meta(name: str, default: float) -> float:
-        value = stored.get(META + name)
-        return default if value is None else value.item()
+    if net.signature.masks:  # dropout's seed and step count: the resumed run's masks
+        state[RNG] = _rng(path, stored, net, int(meta("seed", 0)))
 
     progress = Progress(int(meta("epoch", 0)), int(meta("step", 0)),
                         float(meta("loss_sum", 0.0)), int(meta("loss_rows", 0)))
@@ -104,6 +108,19 @@ def load(path: str | Path, net: CompiledNet) -> Checkpoint:
 
     return Checkpoint(params, state, progress, known("seed", -1), known("batch_size", 0),
                       known("rows", -1))
+
+
+def _rng(path: Path, stored: Mapping[str, np.ndarray], net: CompiledNet,
+         seed: int) -> np.ndarray:
+    """The saved [seed, step count] of dropout's generator; a file without one (params
+    only) starts the run's seed at step 0."""
+    array = stored.get(STATE + RNG)
+    if array is None:
+        return fresh_rng(max(seed, 0))
+    if array.shape != (2,) or array.dtype.kind not in "iu":
+        raise BPShapeError(f"{path}: '{STATE + RNG}' is {array.dtype} {array.shape}, but "
+                           f"network {net.name} needs 2 whole numbers, [seed, step count]")
+    return np.array(array, dtype=np.uint64)
 
 
 def _param(path: Path, stored: Mapping[str, np.ndarray], key: str, shape: tuple[int, ...],

@@ -33,6 +33,7 @@ import numpy as np
 
 from ..errors import BPError, BPNameError, BPNumericError, BPTypeError
 from ..runtime.net import Arrays, CompiledNet
+from ..runtime.randomness import RNG
 from . import dataset as datasets
 from .checkpoint import Checkpoint, Progress
 from .loop import EpochHook, TrainResult, fit
@@ -82,12 +83,15 @@ Share = tuple[int, float, Arrays]  # rows covered, weighted loss, weighted gradi
 
 
 def share(spec: NetSpec, weighting: str, params: Arrays, whole: Arrays,
-          chunk: Arrays, rows: np.ndarray) -> Share:
+          chunk: Arrays, rows: np.ndarray, positions: np.ndarray,
+          rng: np.ndarray | None) -> Share:
     """One chunk's part of a step: value_and_grad on its rows of the global batch, weighted
-    so that shares add up (a mean loss is weighted by its rows, a sum loss is not)."""
+    so that shares add up (a mean loss is weighted by its rows, a sum loss is not); with
+    dropout, the rows' part of the whole batch's masks (`positions`, `rng`)."""
     net = compiled(spec)
     data = {**whole, **{name: array[rows] for name, array in chunk.items()}}
-    loss, grads = net.value_and_grad(params, **data)
+    keyed = {} if rng is None else {"state": {RNG: rng}, "mask_rows": positions}
+    loss, grads = net.value_and_grad(params, **keyed, **data)
     weight = len(rows) if weighting == "mean" else 1
     return len(rows), loss * weight, {name: g * weight for name, g in grads.items()}
 
@@ -222,14 +226,16 @@ class ClusterData:
                                             pure=False).result())
         return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
 
-    def split(self, rows: np.ndarray) -> list[tuple[int, np.ndarray]]:
-        """A global batch's rows, as (chunk, rows within it) for the chunks it touches."""
-        rows = np.sort(rows)
+    def split(self, rows: np.ndarray) -> list[tuple[int, np.ndarray, np.ndarray]]:
+        """A global batch's rows, as (chunk, rows within it, where each sits in the batch)
+        for the chunks it touches: the positions key dropout's masks, as in one process."""
+        order = np.argsort(rows, kind="stable")
+        rows = rows[order]
         result = []
         for k, (start, stop) in enumerate(zip(self.starts[:-1], self.starts[1:])):
             lo, hi = np.searchsorted(rows, [start, stop])
             if hi > lo:
-                result.append((k, rows[lo:hi] - start))
+                result.append((k, rows[lo:hi] - start, order[lo:hi]))
         return result
 
 
@@ -255,11 +261,12 @@ def tree_reduce(client: Client, shares: list[Future]) -> Future:
 
 
 def global_gradient(client: Client, spec: NetSpec, weighting: str, params: Arrays,
-                    data: ClusterData, rows: np.ndarray) -> tuple[float, Arrays]:
+                    data: ClusterData, rows: np.ndarray,
+                    rng: np.ndarray | None = None) -> tuple[float, Arrays]:
     """The loss and gradient of one global batch, computed where its rows are."""
     shares = [client.submit(share, spec, weighting, params, data.whole or {},
-                            data.chunk_futures[k], local, pure=False)
-              for k, local in data.split(rows)]
+                            data.chunk_futures[k], local, positions, rng, pure=False)
+              for k, local, positions in data.split(rows)]
     covered, loss, grads = tree_reduce(client, shares).result()
     if weighting == "mean":
         return loss / covered, {name: g / covered for name, g in grads.items()}
@@ -276,7 +283,8 @@ def cluster_stepper(client: Client, net: CompiledNet, data: ClusterData,
         # elsewhere with them, while scattered data would be lost (and a task of their
         # own would add a round trip, about 10 ms, to every step).
         params = {name: a.copy() for name, a in p.items()}
-        loss, grads = global_gradient(client, spec, weighting, params, data, rows)
+        rng = s[RNG].copy() if RNG in s else None  # apply_gradients then counts the step
+        loss, grads = global_gradient(client, spec, weighting, params, data, rows, rng)
         if not math.isfinite(loss):
             raise BPNumericError(f"step: the loss is {loss}; step changed nothing")
         net.apply_gradients(p, s, grads)
@@ -295,6 +303,11 @@ def train_on_cluster(client: Client, net: CompiledNet, arrays: Mapping[str, obje
     rounding). `arrays` holds Dask arrays (or NumPy ones) named like the network's data."""
     require()
     signature = net.signature
+    if signature.batch_counts:
+        raise BPTypeError(
+            f"network {net.name}: data-parallel training of batch norm is not supported yet "
+            f"(each machine would normalize with its own rows' statistics, and the params "
+            f"would differ from one process's); train it in one process")
     missing = [name for name in signature.data if name not in arrays]
     if missing:
         raise BPNameError(f"no array named {', '.join(map(repr, missing))} (the network's "
@@ -307,7 +320,7 @@ def train_on_cluster(client: Client, net: CompiledNet, arrays: Mapping[str, obje
     data = ClusterData(client, {n: arrays[n] for n in signature.data}, batched, workers)
     if start is None:
         params = net.init(seed=seed)
-        start = Checkpoint(params, net.init_state(params), Progress(), seed)
+        start = Checkpoint(params, net.init_state(params, seed=seed), Progress(), seed)
     weighting = row_reduction(net, start.params, data.head(64), data.whole_local)
     rows = datasets.Dataset({}, batched, data.rows, "the cluster's data")
     return fit(net, rows, epochs=epochs, batch_size=batch_size, seed=seed, start=start,

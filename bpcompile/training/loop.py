@@ -213,7 +213,7 @@ def fit(net: CompiledNet, data: datasets.Dataset, *, epochs: int, batch_size: in
         raise BPTypeError(f"batch size must be at least 1, not {batch_size}")
     if start is None:
         params = net.init(seed=seed)
-        start = Checkpoint(params, net.init_state(params), Progress(), seed)
+        start = Checkpoint(params, net.init_state(params, seed=seed), Progress(), seed)
     _check_resumable(start, batch_size, data.rows)
     result = TrainResult(start.params, start.state, progress=start.progress,
                          batch_size=batch_size, rows=data.rows)

@@ -89,15 +89,17 @@ def _write_entry(module: ir.Module, graph: Graph, naming: Naming, layout: Layout
         return writer
     # step: loss and gradients, the finiteness check, then the updates, which read each
     # gradient where step computed it
-    first = graph.live([graph.loss, *graph.grads.values()])
+    # (and the buffers' new values, batch norm's running statistics, written last)
+    buffers = graph.buffer_updates
+    first = graph.live([graph.loss, *graph.grads.values(), *buffers.values()])
     aliases = {leaf: graph.grads[name] for name, leaf in graph.gradient_leaves.items()}
     plan = plan_updates(graph, first, aliases)
     writer.plan(first + list(plan.order), results, plan.in_place,
-                keep=set(graph.grads.values()))
+                keep=set(graph.grads.values()) | set(buffers.values()))
     writer.emit(first, results, {})
     writer.copy_results(results)
     _refuse_non_finite(writer, kernels, [graph.loss, *graph.grads.values()], first_status=1)
-    _write_updates(writer, graph, plan)
+    _write_updates(writer, graph, plan, buffers)
     return writer
 
 
@@ -113,8 +115,10 @@ def _refuse_non_finite(writer: EntryWriter, kernels: Kernels, quantities: list[i
             writer.b.ret(ir.Constant(I32, first_status + k))
 
 
-def _write_updates(writer: EntryWriter, graph: Graph, plan: UpdatePlan) -> None:
-    """Every param's and state entry's new value, written into it as `plan` orders."""
+def _write_updates(writer: EntryWriter, graph: Graph, plan: UpdatePlan,
+                   buffers: dict[str, int] | None = None) -> None:
+    """Every param's and state entry's new value, written into it as `plan` orders; then
+    each buffer's (`buffers`, computed before the update phase)."""
     set_aside: dict[tuple[int, int], ir.Value] = {}
     for node, leaf in plan.set_aside:
         shape = graph.nodes[node].shape
@@ -124,6 +128,9 @@ def _write_updates(writer: EntryWriter, graph: Graph, plan: UpdatePlan) -> None:
     for node, leaf in plan.written_last():
         source = set_aside.get((node, leaf)) or writer.pointer(node)
         writer.copy(writer.pointer(leaf), source, graph.nodes[node].shape)
+    for name, node in (buffers or {}).items():
+        writer.copy(writer.pointer(graph.params[name]), writer.pointer(node),
+                    graph.nodes[node].shape)
     writer.b.ret(ir.Constant(I32, 0))
 
 

@@ -74,7 +74,7 @@ def object_key(signature: Signature, dtype: np.dtype, entry: str) -> str:
     return cache.key("object", __version__, llvmlite.__version__, cpu, features,
                      repr(blas and (blas.sgemm, blas.dgemm, blas.int_bits)),
                      repr(array_fields()), dtype.name, entry, signature.filename,
-                     signature.source)
+                     signature.source, signature.mode)
 
 
 def external_symbols() -> dict[str, int]:
@@ -273,7 +273,7 @@ class LLVMExecutor:
     def value_and_grad(self, p: Arrays, data: Arrays,
                        sizes: dict[str, int]) -> tuple[float, Arrays]:
         grads = {name: np.empty(info.shape, dtype=self.dtype)
-                 for name, info in self.signature.params.items()}
+                 for name, info in self.signature.trained.items()}
         with self.lock:
             table = self._bind("value_and_grad", p, data, sizes)
             for name, array in grads.items():

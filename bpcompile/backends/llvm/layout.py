@@ -54,7 +54,8 @@ def layout_of(signature: Signature) -> Layout:
     """The pointer table's layout for a network."""
     return Layout(
         params=tuple(signature.params), state=tuple(signature.state),
-        data=tuple(signature.data), outputs=tuple(signature.outputs), dims=signature.dims,
+        data=tuple(signature.arguments), outputs=tuple(signature.outputs),
+        dims=signature.dims,
     )
 
 

@@ -37,15 +37,35 @@ def load_module(code: str, name: str) -> types.ModuleType:
 
 def module_source(signature: Signature, dtype: np.dtype,
                   compiled: Callable[[], Compiled]) -> str:
-    """The generated module's text: from the disk cache, or generated (and stored there)."""
-    name = cache.key("numpy-module", __version__, dtype.name, signature.filename,
-                     signature.source) + ".py"
+    """The generated module's text for one mode: from the disk cache, or generated (and
+    stored there)."""
+    def generated() -> str:
+        from .module import generate  # SymPy's printers load only when code is generated
+
+        return generate(compiled(), dtype.name)
+
+    return _cached(generated, "numpy-module", __version__, dtype.name, signature.filename,
+                   signature.source, signature.mode)
+
+
+def modal_module_source(signature: Signature, dtype: np.dtype, training: Callable[[], Compiled],
+                        inference: Callable[[], Compiled]) -> str:
+    """The standalone module of a network with modes, both in one (modal.py)."""
+    def generated() -> str:
+        from .modal import generate
+
+        return generate(training, inference, dtype.name)
+
+    return _cached(generated, "numpy-modal-module", __version__, dtype.name,
+                   signature.filename, signature.source)
+
+
+def _cached(generate: Callable[[], str], *key: str) -> str:
+    name = cache.key(*key) + ".py"
     cached = cache.load(name)
     if cached is not None:
         return cached[1].decode("utf-8")
-    from .module import generate  # SymPy's printers load only when code is generated
-
-    code = generate(compiled(), dtype.name)
+    code = generate()
     cache.store(name, {}, code.encode("utf-8"))
     return code
 
@@ -56,8 +76,8 @@ class NumpyExecutor:
         self.dtype = dtype
         self.code = module_source(signature, dtype, compiled)
         self.module = load_module(self.code, signature.name)
-        self.inputs = list(signature.inputs)
-        self.data = list(signature.data)
+        self.inputs = list(signature.forward_arguments)
+        self.data = list(signature.arguments)
 
     def _array(self, value: object) -> np.ndarray:
         # NumPy reductions give scalars for 0-d results; callers get arrays of the net's dtype

@@ -14,7 +14,7 @@ import textwrap
 import sympy
 
 from ..._version import __version__
-from ...differentiate.optimizers import is_hyper, state_entries
+from ...differentiate.optimizers import StateEntry, is_hyper, state_entries
 from ...graph.expressions import ATOM, Code
 from ...graph.functions import dim_symbol
 from ...graph.ir import LEAVES, Graph, Node, Op, operand
@@ -23,15 +23,21 @@ from ...graph.shapes import Shape
 from ...passes.updates import plan_updates
 from ...runtime.initializers import source as init_source
 from ...runtime.net import Compiled
+from ...runtime.randomness import RNG
 from .helpers import HELPERS, helper_closure
 from .lines import WIDTH, fit
 from .statements import FunctionWriter
 
 
 class ModuleWriter:
-    """Prints the whole module for one compiled network and dtype."""
+    """Prints the whole module for one compiled network and dtype. `suffix` names the entry
+    points of one mode in the module of a network with modes (modal.py); `counts_steps`: its
+    state holds dropout's step count, which apply_gradients advances."""
 
-    def __init__(self, compiled: Compiled, dtype: str):
+    def __init__(self, compiled: Compiled, dtype: str, suffix: str = "",
+                 counts_steps: bool = False):
+        self.suffix = suffix
+        self.counts_steps = counts_steps
         self.network = compiled.network
         self.graph: Graph = compiled.graph
         self.dtype = dtype
@@ -106,7 +112,7 @@ class ModuleWriter:
         w = FunctionWriter(self)
         body = self.body(w, inputs, list(g.outputs.values()))
         body += dict_lines("return ", {n: w.bound[i] for n, i in g.outputs.items()}, 4)
-        return self.function("forward", ["p", *self.arguments(inputs)],
+        return self.function("forward" + self.suffix, ["p", *self.arguments(inputs)],
                              "The network's outputs for inputs " + _listing(inputs) + ".", body)
 
     def loss(self) -> str:
@@ -115,38 +121,54 @@ class ModuleWriter:
         w = FunctionWriter(self)
         body = self.body(w, data, [g.loss])
         body.append(f"return float({w.bound[g.loss]})")
-        return self.function("loss", ["p", *self.arguments(data)],
+        return self.function("loss" + self.suffix, ["p", *self.arguments(data)],
                              "The loss, as a Python float.", body)
 
     def value_and_grad(self) -> str:
         data = list(self.network.data)
         g = self.graph
         w = FunctionWriter(self)
-        body = self.body(w, data, [g.loss, *g.grads.values()])
+        body = self.body(w, data, [g.loss, *g.grads.values(), *g.buffer_updates.values()])
+        args, doc = ["p", *self.arguments(data)], "The loss and its gradient with respect to " \
+            "every param."
+        if g.buffer_updates:  # batch norm in training mode: step keeps the new statistics
+            new = dict_lines("buffers.update(", {n: w.bound[i]
+                                                 for n, i in g.buffer_updates.items()}, 8)
+            new[-1] += ")"
+            body += ["if buffers is not None:", *(f"    {line}" for line in new)]
+            args.append("buffers=None")
+            doc += " With a dict `buffers`, also the buffers' values after this batch."
         # a gradient that is a param's own values (d/dv of sum(u * v) is u; of sum(V * W.T),
         # W.T) is handed out as a copy: step updates the param in place while its update
         # still reads the gradient
         grads = {n: f"np.copy({w.bound[i]})" if _views_a_param(g, i) else w.bound[i]
                  for n, i in g.grads.items()}
         body += dict_lines(f"return float({w.bound[g.loss]}), ", grads, 4)
-        return self.function(
-            "value_and_grad", ["p", *self.arguments(data)],
-            "The loss and its gradient with respect to every param.", body,
-        )
+        return self.function("value_and_grad" + self.suffix, args, doc, body)
 
     def step(self) -> str:
         data = list(self.network.data)
         call_args = ", ".join(["p", *self.arguments(data)])
-        body = [f"loss, grads = value_and_grad({call_args})",
-                "refuse_non_finite(loss, grads)",
-                "update(p, s, grads)",
-                "return loss"]
+        if self.graph.buffer_updates:
+            body = ["buffers = {}",
+                    f"loss, grads = value_and_grad{self.suffix}({call_args}, buffers)",
+                    "refuse_non_finite(loss, grads)",
+                    "update(p, s, grads)",
+                    "for name, value in buffers.items():  # the running statistics",
+                    "    p[name][...] = value",
+                    "return loss"]
+        else:
+            body = [f"loss, grads = value_and_grad{self.suffix}({call_args})",
+                    "refuse_non_finite(loss, grads)",
+                    "update(p, s, grads)",
+                    "return loss"]
         self.helpers.add("refuse_non_finite")
         optimizer = self.network.optimizer
         doc = (f"One training step with {optimizer.text}, in place on p and s; returns the "
                f"loss before the update. Raises NonFiniteError, changing nothing, if the "
                f"loss or a gradient is not finite.")
-        return self.function("step", ["p", "s", *self.arguments(data)], doc, body)
+        return self.function("step" + self.suffix, ["p", "s", *self.arguments(data)], doc,
+                             body)
 
     def apply_gradients(self) -> str:
         optimizer = self.network.optimizer
@@ -154,6 +176,9 @@ class ModuleWriter:
                f"value_and_grad's), in place on p and s. Raises NonFiniteError, changing "
                f"nothing, if a gradient is not finite.")
         body = ['refuse_non_finite(0.0, grads, "apply_gradients")', "update(p, s, grads)"]
+        if self.counts_steps:
+            body.append(f's["{RNG}"][1] += 1  # dropout\'s step count')
+            doc += " Counts a step for dropout's masks."
         return self.function("apply_gradients", ["p", "s", "grads"], doc, body)
 
     def update(self) -> str:
@@ -225,17 +250,20 @@ class ModuleWriter:
         return self.function("init", ["seed=0"], doc, lines)
 
     def init_state(self) -> str:
-        entries = state_entries(self.network.optimizer, list(self.network.params))
+        entries = state_entries(self.network.optimizer, list(self.network.trained))
         optimizer = self.network.optimizer.text
+        if self.counts_steps:
+            return self.function(
+                "init_state", ["p", "seed=0"],
+                f"Optimizer state for {optimizer}, all zeros, and dropout's seed and step "
+                f"count.", ["return {",
+                            *(f'    "{entry.name}": {_zeros(entry)},' for entry in entries),
+                            f'    "{RNG}": np.array([seed, 0], dtype=np.uint64),', "}"])
         if not entries:
             return self.function("init_state", ["p"], f"{optimizer} keeps no state.",
                                  ["return {}"])
         lines = ["return {"]
-        for entry in entries:
-            if entry.param is None:
-                lines.append(f'    "{entry.name}": np.zeros((), dtype=DTYPE),')
-            else:
-                lines.append(f'    "{entry.name}": np.zeros_like(p["{entry.param}"]),')
+        lines += [f'    "{entry.name}": {_zeros(entry)},' for entry in entries]
         lines.append("}")
         return self.function("init_state", ["p"], f"Optimizer state for {optimizer}, all zeros.",
                              lines)
@@ -255,7 +283,8 @@ class ModuleWriter:
             "",
             f"DTYPE = np.{self.dtype}",
             *dict_lines("PARAMS = ", {n: repr(i.shape) for n, i in net.params.items()}),
-            *dict_lines("INPUTS = ", {n: _shape_literal(s) for n, s in net.inputs.items()}),
+            *dict_lines("INPUTS = ", {n: _shape_literal(s) for n, s in net.inputs.items()
+                                      if not (self.counts_steps and n in net.masks)}),
             *dict_lines("TARGETS = ", {n: _shape_literal(s) for n, s in net.targets.items()}),
             f"OUTPUTS = {_tuple_literal(net.outputs)}",
         ]
@@ -270,15 +299,23 @@ class ModuleWriter:
         if self.graph.loss is not None:
             functions += [self.loss(), self.value_and_grad(), self.init_state(), self.step(),
                           self.apply_gradients(), self.update()]
-        errors = "\n".join([
+        helpers = [HELPERS[h] for h in helper_closure(self.helpers)]
+        parts = ["\n".join(self.header()), self.errors(), *helpers, *functions]
+        return "\n\n\n".join(parts) + "\n"
+
+    def errors(self) -> str:
+        return "\n".join([
             "class NonFiniteError(FloatingPointError):",
             '    """step or apply_gradients met a loss or gradient that is not finite, and '
             'changed',
             '    nothing."""',
         ])
-        helpers = [HELPERS[h] for h in helper_closure(self.helpers)]
-        parts = ["\n".join(self.header()), errors, *helpers, *functions]
-        return "\n\n\n".join(parts) + "\n"
+
+
+def _zeros(entry: StateEntry) -> str:
+    if entry.param is None:
+        return "np.zeros((), dtype=DTYPE)"
+    return f'np.zeros_like(p["{entry.param}"])'
 
 
 def _views_a_param(graph: Graph, i: int) -> bool:
