@@ -40,11 +40,15 @@ from __future__ import annotations
 import math
 import random
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 from hypothesis import strategies as st
+
+from bpcompile.graph.network import MaskInfo
+from bpcompile.runtime.randomness import draw_mask
 
 Dim = int | str
 Shape = tuple[Dim, ...]
@@ -416,7 +420,8 @@ def cross_entropy(z: Ex, t: Ex) -> Ex:
     top = z.hi - z.lo + math.log(n)
 
     def ev(env: Env) -> np.ndarray:
-        rows = -np.sum(_f(t.ev(env)) * log_softmax(z.ev(env), -1), axis=-1)
+        logs = log_softmax(z.ev(env), -1)   # z first: the order dropout's masks are drawn in
+        rows = -np.sum(_f(t.ev(env)) * logs, axis=-1)
         return np.mean(rows)
 
     return Ex(call_text("cross_entropy", [z.text, t.text]), ATOM, (), -top, top, ev,
@@ -576,6 +581,121 @@ def pooled(func: str, x: Ex, kernel: Shape, stride: Shape, padding: Shape,
               **_merge(x))
 
 
+# ------------------------------------------------- training and inference modes
+# SPEC, "Training and inference modes": dropout, batchnorm, layernorm and normalize. What
+# depends on the mode reads it from the Env, under a key no .bp name can take.
+
+MODE = "#mode"
+RUNNING_VAR_LOW = 0.5   # the random point's running variances lie in [0.5, 1.5]
+
+
+@dataclass
+class Mode:
+    """How the reference evaluates what depends on the mode. Inference: dropout is the
+    identity, batchnorm divides by the running statistics (buffers in the Env). Training:
+    dropout multiplies by the masks of `seed` and `step`, batchnorm by the batch's
+    statistics, which it records in `stats` for the buffers a step writes."""
+
+    training: bool = False
+    seed: int = 0
+    step: int = 0
+    masks: list[tuple[tuple[int, ...], float]] = field(default_factory=list)  # drawn: shape, p
+    # batchnorm's name -> the batch's mean and unbiased variance, per channel
+    stats: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+
+    def mask(self, shape: tuple[int, ...], rate: float) -> np.ndarray:
+        """The next dropout's mask. The compiler numbers dropouts (their `site`) in the order
+        it lowers them: statements in file order, in each the operands of an operator or
+        call left to right before the call itself. `Ex.ev` evaluates each occurrence in the
+        text once, in that order, so the k-th mask drawn here is the k-th site's."""
+        site = len(self.masks)
+        self.masks.append((shape, rate))
+        info = MaskInfo(f"site {site}", shape, rate, site, 0)
+        return draw_mask(info, shape, self.seed, self.step, np.dtype(np.float64))
+
+
+def dropout(a: Ex, rate_text: str, keyword: bool = False) -> Ex:
+    """dropout(a, p): the identity in inference mode; in training mode a times a mask of 0
+    (probability p) and 1 / (1 - p). The interval holds both."""
+    rate = float(rate_text)
+    scale = 0.0 if rate >= 1 else 1.0 / (1.0 - rate)
+    lo, hi = min(a.lo, a.lo * scale, 0.0), max(a.hi, a.hi * scale, 0.0)
+    text = call_text("dropout", [a.text], [("p", rate_text)]) if keyword else \
+        call_text("dropout", [a.text, rate_text])
+
+    def ev(env: Env) -> np.ndarray:
+        x = _f(a.ev(env))
+        mode: Mode = env[MODE]
+        if not mode.training or rate == 0:   # p = 0 draws no mask in either mode
+            return x
+        shape = sizes_in(a.shape, env)
+        return np.broadcast_to(x, shape) * mode.mask(shape, rate)
+
+    return Ex(text, ATOM, a.shape, lo, hi, ev, **_merge(a))
+
+
+def _spread(count: int) -> float:
+    """The largest |x - mean| / std over `count` values: sqrt(count - 1)."""
+    return math.sqrt(max(count - 1, 0))
+
+
+def normalized(x: Ex, axes: tuple[int, ...], eps: float, args: list[str],
+               keywords: list[tuple[str, str]]) -> Ex:
+    """normalize(x, ...) over `axes` (normalized, sorted): (x - mean) / sqrt(var + eps),
+    the variance the population's."""
+    top = _spread(math.prod(dim_size(x.shape[a]) for a in axes))
+
+    def ev(env: Env) -> np.ndarray:
+        v = _f(x.ev(env))
+        mean = np.mean(v, axis=axes, keepdims=True)
+        return (v - mean) / np.sqrt(np.var(v, axis=axes, keepdims=True) + eps)
+
+    return Ex(call_text("normalize", [x.text] + args, keywords), ATOM, x.shape, -top, top, ev,
+              **_merge(x))
+
+
+def layernorm_layer(name: str, x: Ex, eps: float, text: str) -> Ex:
+    """`name = layernorm(x, eps)`: normalize over the last axis, times name.gamma, plus
+    name.beta (torch.nn.LayerNorm)."""
+    top = _spread(dim_size(x.shape[-1])) * PARAM_BOUND + PARAM_BOUND
+
+    def ev(env: Env) -> np.ndarray:
+        v = _f(x.ev(env))
+        mean = np.mean(v, axis=-1, keepdims=True)
+        z = (v - mean) / np.sqrt(np.var(v, axis=-1, keepdims=True) + eps)
+        return z * _f(env[f"{name}.gamma"]) + _f(env[f"{name}.beta"])
+
+    return Ex(text, ATOM, x.shape, -top, top, ev, param=True, target=x.target)
+
+
+def batchnorm_layer(name: str, x: Ex, eps: float, text: str) -> Ex:
+    """`name = batchnorm(x, ...)` over x[N, C, ...] (torch.nn.BatchNorm1d/2d): in training
+    mode the batch's mean and biased variance over every axis but 1 (recorded, the variance
+    unbiased, for the buffers a step writes); in inference mode the running ones."""
+    axes = (0, *range(2, len(x.shape)))
+    trained = _spread(math.prod(dim_size(x.shape[a]) for a in axes))
+    running = (x.bound + PARAM_BOUND) / math.sqrt(RUNNING_VAR_LOW + eps)
+    top = max(trained, running) * PARAM_BOUND + PARAM_BOUND
+
+    def ev(env: Env) -> np.ndarray:
+        v = _f(x.ev(env))
+        mode: Mode = env[MODE]
+        per_channel = (1, -1) + (1,) * (v.ndim - 2)   # broadcasts against x
+        if mode.training:
+            mean = np.mean(v, axis=axes, keepdims=True)
+            var = np.var(v, axis=axes, keepdims=True)
+            count = v.size // v.shape[1]
+            mode.stats[name] = (mean.ravel(), var.ravel() * count / (count - 1))
+        else:
+            mean = _f(env[f"{name}.running_mean"]).reshape(per_channel)
+            var = _f(env[f"{name}.running_var"]).reshape(per_channel)
+        z = (v - mean) / np.sqrt(var + eps)
+        return z * _f(env[f"{name}.gamma"]).reshape(per_channel) + \
+            _f(env[f"{name}.beta"]).reshape(per_channel)
+
+    return Ex(text, ATOM, x.shape, -top, top, ev, param=True, target=x.target)
+
+
 # ---------------------------------------------------------------------- a program
 
 
@@ -606,6 +726,11 @@ class Case:
     other_sizes: dict[str, int] = field(default_factory=dict)    # for a second call
     # arrays of whole numbers (a gather's indices, class targets) -> how many they index
     indices: dict[str, int] = field(default_factory=dict)
+    # batchnorm's running statistics: in `point` beside the params, not trained
+    buffers: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    batchnorms: dict[str, float] = field(default_factory=dict)   # layer name -> momentum
+    # the arrays a layer declares with a fixed init (gamma ones, running_mean zeros, ...)
+    inits: dict[str, float] = field(default_factory=dict)
 
     def __repr__(self) -> str:
         sizes = ", ".join(f"{k}={v}" for k, v in self.sizes.items())
@@ -620,15 +745,33 @@ class Case:
     def _repr_pretty_(self, printer, cycle: bool) -> None:  # how hypothesis shows it
         printer.text(repr(self))
 
-    def evaluate(self, params: dict[str, np.ndarray],
-                 data: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], float | None]:
-        """Outputs and loss computed in NumPy from the generated expressions."""
-        env: Env = {**params, **data, **self.sizes}
+    @property
+    def modal(self) -> bool:
+        """Does anything depend on the mode? (Then training mode is checked apart.)"""
+        return "dropout(" in self.source or bool(self.batchnorms)
+
+    def evaluate(self, params: dict[str, np.ndarray], data: dict[str, np.ndarray],
+                 mode: Mode | None = None) -> tuple[dict[str, np.ndarray], float | None]:
+        """Outputs and loss computed in NumPy from the generated expressions, in `mode`
+        (inference when None); `params` holds the buffers too."""
+        env: Env = {**params, **data, **self.sizes, MODE: mode or Mode()}
         for name, ex in self.assignments:
             env[name] = _f(ex.ev(env))
         outputs = {n: _f(env[n]) for n in self.outputs}
         loss = None if self.loss is None else float(self.loss.ev(env))
         return outputs, loss
+
+    def buffers_after_step(self, params: dict[str, np.ndarray],
+                           stats: dict[str, tuple[np.ndarray, np.ndarray]]
+                           ) -> dict[str, np.ndarray]:
+        """The buffers a training step writes, from the batch statistics a training-mode
+        `evaluate` recorded: running = (1 - momentum) * running + momentum * batch."""
+        found = {}
+        for name, momentum in self.batchnorms.items():
+            for stat, batch in zip(("running_mean", "running_var"), stats[name]):
+                old = params[f"{name}.{stat}"]
+                found[f"{name}.{stat}"] = (1 - momentum) * old + momentum * batch
+        return found
 
 
 def concrete(shape: Shape, sizes: dict[str, int]) -> tuple[int, ...]:
@@ -657,6 +800,10 @@ def make_data(case: Case, point: bool = True) -> None:
     if point:
         case.point = {name: rng.uniform(-PARAM_BOUND, PARAM_BOUND, shape)
                       for name, shape in case.params.items()}
+        for name, shape in case.buffers.items():   # (drawn last: the params stay as they were)
+            low, high = (RUNNING_VAR_LOW, RUNNING_VAR_LOW + 1) if name.endswith("_var") \
+                else (-PARAM_BOUND, PARAM_BOUND)
+            case.point[name] = rng.uniform(low, high, shape)
 
 
 # ------------------------------------------------------------------- the generator
@@ -690,6 +837,19 @@ FEATURES = tuple(op for op in TENSOR_OPS if op not in ("spatial", "reduce", "res
 # before tensors of any rank; at 0.7 some 28% longer, but features go missing from it.
 FEATURED_SHARE = 1.0
 MAX_ITEM = 128   # [N, ...] of rank 3 or 4 is built as a reshape of [N, count] up to this
+
+# Training and inference modes. A share of networks also features one or two of these, in
+# statements drawn after all else from a generator seeded as FEATURES' is, so the networks
+# of the CI slice stay those drawn before the modes came (with statements added to some):
+# its time, and the coverage of the rest, stay comparable. Within those statements alone,
+# expressions hold dropout (MODE_WEIGHT) and normalize (half that) among their nodes.
+MODE_FEATURES = ("dropout", "batchnorm1d", "batchnorm2d", "layernorm", "normalize")
+MODE_SHARE = 0.3
+SECOND_MODE = 0.25   # of a featured network holding a second one
+MODE_WEIGHT = 0.8    # against some 20 for the other nodes
+DROPOUT_RATES = ("0.5", "0.1", "0.25", "0.2", "0.75", "0.3", "0", "1")
+EPS_TEXTS = ("1e-3", "0.01", "1e-5", "0.1")
+MOMENTUM_TEXTS = ("0.1", "0.2", "0.5", "0.9", "0", "1")
 TENSOR_WEIGHT = 0.2   # of an expression node being an op of tensors of any rank
 
 
@@ -717,6 +877,15 @@ class Generator:
         self.class_targets: dict[str, tuple[Shape, int]] = {}    # cross_entropy's classes
         self.features: list[str] = []    # drawn from FEATURES
         self.featured: list[str] = []    # the names assigned for them
+        # training and inference modes (see MODE_FEATURES)
+        self.mode_featured: list[str] = []   # the names assigned for them
+        self.buffers: dict[str, tuple[int, ...]] = {}
+        self.batchnorms: dict[str, float] = {}   # layer name -> momentum
+        self.inits: dict[str, float] = {}        # a layer's arrays of fixed init -> value
+        self.min_batch = 1   # batchnorm needs 2 or more values per channel (3 here: see there)
+        # While set, every draw comes from it instead of hypothesis, and expressions may hold
+        # dropout and normalize: the modes' statements are drawn so (see `networks`).
+        self.picker: random.Random | None = None
 
     # ---------------------------------------------------------------- choices
 
@@ -728,19 +897,50 @@ class Generator:
         return value
 
     def choice(self, options):
+        if self.picker is not None:
+            return self.picker.choice(list(options))
         return self.draw(st.sampled_from(list(options)))
 
     def integer(self, lo: int, hi: int) -> int:
+        if self.picker is not None:
+            return self.picker.randint(lo, hi)
         return self.draw(st.integers(lo, hi))
 
     def coin(self, p: float) -> bool:
         """True with probability p; shrinks to False."""
-        return self.draw(st.integers(0, 99)) >= 100 - round(100 * p)
+        return self.integer(0, 99) >= 100 - round(100 * p)
+
+    def permutation(self, items: Sequence) -> tuple:
+        if self.picker is not None:
+            return tuple(self.picker.sample(list(items), len(items)))
+        return tuple(self.draw(st.permutations(items)))
+
+    def distinct_integers(self, lo: int, hi: int, count: int) -> list[int]:
+        """`count` different integers from lo to hi, in increasing order."""
+        if self.picker is not None:
+            return sorted(self.picker.sample(range(lo, hi + 1), count))
+        return sorted(self.draw(st.lists(st.integers(lo, hi), min_size=count, max_size=count,
+                                         unique=True)))
+
+    def subset(self, items: list[int]) -> list[int]:
+        """A nonempty subset of `items` (different integers), in increasing order."""
+        if self.picker is not None:
+            return sorted(self.picker.sample(items, self.picker.randint(1, len(items))))
+        return sorted(self.draw(st.lists(st.sampled_from(items), min_size=1, unique=True)))
+
+    @contextmanager
+    def picking(self, picker: random.Random) -> Iterator[None]:
+        """Draws from `picker` (not hypothesis) within, and the modes' ops allowed."""
+        self.picker = picker
+        try:
+            yield
+        finally:
+            self.picker = None
 
     def weighted(self, options: list[tuple[float, object]]):
         """One of `options` (weight, value), shrinking to the first."""
         total = sum(w for w, _ in options)
-        pick = self.draw(st.integers(0, 999)) / 1000 * total
+        pick = self.integer(0, 999) / 1000 * total
         for weight, value in options:
             if pick < weight:
                 return value
@@ -1031,6 +1231,10 @@ class Generator:
                 options.append((0.7, "outer"))
             if shape == () and loss:
                 options.append((5, "loss"))
+            if self.picker is not None:   # in the modes' statements only (see `networks`)
+                options.append((MODE_WEIGHT, "dropout"))
+                if rank >= 1:
+                    options.append((MODE_WEIGHT / 2, "normalize"))
         kind = self.weighted(options)
         sub = depth - 1
         if kind == "leaf":
@@ -1067,6 +1271,10 @@ class Generator:
             return transpose(self.gen(shape[::-1], sub, tensor=True, **kw))
         if kind == "outer":
             return self.gen_outer(shape, sub, kw)
+        if kind == "dropout":
+            return self.gen_dropout(shape, sub, kw)
+        if kind == "normalize":
+            return self.gen_normalize(shape, sub, kw)
         return self.gen_loss(sub)
 
     def two(self, shape: Shape, depth: int, tensor: bool, kw) -> tuple[Ex, Ex]:
@@ -1533,8 +1741,7 @@ class Generator:
         axis = self.choice(axes)
         d = shape[axis]
         count = self.integer(2, min(3, d))
-        cuts = sorted(self.draw(st.lists(st.integers(1, d - 1), min_size=count - 1,
-                                         max_size=count - 1, unique=True)))
+        cuts = self.distinct_integers(1, d - 1, count - 1)
         sizes = [b - a for a, b in zip([0] + cuts, cuts + [d])]
         shapes = [shape[:axis] + (size,) + shape[axis + 1:] for size in sizes]
         if not all(self.constructible(s) for s in shapes):
@@ -1594,9 +1801,9 @@ class Generator:
         if rank < 2:
             return None
         if rank >= 3 and shape[0] == self.n:  # a batch keeps its axis in front
-            perm = (0,) + tuple(self.draw(st.permutations(range(1, rank))))
+            perm = (0,) + self.permutation(range(1, rank))
         else:
-            perm = tuple(self.draw(st.permutations(range(rank))))
+            perm = self.permutation(range(rank))
         if perm == tuple(range(rank)):
             return None
         source = tuple(shape[perm.index(j)] for j in range(rank))
@@ -1616,7 +1823,7 @@ class Generator:
         keepdims = bool(ones) and self.coin(0.3)
         source: list[Dim] = list(shape)
         if keepdims:
-            axes = sorted(self.draw(st.lists(st.sampled_from(ones), min_size=1, unique=True)))
+            axes = self.subset(ones)
             for a in axes:
                 source[a] = self.integer(2, 4) if func == "std" else self.small()
         else:
@@ -1646,7 +1853,7 @@ class Generator:
         else:
             x = self.gen(source_shape, depth, tensor=True, **kw)
         listed = [self.axis_text(a, len(source)) for a in axes]
-        listed = list(self.draw(st.permutations(listed)))
+        listed = list(self.permutation(listed))
         keywords = [("axis", "[" + ", ".join(listed) + "]")]
         if keepdims:
             keywords.append(("keepdims", "true"))
@@ -1816,7 +2023,7 @@ class Generator:
                 keywords.append((name, self.per_axis_text(values)))
         if groups > 1 or self.coin(0.2):
             keywords.append(("groups", str(groups)))
-        keywords = list(self.draw(st.permutations(keywords)))
+        keywords = list(self.permutation(keywords))
         func = "conv2d" if spatial == 2 else "conv1d"
         value = convolved(func, x, w, (stride, padding, dilation, groups), keywords, shape)
         if self.coin(0.4):  # a bias per output channel, broadcast over the spatial axes
@@ -1945,6 +2152,148 @@ class Generator:
                       self.param_ref(w), ids, ids_shape, 0)
         self.record(name, value)
 
+    # ------------------------------------------------- training and inference modes
+
+    def gen_dropout(self, shape: Shape, depth: int, kw) -> Ex:
+        x = self.gen(shape, depth, tensor=True, **kw)
+        return dropout(x, self.choice(DROPOUT_RATES), keyword=self.coin(0.2))
+
+    def norm_source(self, shape: Shape) -> Ex:
+        """A value for a norm to divide by its spread: one whose entries differ (a param or
+        data, see `varied`), now and then scaled by a param or dropped out. Not any
+        expression: one constant along the axes (a broadcast, a sum of equal terms) has a
+        spread of rounding noise, which the norm blows up by 1 / sqrt(eps) differently on
+        each backend. (Exact constants are fine: with a param zeroed the spread is 0.)"""
+        if self.constructible(shape):
+            x = self.varied(shape)
+        else:   # a batch when the network has no batch input yet: a new input
+            name = self.fresh(self.choice(["x", "inp"]))
+            self.pending.append(f"input {name}{self.dims_text(shape)}")
+            self.inputs[name] = shape
+            x = self.input_ref(name)
+        how = self.weighted([(3, "plain"), (1, "scaled"), (1, "dropout")])
+        if how == "scaled":   # by a factor constant along some axes: products stay exact
+            fixed = [s for s in self.partners(shape) if all(isinstance(d, int) for d in s)]
+            x = binop("*", x, self.param_of(self.choice(fixed)))
+        elif how == "dropout":
+            x = dropout(x, self.choice(DROPOUT_RATES))
+        return x
+
+    def eps_keyword(self) -> list[tuple[str, str]]:
+        return [("eps", self.choice(EPS_TEXTS))] if self.coin(0.4) else []
+
+    def gen_normalize(self, shape: Shape, depth: int, kw) -> Ex:
+        """normalize(x, axis, eps) over the default, one, a list of or every axis."""
+        x = self.norm_source(shape)
+        rank = len(shape)
+        how = self.weighted([(2, "default"), (2, "axis"), (1, "list"), (0.5, "all")])
+        axes: tuple[int, ...] = (rank - 1,)
+        spelled = None
+        if how == "axis":
+            axes = (self.integer(0, rank - 1),)
+            spelled = self.axis_text(axes[0], rank)
+        elif how == "list":
+            axes = tuple(self.subset(list(range(rank))))
+            listed = self.permutation([self.axis_text(a, rank) for a in axes])
+            spelled = "[" + ", ".join(listed) + "]"
+        elif how == "all":
+            axes, spelled = tuple(range(rank)), "None"
+        eps = self.eps_keyword()
+        value = float(eps[0][1]) if eps else 1e-5
+        if spelled is None:
+            return normalized(x, axes, value, [], eps)
+        if self.coin(0.3):   # positional
+            return normalized(x, axes, value, [spelled] + [v for _, v in eps], [])
+        return normalized(x, axes, value, [], [("axis", spelled)] + eps)
+
+    def layer_params(self, name: str, size: int, buffers: bool) -> None:
+        """What a norm layer declares: name.gamma (ones) and name.beta (zeros), and for
+        batchnorm the buffers name.running_mean (zeros) and name.running_var (ones)."""
+        for suffix, value in (("gamma", 1.0), ("beta", 0.0)):
+            self.params[f"{name}.{suffix}"] = (size,)
+            self.inits[f"{name}.{suffix}"] = value
+        if buffers:
+            for suffix, value in (("running_mean", 0.0), ("running_var", 1.0)):
+                self.buffers[f"{name}.{suffix}"] = (size,)
+                self.inits[f"{name}.{suffix}"] = value
+
+    def gen_layernorm(self) -> None:
+        name = self.fresh(self.choice(["ln", "norm"]))
+        shapes = [(self.feature(),), (self.small(), self.integer(2, 5)),
+                  (self.small(), self.small(), self.small())]
+        if self.batch_inputs():
+            shapes += [(self.n, self.feature()), (self.n, self.small(), self.integer(2, 4))]
+        x = self.norm_source(self.choice(shapes))
+        eps = self.eps_keyword()
+        if eps and self.coin(0.3):   # positional
+            text = call_text("layernorm", [x.text, eps[0][1]])
+        else:
+            text = call_text("layernorm", [x.text], eps)
+        self.layer_params(name, x.shape[-1], buffers=False)
+        value = float(eps[0][1]) if eps else 1e-5
+        self.record(name, layernorm_layer(name, x, value, text))
+
+    def gen_batchnorm(self, spatial: int) -> None:
+        """`name = batchnorm(x, momentum, eps)` over x[N, C] (spatial 0), x[N, C, L] (1) or
+        x[N, C, H, W] (2), x made from data so that it varies over the batch."""
+        name = self.fresh(self.choice(["bn", "norm"]))
+        sizes = tuple(self.integer(2, 4) for _ in range(spatial))
+        shape = (self.n, self.small(), *sizes)
+        x = self.squash(self.norm_source(shape), 3.0)
+        # Two values per channel are enough to normalize, but with two, near-equal data
+        # make a spread so small that central differences lose their precision: three.
+        self.min_batch = max(self.min_batch, math.ceil(3 / math.prod(sizes)))
+        options = []
+        momentum = 0.1
+        if self.coin(0.6):
+            text = self.choice(MOMENTUM_TEXTS)
+            options.append(("momentum", text))
+            momentum = float(text)
+        eps = 1e-5
+        if self.coin(0.5):
+            text = self.choice(EPS_TEXTS)
+            options.append(("eps", text))
+            eps = float(text)
+        if len(options) == 2 and self.coin(0.3):   # positional: momentum, then eps
+            text = call_text("batchnorm", [x.text] + [v for _, v in options])
+        else:
+            text = call_text("batchnorm", [x.text], list(self.permutation(options)))
+        self.layer_params(name, shape[1], buffers=True)
+        self.batchnorms[name] = momentum
+        self.record(name, batchnorm_layer(name, x, eps, text))
+
+    def bounded_term(self, e: Ex) -> Ex:
+        """A term of the loss reading `e`, its gradient checked, of magnitude 64 at most (a
+        sum over more would make `networks` squash the loss, a draw of hypothesis's)."""
+        value = unary(self.choice(["sin", "tanh"]), e)   # bounded by 1
+        small = math.prod(dim_size(d) for d in e.shape) <= 64
+        return reduce(self.choice(["sum", "mean"]) if small else "mean", value, None, False,
+                      [], [])
+
+    def gen_mode_featured(self, feature: str) -> None:
+        """A statement that surely holds `feature` (one of MODE_FEATURES); its value goes
+        into the loss (see networks)."""
+        if feature == "batchnorm1d":
+            self.gen_batchnorm(self.choice([0, 0, 1]))
+        elif feature == "batchnorm2d":
+            self.gen_batchnorm(2)
+        elif feature == "layernorm":
+            self.gen_layernorm()
+        else:
+            shape = self.choice([(self.feature(),), (self.small(), self.integer(2, 5)),
+                                 (self.small(), self.small(), self.small())]
+                                + ([(self.n, self.feature()), (self.n,),
+                                    (self.n, self.small(), self.small())]
+                                   if self.batch_inputs() else []))
+            depth = self.integer(0, 2)
+            kw = {"targets": False}
+            value = self.gen_dropout(shape, depth, kw) if feature == "dropout" else \
+                self.gen_normalize(shape, depth, kw)
+            if value.bound > BIG:
+                value = self.squash(value, BIG)
+            self.record(self.fresh(self.choice(["m", "drop", "v"])), value)
+        self.mode_featured.append(list(self.tensors)[-1])
+
     def optimizer(self) -> str:
         kind = self.choice(["sgd", "adam"])
         options: list[tuple[str, str]] = []
@@ -1970,7 +2319,7 @@ class Generator:
             options.append(("weight_decay", self.choice(["0.01", "1e-4", "0"])))
         if self.coin(0.3):
             options.append(("clip_norm", self.choice(["1.0", "0.5", "10"])))
-        order = self.draw(st.permutations(options))
+        order = self.permutation(options)
         return call_text(kind, [], list(order))
 
 
@@ -2111,13 +2460,27 @@ def networks(draw, loss: bool | None = None) -> Case:
     g.features = picker.sample(FEATURES, 1) if picker.random() < FEATURED_SHARE else []
     for feature in g.features:
         g.gen_featured(feature)
+    # The modes' statements come last, every draw from a generator of their own (so the
+    # hypothesis draws, and the networks without them, are those of before: MODE_FEATURES).
+    modes = random.Random(f"modes {g.trace}")
+    chosen = []
+    if modes.random() < MODE_SHARE:
+        chosen = [modes.choice(MODE_FEATURES) for _ in range(1 + (modes.random() < SECOND_MODE))]
+    with g.picking(modes):
+        for feature in chosen:
+            g.gen_mode_featured(feature)
     if output_stmt is None and g.featured:  # the default output: the last assigned name
         outputs = (g.featured[-1],)
+    if output_stmt is None and g.mode_featured:
+        outputs = (g.mode_featured[-1],)
     if loss_ex is not None:
         for name in g.featured:  # so the featured ops' gradients are checked
             value = unary(g.choice(["sin", "tanh"]), g.tensors[name])   # bounded by 1
             term = reduce(g.choice(["sum", "mean"]), value, None, False, [], [])
             loss_ex = binop("+", loss_ex, term)
+        with g.picking(modes):
+            for name in g.mode_featured:
+                loss_ex = binop("+", loss_ex, g.bounded_term(g.tensors[name]))
         if "class target" in g.features and g.batch_inputs():
             classes = g.integer(2, 5)
             z = g.gen((g.n, classes), g.integer(1, 2), tensor=True)
@@ -2158,13 +2521,16 @@ def networks(draw, loss: bool | None = None) -> Case:
     if g.extra_symbol is not None:
         sizes["M"] = draw(st.integers(1, 3))
         other_sizes["M"] = draw(st.integers(1, 3))
+    for each in (sizes, other_sizes):   # batchnorm's values per channel (see gen_batchnorm)
+        each[g.n] = max(each[g.n], g.min_batch)
     inputs = {**g.inputs, **{n: s for n, (s, _) in g.index_inputs.items()}}
     targets = {**g.targets, **{n: (s, "class") for n, (s, _) in g.class_targets.items()}}
     indices = {n: k for n, (_, k) in {**g.index_inputs, **g.class_targets}.items()}
     case = Case(source=source, params=dict(g.params), inputs=inputs, targets=targets,
                 outputs=outputs, assignments=g.assignments, loss=loss_ex,
                 optimizer=optimizer, sizes=sizes, seed=data_seed,
-                indices=indices)
+                indices=indices, buffers=dict(g.buffers), batchnorms=dict(g.batchnorms),
+                inits=dict(g.inits))
     make_data(case)
     case.other_sizes = other_sizes
     return case

@@ -44,13 +44,17 @@ def check_step_is_value_and_grad_then_apply(net: bpc.CompiledNet, data: dict) ->
     p_step = net.init(seed=3)
     s_step = net.init_state(p_step)
     p_apply, s_apply = copies(p_step), copies(s_step)
+    buffers = {name: p_step[name].copy() for name in net.buffers}
     for _ in range(3):
         loss = net.step(p_step, s_step, **data)
-        value, grads = net.value_and_grad(p_apply, **data)
+        # dropout's masks: those of the step count in the state, which both paths advance
+        value, grads = net.value_and_grad(p_apply, state=s_apply, **data)
         assert value == loss
         net.apply_gradients(p_apply, s_apply, grads)
-        for name in p_step:
+        for name in net.params:
             np.testing.assert_array_equal(p_apply[name], p_step[name], err_msg=name)
+        for name, before in buffers.items():   # batch norm's statistics need the batch
+            np.testing.assert_array_equal(p_apply[name], before, err_msg=name)
         for name in s_step:
             np.testing.assert_array_equal(s_apply[name], s_step[name], err_msg=name)
 

@@ -165,7 +165,7 @@ def test_show_prints_every_param(tmp_path: Path, example: Path) -> None:
     net = bpc.compile_file(example)
     found = sections(result.stdout)
     assert list(found) == list(net.params)
-    lines = gradient_lines(net.code())
+    lines = gradient_lines(net.code(training=True))   # the mode value_and_grad runs
     for name, shape in net.params.items():
         header = found[name].split("\n")[0]
         assert header.startswith(f"param {name} [{', '.join(map(str, shape))}]")

@@ -90,6 +90,26 @@ def test_a_sum_loss_on_the_llvm_backend(client) -> None:
     assert_same_run(spread, alone)
 
 
+def test_dropout_draws_the_masks_of_one_process(client) -> None:
+    """Each share draws its rows' part of the whole batch's masks, keyed by where the rows
+    sit in the (shuffled) batch, so the params equal one process's."""
+    net = bpc.compile(NET.replace("h @ W2", "dropout(h, 0.4) @ W2")
+                      + "optimize sgd(lr=0.1, momentum=0.9)\n")
+    arrays = data()
+    alone = bpc.train(net, arrays, epochs=2, batch_size=32, seed=6)
+    spread = cluster.train_on_cluster(client, net, chunked(arrays, (40, 77, 33)), epochs=2,
+                                      batch_size=32, seed=6)
+    assert_same_run(spread, alone)
+    assert alone.state["rng"][1] == 2 * 5  # 150 rows in batches of 32: 5 steps an epoch
+
+
+def test_batchnorm_is_refused_not_silently_different(client) -> None:
+    net = bpc.compile("input x[N, 6]\ntarget t[N, 3]\nh = batchnorm(x)\n"
+                      "y = dense(h, 3)\nloss mse(y, t)\n")
+    with pytest.raises(bpc.BPError, match="batch norm is not supported yet"):
+        cluster.train_on_cluster(client, net, chunked(data(), (75, 75)), epochs=1)
+
+
 def test_shares_add_up_to_the_whole_batch(client) -> None:
     """The tree reduction of per-chunk shares against value_and_grad on all the rows."""
     net = bpc.compile(NET)

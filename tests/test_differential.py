@@ -13,7 +13,10 @@ For each network, oracles in turn:
 - central finite differences in float64, written here, for the gradient at the random point:
   entry by entry (a sample of large params) and along one random direction through all;
 - a second batch size with data in views that are not contiguous, after which the first
-  calls give the same results again, and the arrays they returned are unchanged.
+  calls give the same results again, and the arrays they returned are unchanged;
+- for a network with dropout or batchnorm (see bp_strategies.MODE_FEATURES), all of the
+  above in training mode as well: the reference draws the masks of the seed and step count
+  in the state with SPEC's generator, and writes the running statistics a step must write.
 
 Examples are derandomized so CI is reproducible. A longer run:
     BPCOMPILE_FUZZ_EXAMPLES=2000 BPCOMPILE_FUZZ_SEED=1 python -m pytest tests/test_differential.py
@@ -29,10 +32,11 @@ import traceback
 
 import numpy as np
 import pytest
-from bp_strategies import Case, networks
+from bp_strategies import Case, Mode, networks
 from hypothesis import HealthCheck, given, note, seed, settings
 
 import bpcompile as bpc
+from bpcompile.runtime.randomness import RNG
 
 BACKENDS = ("numpy", "llvm")
 EXAMPLES = int(os.environ.get("BPCOMPILE_FUZZ_EXAMPLES", "80"))  # CI; long runs set more
@@ -175,6 +179,22 @@ def reference_step(text: str, p: dict, s: dict, g: dict) -> tuple[dict, dict]:
     return p, s
 
 
+def expected_step(case: Case, p: dict, s: dict, grads: dict) -> tuple[dict, dict, dict]:
+    """A training step's params and state by PyTorch's rules, and the running statistics
+    it writes (torch.nn.BatchNorm's update, from the batch the reference normalizes)."""
+    trained = {n: v for n, v in p.items() if n in case.params}
+    optimizer_state = {n: v for n, v in s.items() if n != RNG}
+    new_params, new_state = reference_step(case.optimizer, trained, optimizer_state, grads)
+    if RNG in s:   # the step counts itself
+        new_state[RNG] = s[RNG] + np.array([0, 1], dtype=np.uint64)
+    buffers = {}
+    if case.buffers:
+        mode = training_mode(s)
+        case.evaluate(p, case.data, mode)
+        buffers = case.buffers_after_step(p, mode.stats)
+    return new_params, new_state, buffers
+
+
 def step_sensitivity(text: str) -> float:
     """How far a step moves a param per unit change of its gradient, at most. Adam divides
     by sqrt(v) + eps: a gradient that cancels to rounding noise (far below eps) moves its
@@ -196,7 +216,7 @@ def compile_all(case: Case, backends) -> dict[str, bpc.CompiledNet]:
         except bpc.BPError as error:
             pytest.fail(f"a valid program does not compile on {backend}:\n{error}")
     for net in nets.values():
-        assert net.params == case.params
+        assert net.params == case.params and net.buffers == case.buffers
         assert set(net.inputs) == set(case.inputs) and set(net.targets) == set(case.targets)
         assert net.outputs == case.outputs
     if len(nets) == 2:
@@ -207,31 +227,76 @@ def compile_all(case: Case, backends) -> dict[str, bpc.CompiledNet]:
 
 def check_init(nets: dict[str, bpc.CompiledNet], case: Case) -> dict[str, np.ndarray]:
     inits = {b: net.init(seed=case.seed % 1000) for b, net in nets.items()}
-    for name, shape in case.params.items():
+    for name, shape in {**case.params, **case.buffers}.items():
         for init in inits.values():
             assert init[name].shape == shape and init[name].dtype == np.float64
             assert init[name].flags.c_contiguous
             assert np.array_equal(init[name], inits["numpy"][name]), name
+        if name in case.inits:   # gamma ones, beta zeros, running_var ones, ...
+            assert np.all(inits["numpy"][name] == case.inits[name]), name
     return inits["numpy"]
 
 
-def check_forward(nets, case: Case, p: dict[str, np.ndarray], reference: bool) -> dict:
+# ------------------------------------------------------------- training mode's state
+
+TRAINING_STEP = 5   # the step count in the states the training-mode checks start from
+
+
+def training_states(nets, case: Case) -> dict[str, dict[str, np.ndarray]]:
+    """Fresh states of the data seed, their step count (dropout's) at TRAINING_STEP."""
+    states = {}
+    for backend, net in nets.items():
+        states[backend] = net.init_state(seed=case.seed % 1000)
+        if RNG in states[backend]:
+            states[backend][RNG][1] = TRAINING_STEP
+    return states
+
+
+def training_mode(state: dict[str, np.ndarray] | None) -> Mode:
+    """The reference's training mode for a call given `state` (None: seed 0, step 0)."""
+    if state is None or RNG not in state:
+        return Mode(training=True)
+    return Mode(training=True, seed=int(state[RNG][0]), step=int(state[RNG][1]))
+
+
+def check_forward(nets, case: Case, p: dict[str, np.ndarray], reference: bool,
+                  states: dict | None = None) -> dict:
+    """The outputs in inference mode, or with `states` in training mode."""
     inputs = data_for(case, case.inputs)
-    outs = {b: net.forward(p, **inputs) for b, net in nets.items()}
+    training = states is not None
+    outs = {b: net.forward(p, training=training, state=states[b] if training else None,
+                           **inputs) for b, net in nets.items()}
+    mode = f"{'training' if training else 'inference'} mode"
     if "llvm" in nets:
-        assert_all_close(outs["llvm"], outs["numpy"], "forward (llvm vs numpy)")
+        assert_all_close(outs["llvm"], outs["numpy"], f"forward (llvm vs numpy, {mode})")
     if reference:
-        expected, _ = case.evaluate(p, case.data)
-        assert_all_close(outs["numpy"], expected, "forward (numpy vs NumPy from SPEC)",
-                         REFERENCE_RTOL)
+        expected, _ = case.evaluate(p, case.data,
+                                    training_mode(states["numpy"]) if training else None)
+        assert_all_close(outs["numpy"], expected, f"forward (numpy vs NumPy from SPEC, "
+                         f"{mode})", REFERENCE_RTOL)
     return outs
 
 
-def check_loss_and_grad(nets, case: Case, p: dict[str, np.ndarray],
-                        reference: bool) -> dict[str, tuple[float, dict[str, np.ndarray]]]:
+def check_inference_loss(nets, case: Case, p: dict[str, np.ndarray]) -> None:
+    """A modal network's loss in inference mode (value_and_grad's is training mode's)."""
+    losses = {b: net.loss(p, **case.data) for b, net in nets.items()}
+    if "llvm" in nets:
+        assert_close(losses["llvm"], losses["numpy"], "loss (llvm vs numpy, inference mode)",
+                     scale_of(losses["numpy"]))
+    _, expected = case.evaluate(p, case.data)
+    assert_close(losses["numpy"], expected, "loss (numpy vs NumPy from SPEC, inference mode)",
+                 max(abs(expected), 1e-3 * case.loss.bound), REFERENCE_RTOL)
+
+
+def check_loss_and_grad(nets, case: Case, p: dict[str, np.ndarray], reference: bool,
+                        states: dict | None = None
+                        ) -> dict[str, tuple[float, dict[str, np.ndarray]]]:
+    """Training mode's loss and gradient, dropout's masks those of `states` (None: seed 0
+    and step 0); `loss` with training=True must give value_and_grad's loss."""
     data = case.data
-    losses = {b: net.loss(p, **data) for b, net in nets.items()}
-    values = {b: net.value_and_grad(p, **data) for b, net in nets.items()}
+    state = {b: None if states is None else states[b] for b in nets}
+    losses = {b: net.loss(p, training=True, state=state[b], **data) for b, net in nets.items()}
+    values = {b: net.value_and_grad(p, state=state[b], **data) for b, net in nets.items()}
     for backend in nets:
         assert isinstance(losses[backend], float)
         value, grads = values[backend]
@@ -245,16 +310,19 @@ def check_loss_and_grad(nets, case: Case, p: dict[str, np.ndarray],
                      scale_of(losses["numpy"]))
         assert_all_close(values["llvm"][1], values["numpy"][1], "gradient (llvm vs numpy)")
     if reference:
-        _, expected = case.evaluate(p, data)
+        _, expected = case.evaluate(p, data, training_mode(state["numpy"]))
         assert_close(losses["numpy"], expected, "loss (numpy vs NumPy from SPEC)",
                      max(abs(expected), 1e-3 * case.loss.bound), REFERENCE_RTOL)
     return values
 
 
-def finite_difference(net, p, data, direction: dict, h: float, order: int) -> float:
+def finite_difference(net, p, data, direction: dict, h: float, order: int,
+                      state: dict | None = None) -> float:
+    """Of the training-mode loss, dropout's masks those of `state` (fixed, so the loss is
+    a smooth function of the params between kinks)."""
     def at(k: float) -> float:
         return net.loss({n: v + k * h * direction[n] if n in direction else v
-                         for n, v in p.items()}, **data)
+                         for n, v in p.items()}, training=True, state=state, **data)
 
     if order == 4:
         return (-at(2) + 8 * at(1) - 8 * at(-1) + at(-2)) / (12 * h)
@@ -262,14 +330,14 @@ def finite_difference(net, p, data, direction: dict, h: float, order: int) -> fl
 
 
 def check_finite_differences(net, case: Case, p: dict[str, np.ndarray], loss: float,
-                             grads: dict[str, np.ndarray]) -> None:
+                             grads: dict[str, np.ndarray], state: dict | None = None) -> None:
     scale = max(1.0, abs(loss), scale_of(grads))
     rng = np.random.default_rng(case.seed % 2**32)
 
     def agrees(analytic: float, direction: dict, size: float, what: str) -> None:
         tried = []
         for h, order in FD_STEPS:
-            numeric = finite_difference(net, p, case.data, direction, h * size, order)
+            numeric = finite_difference(net, p, case.data, direction, h * size, order, state)
             tried.append(numeric)
             norm = math.sqrt(sum(float(np.sum(u**2)) for u in direction.values()))
             if abs(analytic - numeric) <= FD_RTOL * max(abs(analytic), abs(numeric)) + \
@@ -278,7 +346,8 @@ def check_finite_differences(net, case: Case, p: dict[str, np.ndarray], loss: fl
         pytest.fail(f"{what}: gradient {analytic!r}, finite differences {tried} "
                     f"(steps {[h for h, _ in FD_STEPS]})")
 
-    for name, value in p.items():
+    trained = {n: v for n, v in p.items() if n in case.params}   # not the buffers
+    for name, value in trained.items():
         flat = np.arange(value.size)
         if value.size > FD_MAX_ENTRIES:
             flat = rng.choice(value.size, FD_MAX_ENTRIES, replace=False)
@@ -288,9 +357,9 @@ def check_finite_differences(net, case: Case, p: dict[str, np.ndarray], loss: fl
             unit[index] = 1.0
             agrees(float(grads[name][index]), {name: unit},
                    max(1.0, abs(float(value[index]))), f"d loss / d {name}{list(index)}")
-    if p:  # one direction through every param at once
-        u = {n: rng.standard_normal(v.shape) for n, v in p.items()}
-        agrees(float(sum(np.sum(u[n] * grads[n]) for n in p)), u, 1.0,
+    if trained:  # one direction through every param at once
+        u = {n: rng.standard_normal(v.shape) for n, v in trained.items()}
+        agrees(float(sum(np.sum(u[n] * grads[n]) for n in trained)), u, 1.0,
                "along a random direction")
 
 
@@ -302,19 +371,23 @@ def check_steps(nets, case: Case, p0: dict[str, np.ndarray]) -> None:
     comparable. Adam moves a param whose gradient is rounding noise (1e-17 on one backend,
     0 on the other) by lr / eps times that noise, and the moved param changes the next
     gradient, so two correct backends part ever faster (found at seed 1, with a loss of
-    binary_cross_entropy(sigmoid(w), sigmoid(w)), whose gradient at w = 0 is exactly 0)."""
+    binary_cross_entropy(sigmoid(w), sigmoid(w)), whose gradient at w = 0 is exactly 0).
+
+    Steps are in training mode: dropout draws the masks of the state's seed and step
+    count, which each step advances, and batchnorm writes its running statistics."""
     data = case.data
     compare = "llvm" in nets
     p = {b: {n: v.copy() for n, v in p0.items()} for b in nets}
-    s = {b: net.init_state(p[b]) for b, net in nets.items()}
+    s = training_states(nets, case)
     sensitivity = step_sensitivity(case.optimizer)
     for k in range(STEPS):
         for b in nets:
             p[b] = {n: v.copy() for n, v in p["numpy"].items()}
             s[b] = {n: v.copy() for n, v in s["numpy"].items()}
-        before = {b: net.loss(p[b], **data) for b, net in nets.items()}
-        _, grads = nets["numpy"].value_and_grad(p["numpy"], **data)
-        expected = reference_step(case.optimizer, p["numpy"], s["numpy"], grads)
+        before = {b: net.loss(p[b], training=True, state=s[b], **data)
+                  for b, net in nets.items()}
+        _, grads = nets["numpy"].value_and_grad(p["numpy"], state=s["numpy"], **data)
+        expected = expected_step(case, p["numpy"], s["numpy"], grads)
         # rounding noise in the gradient, times its effect on the step
         slack = sensitivity * STEP_GRADIENT_NOISE * max(1.0, scale_of(grads, before["numpy"]))
         results: dict[str, object] = {}
@@ -334,8 +407,12 @@ def check_steps(nets, case: Case, p0: dict[str, np.ndarray]) -> None:
         for b in nets:
             assert results[b] == pytest.approx(before[b], rel=1e-12, abs=1e-300), \
                 f"{b} step {k} returns the loss before the update"
-        assert_all_close(p["numpy"], expected[0], f"params after step {k} (numpy vs "
+        trained = {n: v for n, v in p["numpy"].items() if n in case.params}
+        assert_all_close(trained, expected[0], f"params after step {k} (numpy vs "
                          f"PyTorch's rule)", atol=slack)
+        buffers = {n: v for n, v in p["numpy"].items() if n in case.buffers}
+        assert_all_close(buffers, expected[2], f"running statistics after step {k} (numpy "
+                         f"vs NumPy from SPEC)", REFERENCE_RTOL)
         assert_all_close(s["numpy"], expected[1], f"state after step {k} (numpy vs "
                          f"PyTorch's rule)")
         if compare:
@@ -376,28 +453,35 @@ def with_zeros(case: Case) -> dict[str, np.ndarray]:
     two different computations, as x @ ones against sum(x) at a network's init, are
     decided by rounding: that point is not compared.)"""
     rng = np.random.default_rng((case.seed + 2) % 2**32)
-    names = [n for n in case.point if rng.random() < 0.4] or list(case.point)[:1]
+    names = [n for n in case.params if rng.random() < 0.4] or list(case.params)[:1]
     return {n: np.zeros_like(v) if n in names else v for n, v in case.point.items()}
 
 
 def check_case(case: Case, backends=BACKENDS) -> None:
     nets = compile_all(case, backends)
     check_init(nets, case)
+    # a modal network's training-mode checks: dropout's masks of a seed and a step count
+    states = training_states(nets, case) if case.modal else None
     first: dict = {}
     for label, p, random_point in (("random point", case.point, True),
                                    ("random point with zeros", with_zeros(case), False)):
         note(f"checking at the {label}")
         outs = check_forward(nets, case, p, reference=True)
+        if case.modal:
+            check_forward(nets, case, p, reference=True, states=states)
         if random_point:
             first = {f"forward {b}": outs[b] for b in nets}
         if case.loss is None:
             continue
-        values = check_loss_and_grad(nets, case, p, reference=True)
+        if case.modal:
+            check_inference_loss(nets, case, p)
+        values = check_loss_and_grad(nets, case, p, reference=True, states=states)
         loss, grads = values["numpy"]
         if random_point:
             first.update({f"value_and_grad {b}": values[b] for b in nets})
             if math.isfinite(loss):  # finite differences only away from kinks
-                check_finite_differences(nets["numpy"], case, p, loss, grads)
+                check_finite_differences(nets["numpy"], case, p, loss, grads,
+                                         None if states is None else states["numpy"])
         check_steps(nets, case, p)
     kept = snapshot(first)
 
@@ -416,7 +500,8 @@ def check_case(case: Case, backends=BACKENDS) -> None:
     for b, net in nets.items():
         again[f"forward {b}"] = net.forward(case.point, **data_for(case, case.inputs))
         if case.loss is not None:
-            again[f"value_and_grad {b}"] = net.value_and_grad(case.point, **case.data)
+            again[f"value_and_grad {b}"] = net.value_and_grad(
+                case.point, state=None if states is None else states[b], **case.data)
     assert_same(again, kept, "the same call again")
 
 

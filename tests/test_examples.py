@@ -89,18 +89,24 @@ def test_example_training_lowers_the_loss(path: Path, backend: str) -> None:
     p = net.init(seed=0)
     s = net.init_state(p)
     data = random_data(net, n=16, seed=2)
+    # step's loss is training mode's (dropout's masks of the state's step count); the loss
+    # that must fall is inference mode's (the running statistics batch norm learns)
+    assert net.loss(p, training=True, state=s, **data) == net.step(
+        {n: v.copy() for n, v in p.items()}, {n: v.copy() for n, v in s.items()}, **data)
     first = net.loss(p, **data)
     losses = [net.step(p, s, **data) for _ in range(30)]
-    assert losses[0] == first
     last = net.loss(p, **data)
     assert np.isfinite(last)
     assert last < first, f"{path.name}: loss {first} -> {last}"
     assert min(losses[1:]) < losses[0]
 
 
-def _close(a: np.ndarray, b: np.ndarray, what: str) -> None:
+def _close(a: np.ndarray, b: np.ndarray, what: str, scale: float = 0.0) -> None:
+    """Within F32_RTOL of b's largest entry, or of `scale` (the largest of the call's
+    arrays) when more: a gradient that is 0 in exact math (a bias before batch norm) is
+    rounding noise of the others' size."""
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    scale = max(float(np.max(np.abs(b))), 1e-30)
+    scale = max(float(np.max(np.abs(b))), scale, 1e-30)
     np.testing.assert_allclose(a, b, rtol=F32_RTOL, atol=F32_RTOL * scale, err_msg=what)
 
 
@@ -119,16 +125,25 @@ def test_example_float32_agrees_with_float64(path: Path, backend: str) -> None:
     l32, g32 = n32.value_and_grad(p32, **data)
     l64, g64 = n64.value_and_grad(p64, **data)
     assert l32 == pytest.approx(l64, rel=F32_RTOL)
-    assert n32.loss(p32, **data) == pytest.approx(l64, rel=F32_RTOL)
+    assert n32.loss(p32, training=True, **data) == pytest.approx(l64, rel=F32_RTOL)
+    assert n32.loss(p32, **data) == pytest.approx(n64.loss(p64, **data), rel=F32_RTOL)
     for name in g64:
         assert g32[name].dtype == np.float32
-        _close(g32[name], g64[name], f"{path.name} gradient {name}")
+        _close(g32[name], g64[name], f"{path.name} gradient {name}",
+               max(float(np.max(np.abs(g))) for g in g64.values()))
     s32, s64 = n32.init_state(p32), n64.init_state(p64)
     for _ in range(3):
         a, b = n32.step(p32, s32, **data), n64.step(p64, s64, **data)
         assert a == pytest.approx(b, rel=F32_RTOL)
+    # A param whose gradient is 0 in exact math (a bias before batch norm: the norm takes
+    # the mean out) has rounding noise for a gradient, which Adam scales up to full steps
+    # that differ between dtypes; what it holds is irrelevant to the network, but the
+    # running mean after it follows it (test_modes checks buffers against PyTorch).
+    scale = max(float(np.max(np.abs(g))) for g in g64.values())
     for name in p64:
         assert p32[name].dtype == np.float32
+        if name in n64.buffers or np.max(np.abs(g64[name])) < 1e-9 * scale:
+            continue
         _close(p32[name], p64[name], f"{path.name} param {name} after 3 steps")
 
 

@@ -25,6 +25,7 @@ import bpcompile as bpc
 from bpcompile.backends.numpy.helpers import HELPERS
 from bpcompile.graph.naming import Naming
 from bpcompile.inspect.show import describe
+from bpcompile.runtime import randomness
 
 
 def _softmax(x, axis=-1):
@@ -160,12 +161,14 @@ def evaluate(net: bpc.CompiledNet, p: dict, data: dict) -> dict[str, np.ndarray]
             assert readable(identifier, written), (identifier, f"{name} = {expr}")
         with np.errstate(all="ignore"):
             env[name] = eval(expr, {"__builtins__": {}}, env)  # noqa: S307
-    return {param: np.asarray(env[f"d_{naming[i].code}"])
-            for param, i in graph.params.items()}
+    return {param: np.asarray(env[f"d_{naming[graph.params[param]].code}"])
+            for param in graph.trained}
 
 
 def assert_show_is_the_gradient(net: bpc.CompiledNet, p: dict, data: dict) -> None:
-    _, grads = net.value_and_grad(p, **data)
+    # dropout's masks are arrays the printed math reads; value_and_grad draws them itself
+    _, grads = net.value_and_grad(p, **{n: v for n, v in data.items()
+                                        if n not in net.signature.masks})
     shown = evaluate(net, p, data)
     for name, grad in grads.items():
         scale = max(1.0, float(np.max(np.abs(grad), initial=0.0)))
@@ -176,6 +179,7 @@ def assert_show_is_the_gradient(net: bpc.CompiledNet, p: dict, data: dict) -> No
 def random_point(net: bpc.CompiledNet, seed: int, batch: int = 3) -> tuple[dict, dict]:
     rng = np.random.default_rng(seed)
     p = {n: rng.uniform(-1, 1, size=s) for n, s in net.params.items()}
+    p.update({n: rng.uniform(0.5, 1.5, size=s) for n, s in net.buffers.items()})
     data = {}
     for name, shape in net.network.data.items():
         concrete = tuple(batch if isinstance(d, str) else d for d in shape)
@@ -185,7 +189,15 @@ def random_point(net: bpc.CompiledNet, seed: int, batch: int = 3) -> tuple[dict,
         elif name in net.targets and concrete:  # rows summing to 1 suit every loss
             values = values / np.sum(values, axis=-1, keepdims=True)
         data[name] = values
-    return p, data
+    return p, with_masks(net, data)
+
+
+def with_masks(net: bpc.CompiledNet, data: dict) -> dict:
+    """data and the masks value_and_grad draws with no state (seed 0, step 0)."""
+    sizes = {d: np.shape(data[name])[axis] for name, shape in net.network.data.items()
+             if name in data for axis, d in enumerate(shape) if isinstance(d, str)}
+    masks = randomness.draw_masks(net.signature.masks, sizes, None, np.dtype(np.float64))
+    return {**data, **masks}
 
 
 @pytest.mark.parametrize("example", example_paths(), ids=lambda p: p.name)
@@ -270,5 +282,5 @@ def test_the_adjoint_of_x_is_not_the_users_d_x() -> None:
 @given(case=networks(loss=True))
 def test_show_of_random_networks_evaluates_to_the_gradient(case: Case) -> None:
     net = bpc.compile(case.source)
-    data = {n: case.data[n] for n in net.network.data}
-    assert_show_is_the_gradient(net, dict(case.point), data)
+    data = {n: case.data[n] for n in net.network.data if n not in net.signature.masks}
+    assert_show_is_the_gradient(net, dict(case.point), with_masks(net, data))
