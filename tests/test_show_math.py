@@ -83,7 +83,7 @@ FUNCTIONS = {
     "erf": np.vectorize(math.erf, otypes=[float]), "logaddexp": np.logaddexp,
     "hypot": np.hypot, "atan2": np.arctan2, "clip": np.clip, "floor": np.floor,
     "ceil": np.ceil, "round": np.round, "prod": np.prod, "transpose": np.transpose,
-    "concatenate": np.concatenate, "argmax": np.argmax, "s_": np.s_,
+    "concatenate": np.concatenate, "argmax": np.argmax, "s_": np.s_, "mean": np.mean,
 }
 # The helpers show's math calls for the structural ops (conv, conv_transpose, correlate,
 # the pools, onehot, take, scatter_add, unslice): the generated module's own definitions,
@@ -142,6 +142,14 @@ def equations(text: str) -> list[tuple[str, str]]:
 
 def evaluate(net: bpc.CompiledNet, p: dict, data: dict) -> dict[str, np.ndarray]:
     """Run what `show` prints; each param's printed gradient, by param name."""
+    naming = Naming(net.compiled.graph)
+    _, env = run_show(net, p, data)
+    return {param: np.asarray(env[f"d_{naming[net.compiled.graph.params[param]].code}"])
+            for param in net.compiled.graph.trained}
+
+
+def run_show(net: bpc.CompiledNet, p: dict, data: dict) -> tuple[str, dict[str, object]]:
+    """What `show` prints, and the values of its equations run in order."""
     text = describe(net)
     naming = Naming(net.compiled.graph)
     graph = net.compiled.graph
@@ -161,8 +169,7 @@ def evaluate(net: bpc.CompiledNet, p: dict, data: dict) -> dict[str, np.ndarray]
             assert readable(identifier, written), (identifier, f"{name} = {expr}")
         with np.errstate(all="ignore"):
             env[name] = eval(expr, {"__builtins__": {}}, env)  # noqa: S307
-    return {param: np.asarray(env[f"d_{naming[graph.params[param]].code}"])
-            for param in graph.trained}
+    return text, env
 
 
 def assert_show_is_the_gradient(net: bpc.CompiledNet, p: dict, data: dict) -> None:
@@ -284,3 +291,68 @@ def test_show_of_random_networks_evaluates_to_the_gradient(case: Case) -> None:
     net = bpc.compile(case.source)
     data = {n: case.data[n] for n in net.network.data if n not in net.signature.masks}
     assert_show_is_the_gradient(net, dict(case.point), with_masks(net, data))
+
+
+NORMALIZATIONS = {
+    "batchnorm": """
+input x[N, 2]
+target t[N, 3]
+h = dense(x, 3)
+z = batchnorm(h)
+loss mse(sigmoid(z), t)
+""",
+    "batchnorm 2-D": """
+input x[N, 2, 4, 4]
+target t[N, 3, 4, 4]
+param K[3, 2, 3, 3] = normal(0.3)
+h = conv2d(x, K, padding=1)
+y = batchnorm(h)
+loss mse(tanh(y), t)
+""",
+    "layernorm and normalize": """
+input x[N, 4]
+target t[N, 4]
+h = dense(x, 4)
+y = layernorm(h)
+v = tanh(y)
+u = normalize(v, axis=1)
+loss mse(u * u, t)
+""",
+}
+
+
+def textbook_sections(text: str) -> list[list[tuple[str, str]]]:
+    """The equations of each `textbook form of the input gradient` section."""
+    sections: list[list[tuple[str, str]]] = []
+    inside = False
+    for line in text.splitlines():
+        if not line.startswith("    "):
+            inside = line.startswith("  textbook form of the input gradient")
+            if inside:
+                sections.append([])
+        elif inside and (match := EQUATION.match(line)):
+            sections[-1].append((match["name"], match["expr"]))
+    return sections
+
+
+@pytest.mark.parametrize("source", NORMALIZATIONS.values(), ids=list(NORMALIZATIONS))
+def test_textbook_normalization_gradient_is_the_chain_rule(source: str) -> None:
+    """`dx = gamma * rstd * (dy - mean(dy) - x_hat * mean(dy * x_hat))`, which SymPy folded
+    from the definition, run on real values: it equals the chain rule's d_x printed above
+    (itself tied to value_and_grad by the tests above)."""
+    net = bpc.compile("network n\n" + source + "optimize sgd(lr=0.1)\n")
+    p, data = random_point(net, seed=3, batch=5)
+    text, env = run_show(net, p, data)
+    sections = textbook_sections(text)
+    assert len(sections) == len(re.findall(r"(batchnorm|layernorm|normalize)\(", source)), text
+    written = names_people_wrote(net)
+    for section in sections:
+        (hat, hat_expr), (gradient, expr) = section
+        for identifier in [hat, *IDENTIFIER.findall(hat_expr + " " + expr)]:
+            assert readable(identifier, written), identifier
+        local = dict(env)
+        local[hat] = eval(hat_expr, {"__builtins__": {}}, local)  # noqa: S307
+        textbook = eval(expr, {"__builtins__": {}}, local)  # noqa: S307
+        np.testing.assert_allclose(textbook, env[gradient], rtol=1e-9,
+                                   atol=1e-12 * np.max(np.abs(env[gradient])))
+        assert np.max(np.abs(textbook)) > 1e-6  # not a vanishing comparison

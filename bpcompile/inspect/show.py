@@ -26,6 +26,7 @@ from ..graph.shapes import format_shape
 from ..graph.spelling import Speller
 from ..runtime.net import CompiledNet
 from .chain import ChainReader, Latex, Plain, numbering, textbook
+from .normalization import TextbookGradient, textbook_gradients
 from .notebook import latex_escape, texttt
 
 
@@ -41,6 +42,10 @@ def describe(net: CompiledNet, param: str | None = None, latex: bool = False) ->
             raise BPNameError(f"no param named '{name}' (params: {known})")
     view = GradientView(net, names)
     return view.latex() if latex else view.text()
+
+
+NORMALIZATION = ("textbook form of the input gradient of {} (SymPy, from the definition "
+                 "above; the means are over the normalized axes):")
 
 
 @dataclass(frozen=True)
@@ -78,6 +83,9 @@ class GradientView:
         self.forward = [i for i in sorted(forward & read) if i in writer.line_of]
         self.local = _local_derivatives(graph, [graph.params[p] for p in params], forward,
                                         self.speller)
+        printed = set(self.shared).union(*map(set, self.own.values()))
+        self.normalizations: list[TextbookGradient] = [
+            t for t in textbook_gradients(graph, self.speller, forward) if t.gradient in printed]
         reader = ChainReader(graph, forward)
         self.steps = {p: reader.gradient(graph.grads[p]) for p in graph.grads}
         self.numbers = numbering([s for s in self.steps.values() if s is not None])
@@ -182,6 +190,9 @@ class GradientView:
         if len(deltas) < len(self.params):
             lines.append("    (not a plain stack of layers: the chain rule above is the whole "
                          "story" + (")" if not deltas else " for the other params)"))
+        for norm in self.normalizations:
+            lines.append(f"  {NORMALIZATION.format(norm.statement)}")
+            lines += _aligned([Equation(left, right) for left, right in norm.lines])
         shared_code, own_code = self.code()
         lines.append(f"  {self.code_title()}")
         lines += [f"    {line}" for line in shared_code]
@@ -230,6 +241,10 @@ class GradientView:
         lines.append(r"Delta chain (textbook form, $\delta_k = \partial L / \partial z_k$):")
         lines += _align(deltas) if deltas else [
             r"not a plain stack of layers: the chain rule above is the whole story."]
+        for norm in self.normalizations:
+            title = NORMALIZATION.format(norm.statement)
+            lines.append(latex_escape(title[0].upper() + title[1:]))
+            lines += _align([(texttt(left), texttt(right)) for left, right in norm.lines])
         shared_code, own_code = self.code()
         title = self.code_title()
         lines.append(latex_escape(title[0].upper() + title[1:]))
