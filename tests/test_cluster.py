@@ -103,11 +103,23 @@ def test_dropout_draws_the_masks_of_one_process(client) -> None:
     assert alone.state["rng"][1] == 2 * 5  # 150 rows in batches of 32: 5 steps an epoch
 
 
-def test_batchnorm_is_refused_not_silently_different(client) -> None:
-    net = bpc.compile("input x[N, 6]\ntarget t[N, 3]\nh = batchnorm(x)\n"
-                      "y = dense(h, 3)\nloss mse(y, t)\n")
-    with pytest.raises(bpc.BPError, match="batch norm is not supported yet"):
-        cluster.train_on_cluster(client, net, chunked(data(), (75, 75)), epochs=1)
+@pytest.mark.parametrize("backend", ["numpy", "llvm"])
+def test_batchnorm_normalizes_with_the_whole_batch(client, backend: str) -> None:
+    """Batch norm's statistics are the global batch's (its rows gathered from three chunks,
+    in the shuffled batch's order), dropout's masks are one process's, and the running
+    statistics follow: the params, buffers and state equal one process's."""
+    net = bpc.compile("input x[N, 6]\ntarget t[N, 3]\n"
+                      "param W1[6, 8] = xavier\nparam W2[8, 3] = xavier\n"
+                      "h = batchnorm(x @ W1)\n"
+                      "loss cross_entropy(dropout(tanh(h), 0.3) @ W2, t)\n"
+                      "optimize sgd(lr=0.1, momentum=0.9)\n", backend=backend)
+    arrays = data()
+    alone = bpc.train(net, arrays, epochs=2, batch_size=32, seed=5)
+    spread = cluster.train_on_cluster(client, net, chunked(arrays, (40, 77, 33)), epochs=2,
+                                      batch_size=32, seed=5)
+    assert_same_run(spread, alone)
+    assert set(net.buffers) <= set(spread.params)
+    assert not np.allclose(spread.params["h.running_mean"], 0)  # the statistics moved
 
 
 def test_shares_add_up_to_the_whole_batch(client) -> None:

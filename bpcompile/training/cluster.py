@@ -18,6 +18,16 @@ driver updates, once per step.
 
 The loss must be a mean or a sum over the rows of the batch (every loss built-in is), or the
 shares would not add up to the whole; `row_reduction` checks that on real rows first.
+
+Batch norm normalizes each row with the statistics of the whole batch, so its shares would
+not add up: each would use its own rows' mean and variance. A network with batch norm takes
+its step where its rows are gathered instead: each chunk sends the step's rows it holds (a
+batch, not the chunk) to one task, which puts them in the global batch's order and runs the
+network's own `step` on them, exactly as one process does, running statistics included. The
+gradient is then not spread over the workers; what Dask still gives such a network is data
+that lives on the cluster and need not fit on one machine. (Spreading it, as PyTorch's
+SyncBatchNorm does, costs two reductions per batch-norm layer per step: the statistics on
+the way forward, mean(dy) and mean(dy * x_hat) on the way back.)
 """
 
 from __future__ import annotations
@@ -94,6 +104,27 @@ def share(spec: NetSpec, weighting: str, params: Arrays, whole: Arrays,
     loss, grads = net.value_and_grad(params, **keyed, **data)
     weight = len(rows) if weighting == "mean" else 1
     return len(rows), loss * weight, {name: g * weight for name, g in grads.items()}
+
+
+def rows_of(chunk: Arrays, rows: np.ndarray) -> Arrays:
+    """A chunk's rows of the global batch (on the worker that holds the chunk)."""
+    return {name: array[rows] for name, array in chunk.items()}
+
+
+def gathered_step(spec: NetSpec, params: Arrays, state: Arrays, whole: Arrays,
+                  pieces: list[Arrays], positions: np.ndarray) -> tuple[float, Arrays, Arrays]:
+    """A whole step on one worker: the batch's rows, sent by the chunks holding them, put
+    back in the batch's order (`positions`: where each sits), then `step` on copies of the
+    params and state. Returns the loss and the new params (running statistics too) and
+    state; a pure task, so a retry elsewhere gives the same."""
+    net = compiled(spec)
+    order = np.argsort(positions, kind="stable")
+    batch = {name: np.concatenate([piece[name] for piece in pieces])[order]
+             for name in pieces[0]}
+    p = {name: array.copy() for name, array in params.items()}
+    s = {name: array.copy() for name, array in state.items()}
+    loss = net.step(p, s, **whole, **batch)
+    return loss, p, s
 
 
 def same(value: object) -> object:
@@ -293,6 +324,30 @@ def cluster_stepper(client: Client, net: CompiledNet, data: ClusterData,
     return step
 
 
+def gathering_stepper(client: Client, net: CompiledNet, data: ClusterData
+                      ) -> Callable[[Arrays, Arrays, np.ndarray], float]:
+    """A step of a network with batch norm: its rows gathered from their chunks into one
+    task that steps as one process does (the module docstring says why)."""
+    spec = NetSpec.of(net)
+
+    def step(p: Arrays, s: Arrays, rows: np.ndarray) -> float:
+        parts = data.split(rows)
+        pieces = [client.submit(rows_of, data.chunk_futures[k], local, pure=False)
+                  for k, local, _ in parts]
+        positions = np.concatenate([where for _, _, where in parts])
+        loss, new_p, new_s = client.submit(
+            gathered_step, spec, {n: a.copy() for n, a in p.items()},
+            {n: a.copy() for n, a in s.items()}, data.whole or {}, pieces, positions,
+            pure=False).result()
+        for name, array in new_p.items():
+            p[name][...] = array
+        for name, array in new_s.items():
+            s[name][...] = array
+        return loss
+
+    return step
+
+
 def train_on_cluster(client: Client, net: CompiledNet, arrays: Mapping[str, object], *,
                      epochs: int, batch_size: int = 32, seed: int = 0,
                      start: Checkpoint | None = None, progress_bar: bool = False,
@@ -303,11 +358,6 @@ def train_on_cluster(client: Client, net: CompiledNet, arrays: Mapping[str, obje
     rounding). `arrays` holds Dask arrays (or NumPy ones) named like the network's data."""
     require()
     signature = net.signature
-    if signature.batch_counts:
-        raise BPTypeError(
-            f"network {net.name}: data-parallel training of batch norm is not supported yet "
-            f"(each machine would normalize with its own rows' statistics, and the params "
-            f"would differ from one process's); train it in one process")
     missing = [name for name in signature.data if name not in arrays]
     if missing:
         raise BPNameError(f"no array named {', '.join(map(repr, missing))} (the network's "
@@ -321,8 +371,12 @@ def train_on_cluster(client: Client, net: CompiledNet, arrays: Mapping[str, obje
     if start is None:
         params = net.init(seed=seed)
         start = Checkpoint(params, net.init_state(params, seed=seed), Progress(), seed)
-    weighting = row_reduction(net, start.params, data.head(64), data.whole_local)
+    if signature.batch_counts:  # batch norm: the whole batch's statistics, on one worker
+        stepper = gathering_stepper(client, net, data)
+    else:
+        weighting = row_reduction(net, start.params, data.head(64), data.whole_local)
+        stepper = cluster_stepper(client, net, data, weighting)
     rows = datasets.Dataset({}, batched, data.rows, "the cluster's data")
     return fit(net, rows, epochs=epochs, batch_size=batch_size, seed=seed, start=start,
                progress_bar=progress_bar, on_epoch=on_epoch, after_step=after_step,
-               stepper=cluster_stepper(client, net, data, weighting))
+               stepper=stepper)
