@@ -17,7 +17,7 @@ import pytest
 
 import bpcompile as bpc
 from bpcompile.inspect.health import EXPLODE_RATIO, gradient_health
-from bpcompile.training import checkpoint, dataset
+from bpcompile.training import checkpoint, dataset, metrics
 from bpcompile.training import loop as training
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -436,5 +436,5 @@ def test_outputs_in_parts_are_the_outputs() -> None:
     data = dataset.load(DATA / "spirals.npz", net.signature)
     p = net.init(seed=0)
     whole = net.forward(p, x=data.arrays["x"])["z"]
-    np.testing.assert_array_equal(training._forward_in_batches(net, p, data, rows=300)["z"],
+    np.testing.assert_array_equal(metrics.forward_in_batches(net, p, data, rows=300)["z"],
                                   whole)

@@ -10,12 +10,12 @@ from types import ModuleType
 
 from .._version import __version__
 from ..errors import BPError
-from . import check, compile, explain, graph, show, train
+from . import check, compile, evaluate, explain, export, graph, predict, show, train
 
 # subcommand -> its module: `HELP`, `add_arguments(parser)` and `run(args) -> exit status`
 COMMANDS: dict[str, ModuleType] = {
     "compile": compile, "show": show, "explain": explain, "check": check, "graph": graph,
-    "train": train,
+    "train": train, "predict": predict, "evaluate": evaluate, "export": export,
 }
 
 

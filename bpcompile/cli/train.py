@@ -26,7 +26,8 @@ from ..inspect.health import HealthReport
 from ..runtime.net import CompiledNet
 from ..training import checkpoint, cluster, plot
 from ..training.dataset import Dataset, load, npy_files
-from ..training.loop import Epoch, Split, TrainResult, accuracy, batches, fit, split
+from ..training.loop import Epoch, Split, TrainResult, batches, fit, split
+from ..training.metrics import accuracy
 
 INTERRUPTED = 130  # the shell's status for a program stopped by SIGINT
 # The least time between two checkpoints taken at the ends of epochs (one is always

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from ..errors import BPNameError, BPShapeError, BPTypeError
 from ..graph.shapes import Shape
-from . import checks, initializers
+from . import checks, initializers, params_file
 from .randomness import RNG, check_rng, draw_masks, fresh_rng
 from .signature import Signature
 from .summary import net_html
@@ -141,6 +142,19 @@ class CompiledNet:
         if self.signature.masks:
             state[RNG] = fresh_rng(seed)
         return state
+
+    def load_params(self, path: str | Path) -> Arrays:
+        """The params and buffers saved at `path` (by `save_params`, or a training
+        checkpoint, whose optimizer state and metadata are ignored), checked against this
+        network and converted to its dtype; BPError naming what is missing or wrong."""
+        return params_file.load_params(path, {**self.params, **self.buffers}, self.dtype,
+                                       self.name)
+
+    def save_params(self, p: Mapping, path: str | Path, /) -> None:
+        """Write the params and buffers of `p` (checked: every one, each of its shape) to
+        `path`, an `.npz` that `load_params` and `np.load` read, atomically."""
+        params = checks.check_params(p, self._kept, self.dtype, "save_params")
+        params_file.save_params(path, params)
 
     def forward(self, p: Mapping, /, *, training: bool = False, state: Mapping | None = None,
                 **data: object) -> Arrays:

@@ -7,22 +7,17 @@ one stopped: the same epoch, the same step within it, the same shuffle.
 
 from __future__ import annotations
 
-import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 
 from .. import atomic
 from ..errors import BPNameError, BPShapeError
 from ..runtime.net import CompiledNet
+from ..runtime.params_file import META, STATE, load_params, read_archive, write_npz
 from ..runtime.randomness import RNG, fresh_rng
-from .dataset import read_archive
-
-STATE = "state:"
-META = "meta:"
 
 
 @dataclass(frozen=True)
@@ -66,16 +61,7 @@ def save(path: str | Path, net: CompiledNet, checkpoint: Checkpoint) -> None:
         META + "loss_sum": np.array(progress.loss_sum),
         META + "loss_rows": np.array(progress.loss_rows),
     })
-    atomic.write(path, lambda file: _write_npz(file, arrays))
-
-
-def _write_npz(file: BinaryIO, arrays: dict[str, np.ndarray]) -> None:
-    """An .npz archive as np.load reads it, written member by member (np.savez takes names
-    as keyword arguments, and a param may be called `file` or `allow_pickle`)."""
-    with zipfile.ZipFile(file, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
-        for name, array in arrays.items():
-            with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
-                np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
+    atomic.write(path, lambda file: write_npz(file, arrays))
 
 
 def load(path: str | Path, net: CompiledNet) -> Checkpoint:
@@ -88,8 +74,8 @@ def load(path: str | Path, net: CompiledNet) -> Checkpoint:
         value = stored.get(META + name)
         return default if value is None else value.item()
 
-    params = {name: _param(path, stored, name, shape, net)  # buffers too: they are in p
-              for name, shape in {**net.params, **net.buffers}.items()}
+    # buffers too: they are in p
+    params = load_params(path, {**net.params, **net.buffers}, net.dtype, net.name)
     if any(STATE + name in stored for name in net.state):
         state = {name: _param(path, stored, STATE + name, shape, net)
                  for name, shape in net.state.items()}

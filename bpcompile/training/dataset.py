@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import csv
 import re
-import zipfile
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import numpy as np
 from ..errors import BPError, BPNameError, BPShapeError, BPTypeError
 from ..graph.shapes import Shape, format_shape
 from ..runtime.checks import real_array
+from ..runtime.params_file import read_archive
 from ..runtime.signature import Signature
 
 Arrays = dict[str, np.ndarray]
@@ -58,8 +58,10 @@ def batch_dim(signature: Signature) -> str | None:
     return max(leading, key=lambda symbol: counts[symbol])  # max keeps the first on ties
 
 
-def load(path: str | Path, signature: Signature) -> Dataset:
-    """The network's data from `path` (.npz or .csv), checked against its declarations."""
+def load(path: str | Path, signature: Signature,
+         names: Mapping[str, Shape] | None = None) -> Dataset:
+    """The network's data from `path` (.npz or .csv), checked against its declarations;
+    `names`: only these arrays (a network's inputs, to predict), else all its data."""
     path = Path(path)
     readers = {".npz": _read_npz, ".csv": _read_csv}
     reader = _read_folder if path.is_dir() else readers.get(path.suffix.lower())
@@ -67,13 +69,15 @@ def load(path: str | Path, signature: Signature) -> Dataset:
         raise BPTypeError(f"{path}: data must be an .npz archive, a .csv table or a folder "
                           f"of NAME.npy files, not '{path.suffix or 'no extension'}'")
     arrays = reader(path, signature)
-    return dataset(arrays, signature, str(path))
+    return dataset(arrays, signature, str(path), names)
 
 
-def dataset(given: dict[str, object], signature: Signature, source: str) -> Dataset:
+def dataset(given: dict[str, object], signature: Signature, source: str,
+            names: Mapping[str, Shape] | None = None) -> Dataset:
     """Check arrays (from a file or a caller) against the network: every input and target
-    present, real numbers, each of its declared rank and sizes, one row count."""
-    declared = signature.data
+    (or every array of `names`) present, real numbers, each of its declared rank and sizes,
+    one row count."""
+    declared = signature.data if names is None else names
     missing = [n for n in declared if n not in given]
     if missing:
         have = ", ".join(map(repr, given)) or "none"
@@ -129,25 +133,6 @@ def _as_one_hot(array: np.ndarray, shape: Shape, name: str, source: str) -> np.n
                            f"{format_shape(shape)}, {classes} classes, but {name}{list(where)}"
                            f" is {array[where]:g}, not in 0..{classes - 1}")
     return np.eye(classes)[labels]
-
-
-def read_archive(path: Path, wanted: Callable[[str], bool] = lambda name: True
-                 ) -> dict[str, np.ndarray]:
-    """The arrays of an .npz archive that `wanted` names; BPError for anything else (a
-    damaged file, or an .npy under an .npz name)."""
-    try:
-        loaded = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as error:
-        raise BPError(f"{path}: not a readable .npz archive ({error})") from None
-    if not isinstance(loaded, np.lib.npyio.NpzFile):
-        raise BPError(f"{path}: an .npy array, not an .npz archive of named arrays")
-    try:
-        with loaded as archive:
-            return {name: archive[name] for name in archive.files if wanted(name)}
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as error:
-        raise BPError(f"{path}: not a readable .npz archive ({error})") from None
 
 
 def _read_npz(path: Path, signature: Signature) -> dict[str, object]:

@@ -26,6 +26,7 @@ from ..inspect.health import HealthReport, gradient_health
 from ..runtime.net import Arrays, CompiledNet
 from . import dataset as datasets
 from .checkpoint import Checkpoint, Progress
+from .metrics import accuracy, mean_loss
 
 DIAGNOSE_ROWS = 1024  # rows the gradient health is measured on, each epoch
 # Seed streams of their own, apart from every epoch's shuffle (epochs use 0, 1, 2, ...)
@@ -97,65 +98,6 @@ def batches(data: datasets.Dataset, batch_size: int, seed: int, epoch: int) -> l
         return [np.arange(0)]
     order = np.random.default_rng([seed, epoch]).permutation(data.rows)
     return [order[k:k + batch_size] for k in range(0, data.rows, batch_size)]
-
-
-def accuracy(net: CompiledNet, p: Arrays, data: datasets.Dataset) -> float | None:
-    """The fraction classified right, for a classifier: a target with one-hot rows
-    (compared by argmax), or 0/1 values (compared with the output thresholded at 0.5 if it
-    lies in [0, 1], else at 0, as logits), or class indices (compared with the argmax of an
-    output with one more axis). None when no output has the target's shape."""
-    outputs = _forward_in_batches(net, p, data)
-    for name in net.signature.indices:
-        if name not in net.targets:
-            continue
-        target = data.arrays[name]
-        output = next((outputs[o] for o in net.outputs
-                       if outputs[o].shape[:-1] == target.shape), None)
-        if output is not None:
-            return float(np.mean(np.argmax(output, axis=-1) == target))
-    for name, target in ((n, data.arrays[n]) for n in net.targets):
-        output = next((outputs[o] for o in net.outputs if outputs[o].shape == target.shape),
-                      None)
-        if output is None or not np.all((target == 0) | (target == 1)):
-            continue
-        if target.ndim >= 2 and target.shape[-1] > 1:
-            if not np.all(target.sum(axis=-1) == 1):
-                continue
-            right = np.argmax(output, axis=-1) == np.argmax(target, axis=-1)
-        else:
-            threshold = 0.5 if np.all((output >= 0) & (output <= 1)) else 0.0
-            right = (output > threshold) == (target == 1)
-        return float(np.mean(right))
-    return None
-
-
-def _row_parts(data: datasets.Dataset, rows: int) -> Iterator[tuple[int, Arrays]]:
-    """`data` a part of `rows` rows at a time, in order, with each part's row count
-    (memory-mapped data is then read a part at a time)."""
-    for k in range(0, data.rows, rows):
-        taken = np.arange(k, min(k + rows, data.rows))
-        yield len(taken), data.take(taken)
-
-
-def _forward_in_batches(net: CompiledNet, p: Arrays, data: datasets.Dataset,
-                        rows: int = 4096) -> Arrays:
-    """The outputs for all of `data`, computed `rows` at a time."""
-    if data.rows is None or data.rows <= rows:
-        return net.forward(p, **{n: data.arrays[n] for n in net.inputs})
-    parts = [net.forward(p, **{n: part[n] for n in net.inputs})
-             for _, part in _row_parts(data, rows)]
-    shapes = net.signature.output_shapes
-    batched = [n for n in net.outputs if shapes[n][:1] and isinstance(shapes[n][0], str)]
-    return {n: np.concatenate([part[n] for part in parts]) if n in batched else parts[0][n]
-            for n in net.outputs}
-
-
-def mean_loss(net: CompiledNet, p: Arrays, data: datasets.Dataset, batch_size: int) -> float:
-    """The loss over `data` in batches of `batch_size`, weighted by rows (as training's)."""
-    if data.rows is None:
-        return net.loss(p, **data.arrays)
-    total = sum(net.loss(p, **part) * count for count, part in _row_parts(data, batch_size))
-    return total / data.rows
 
 
 class Interrupt:
