@@ -7,6 +7,8 @@ compiler does; errors about arrays at call time name the array and both shapes.
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 
@@ -87,3 +89,19 @@ class BPTypeError(BPError):
 
 class BPNumericError(BPError):
     """A training step met a loss or gradient that is not finite; nothing was changed."""
+
+
+def closest(name: str, known: Iterable[str], cutoff: float = 0.6) -> str | None:
+    """The known name `name` most likely misspells (or differs from only in case), if any:
+    what a "did you mean" offers."""
+    known = list(known)
+    same_but_case = [k for k in known if k.lower() == name.lower() and k != name]
+    found = same_but_case or difflib.get_close_matches(name, known, n=1, cutoff=cutoff)
+    return found[0] if found else None
+
+
+def did_you_mean(name: str, known: Iterable[str], cutoff: float = 0.6) -> str:
+    """` (did you mean 'x'?)` for a near miss of a known name, else nothing."""
+    found = closest(name, known, cutoff)
+    return f" (did you mean '{found}'?)" if found else ""
+

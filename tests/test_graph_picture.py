@@ -210,7 +210,7 @@ def expected_nodes(net: bpc.CompiledNet, backward: bool) -> tuple[set[int], set[
 
 def gradient_variables(net: bpc.CompiledNet) -> dict[str, str]:
     """param -> the variable the generated value_and_grad returns as its gradient."""
-    tree = ast.parse(bpc.compile(net.source, backend="numpy").code())
+    tree = ast.parse(bpc.compile(net.source, backend="numpy").code(training=True))
     function = next(n for n in tree.body if getattr(n, "name", "") == "value_and_grad")
     returned = next(n for n in ast.walk(function) if isinstance(n, ast.Return))
     grads = returned.value.elts[1]

@@ -115,8 +115,12 @@ def test_forward_does_not_need_targets(backend: str, rng: np.random.Generator) -
                       backend)
     x = rng.standard_normal((3, 2))
     np.testing.assert_allclose(net.forward({}, x=x)["y"], 2 * x, rtol=1e-12)
-    with pytest.raises(bpc.BPNameError):
-        net.forward({}, x=x, t=x)  # a target is not an input of forward
+    # a whole batch's dict may be passed: its targets are ignored
+    np.testing.assert_array_equal(net.forward({}, x=x, t=x)["y"], net.forward({}, x=x)["y"])
+    with pytest.raises(bpc.BPNameError, match=r"unknown array 'X' \(did you mean 'x'\?\)"):
+        net.forward({}, x=x, X=x)
+    with pytest.raises(bpc.BPNameError, match=r"missing array 'x' \(did you mean 'X'\?\)"):
+        net.forward({}, X=x)
 
 
 # --------------------------------------------------------------------------------- param

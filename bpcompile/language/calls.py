@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import sympy
 
-from ..errors import BPNameError, BPShapeError, BPTypeError
+from ..errors import BPNameError, BPShapeError, BPTypeError, did_you_mean
 from ..graph.functions import Softplus, count
 from ..graph.ir import Op, operand
 from ..graph.shapes import Shape, ShapeMismatch, broadcast, format_shape, reduced_shape
@@ -333,5 +333,6 @@ def call(lw: Lowering, expr: S.Call) -> Value:
         return def_call(lw, expr)
     handler = CALLS.get(expr.func)
     if handler is None:
-        raise lw.error(BPNameError, f"unknown function '{expr.func}'", expr.pos)
+        hint = did_you_mean(expr.func, [*CALLS, *lw.defs])
+        raise lw.error(BPNameError, f"unknown function '{expr.func}'{hint}", expr.pos)
     return handler(lw, expr)

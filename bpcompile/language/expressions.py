@@ -10,11 +10,18 @@ import sys
 
 import sympy
 
-from ..errors import BPError, BPNameError, BPShapeError, BPTypeError, Pos, Source
+from ..errors import (
+    BPError,
+    BPNameError,
+    BPShapeError,
+    BPTypeError,
+    Pos,
+    Source,
+    did_you_mean,
+)
 from ..graph.functions import dim_symbol
 from ..graph.ir import GraphBuilder, Node, Op, operand
 from ..graph.shapes import MAX_RANK, Shape, ShapeMismatch, broadcast, format_shape
-
 from . import syntax as S
 from .builtins import BINARY, COMPARISONS, indicator, number
 from .calls import CALLS, call, matmul
@@ -83,7 +90,17 @@ class Expressions:
         if name in CALLS:
             raise self.error(BPTypeError, f"'{name}' is a function; call it: {name}(...)",
                              expr.pos)
-        raise self.error(BPNameError, f"unknown name '{name}'", expr.pos)
+        raise self.error(BPNameError, f"unknown name '{name}'{self._hint(name)}", expr.pos)
+
+    def _hint(self, name: str) -> str:
+        """Why a name is unknown where that can be said: declared further down the file
+        (statements run in order), or a near miss of a known name."""
+        program = getattr(self, "program", None)
+        for stmt in getattr(program, "statements", ()):
+            if getattr(stmt, "name", None) == name and stmt.pos.line > self.line:
+                return f" here: it is declared on line {stmt.pos.line}, after this use"
+        return did_you_mean(name, [*self.tensors, *self.params, *self.data, *self.consts,
+                                   *self.dims, *self.defs, *CALLS])
 
     def attribute(self, expr: S.Attr) -> Value:
         if isinstance(expr.base, S.Name):

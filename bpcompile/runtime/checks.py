@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 
-from ..errors import BPNameError, BPShapeError, BPTypeError
+from ..errors import BPNameError, BPShapeError, BPTypeError, did_you_mean
 from ..graph.shapes import Shape, format_shape
 
 
@@ -20,14 +20,15 @@ def _names(kind: str, given: Mapping, expected: Mapping | list, call: str) -> No
     if not isinstance(given, Mapping):
         raise BPTypeError(f"{call}: {kind} must be a dict of arrays, not {type(given).__name__}")
     missing = [n for n in expected if n not in given]
-    if missing:
-        raise BPNameError(f"{call}: missing {kind} {', '.join(map(repr, missing))}")
     unknown = [n for n in given if n not in expected]
+    if missing:
+        hints = [repr(n) + did_you_mean(n, unknown) for n in missing]
+        raise BPNameError(f"{call}: missing {kind} {', '.join(hints)}")
     if unknown:
         known = ", ".join(map(repr, expected)) or "none"
-        raise BPNameError(
-            f"{call}: unknown {kind} {', '.join(map(repr, unknown))} (expected {known})"
-        )
+        hints = [repr(n) + did_you_mean(n, expected) for n in unknown]
+        raise BPNameError(f"{call}: unknown {kind} {', '.join(hints)} (expected {known})")
+
 
 
 def real_array(value: object, name: str, call: str) -> np.ndarray:

@@ -159,8 +159,10 @@ class CompiledNet:
     def forward(self, p: Mapping, /, *, training: bool = False, state: Mapping | None = None,
                 **data: object) -> Arrays:
         """The outputs, in inference mode unless `training` (then dropout draws the masks
-        of `state`'s seed and step count, or of seed 0 and step 0)."""
+        of `state`'s seed and step count, or of seed 0 and step 0). Targets given are
+        ignored, so a whole batch's dict can be passed."""
         params = checks.check_params(p, self._kept, self.dtype, "forward")
+        data = {name: value for name, value in data.items() if name not in self.targets}
         arrays, sizes = checks.check_data(data, self.inputs, self.dtype, "forward")
         checks.check_indices(arrays, self.signature.indices, "forward")
         self._check_least_sizes(sizes, "forward")

@@ -9,7 +9,6 @@ new one, never half of one).
 
 from __future__ import annotations
 
-import difflib
 import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import BinaryIO
 import numpy as np
 
 from .. import atomic
-from ..errors import BPError, BPNameError, BPShapeError, BPTypeError
+from ..errors import BPError, BPNameError, BPShapeError, BPTypeError, closest
 
 # the prefixes of what a checkpoint holds besides params: never a param's name, as `.bp`
 # names have no colon
@@ -65,8 +64,8 @@ def load_params(path: str | Path, shapes: Mapping[str, tuple[int, ...]], dtype: 
     missing = [name for name in shapes if name not in params]
     if missing:
         extra = [name for name in params if name not in shapes]
-        hints = [f"'{name}' (the file has '{close[0]}')" if (close := difflib.get_close_matches(
-            name, extra, n=1)) else f"'{name}'" for name in missing]
+        hints = [f"'{name}'" + (f" (the file has '{near}')" if (near := closest(name, extra))
+                                else "") for name in missing]
         held = ", ".join(map(repr, params)) or "no params"
         raise BPNameError(f"{path}: no array {', '.join(hints)}, which network {network} needs "
                           f"(the file holds {held}; saved from another network?)")
