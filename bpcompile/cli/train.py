@@ -21,9 +21,10 @@ from tqdm.auto import tqdm
 
 from .. import atomic
 from ..api import compile_file
-from ..errors import BPTypeError
+from ..errors import BPError, BPTypeError
 from ..inspect.health import HealthReport
 from ..runtime.net import CompiledNet
+from ..runtime.params_file import META, read_archive
 from ..training import checkpoint, cluster, plot
 from ..training.dataset import Dataset, load, npy_files
 from ..training.loop import Epoch, Split, TrainResult, batches, fit, split
@@ -57,6 +58,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="where params and optimizer state go (default NET.params.npz)")
     parser.add_argument("--resume", metavar="PARAMS.npz",
                         help="continue from a saved run (its params, state, epoch and seed)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace --out even when it holds another network's run or a "
+                             "run further along")
+    parser.add_argument("--early-stopping", type=int, metavar="PATIENCE",
+                        help="stop once the validation loss has not improved for PATIENCE "
+                             "epochs, keeping the best epoch's params in --out (needs "
+                             "--validation)")
     parser.add_argument("--plot", metavar="LOSS.png", help="draw the loss curve (matplotlib)")
     parser.add_argument("--history", metavar="HISTORY.csv", help="write each epoch's figures")
     parser.add_argument("--diagnose", action="store_true",
@@ -71,7 +79,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 # Options that count something, and so must be at least 1.
-COUNTS = {"epochs": "--epochs", "batch_size": "--batch-size", "every": "--every"}
+COUNTS = {"epochs": "--epochs", "batch_size": "--batch-size", "every": "--every",
+          "early_stopping": "--early-stopping"}
+# A loss this many times its first epoch's is diverging: say so, and what usually helps.
+GROWTH_WARNING = 100.0
 
 
 def _check_options(args: argparse.Namespace) -> None:
@@ -82,8 +93,12 @@ def _check_options(args: argparse.Namespace) -> None:
         value = getattr(args, name)
         if value is not None and value < 1:
             raise BPTypeError(f"{option} must be at least 1, not {value}")
-    if args.dask and (args.validation or args.diagnose):
-        raise BPTypeError("--validation and --diagnose are not available with --dask yet")
+    if args.dask and (args.validation or args.diagnose or args.early_stopping):
+        raise BPTypeError("--validation, --diagnose and --early-stopping are not available "
+                          "with --dask yet")
+    if args.early_stopping and not args.validation:
+        raise BPTypeError("--early-stopping watches the validation loss: give --validation "
+                          "FRACTION too")
     if args.dask:
         cluster.require()
 
@@ -96,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
     seed = start.seed if start is not None and start.seed is not None else args.seed
     parts = split(data, args.validation, seed)
     out = Path(args.out) if args.out else Path(f"{Path(args.net).stem}.params.npz")
+    _refuse_to_overwrite(args, net, out)
     steps_per_epoch = len(batches(parts.train, args.batch_size, seed, 0))
     print(f"training {net.name} ({args.backend}, {args.dtype}) on {_describe(parts)}: "
           f"{steps_per_epoch} steps of {args.batch_size} rows an epoch, "
@@ -106,12 +122,17 @@ def run(args: argparse.Namespace) -> int:
         if start.progress.epoch >= args.epochs:
             print(f"nothing to do: --epochs {args.epochs} are done already")
             return 0
+        now = checkpoint.optimizer_text(net)
+        if start.optimizer is not None and start.optimizer != now:
+            print(f"note: the saved run used {start.optimizer}; continuing with {now}")
     clock = {"shown": time.perf_counter(), "saved": time.perf_counter()}
     flagged: dict[str, list[int]] = {}
     every = args.every or max(1, args.epochs // 20)
 
     def on_epoch(record: Epoch, result: TrainResult) -> None:
         now = time.perf_counter()
+        if not clock.get("warned") and _diverging(net, result, record):
+            clock["warned"] = now
         if record.epoch % every == 0 or record.epoch in (1, args.epochs):
             tqdm.write(_epoch_line(record, args.epochs, now - clock["shown"]))
             if record.health is not None:
@@ -122,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
                 if status != "ok":
                     flagged.setdefault(layer, []).append(record.epoch)
         if now - clock["saved"] >= SAVE_INTERVAL:  # and always when the run ends
-            checkpoint.save(out, net, result.checkpoint(seed))
+            checkpoint.save(out, net, _kept(result, seed))
             clock["saved"] = now
 
     if args.dask:
@@ -130,15 +151,26 @@ def run(args: argparse.Namespace) -> int:
     else:
         result = fit(net, parts.train, epochs=args.epochs, batch_size=args.batch_size,
                      seed=seed, validation=parts.validation, diagnose=args.diagnose,
-                     start=start, progress_bar=not args.quiet, on_epoch=on_epoch)
-    checkpoint.save(out, net, result.checkpoint(seed))
+                     start=start, progress_bar=not args.quiet, on_epoch=on_epoch,
+                     patience=args.early_stopping)
+    checkpoint.save(out, net, _kept(result, seed))
+    if result.best is not None:
+        stopped = f"stopped early after epoch {result.progress.epoch}: " \
+            if result.stopped_early else ""
+        print(f"{stopped}the best validation loss, {result.best.val_loss:.6g}, came in epoch "
+              f"{result.best.epoch}; {out} holds that epoch's params")
     if result.history and result.history[-1].health is not None:
         _health_summary(result.history[-1].health, flagged)
     _write_outputs(args, net, result, start, steps_per_epoch)
     if result.error is not None:
         print(f"saved the last good params to {out}", file=sys.stderr)
+        losses = result.step_losses
+        if losses and losses[0] > 0 and max(losses) > GROWTH_WARNING * losses[0]:
+            print(f"the loss grew from {losses[0]:.4g} to {max(losses):.4g} before that: a "
+                  f"smaller learning rate{_lr(net)} usually helps", file=sys.stderr)
         raise result.error
-    right = accuracy(net, result.params, parts.train)
+    final = _kept(result, seed).params
+    right = accuracy(net, final, parts.train)
     if right is not None:
         print(f"accuracy on the training rows: {100 * right:.2f}%")
     if result.interrupted:
@@ -148,6 +180,52 @@ def run(args: argparse.Namespace) -> int:
         return INTERRUPTED
     print(f"saved params to {out}")
     return 0
+
+
+def _kept(result: TrainResult, seed: int) -> checkpoint.Checkpoint:
+    """What --out keeps: the run as it stands, or with early stopping its best epoch."""
+    return result.best.checkpoint if result.best is not None else result.checkpoint(seed)
+
+
+def _refuse_to_overwrite(args: argparse.Namespace, net: CompiledNet, out: Path) -> None:
+    """--out may replace a file of this network's runs that is not further along than this
+    run will go; another network's params, or more epochs than --epochs, need --overwrite
+    (or, to continue the run, --resume)."""
+    if args.overwrite or not out.exists() or \
+            (args.resume and Path(args.resume).resolve() == out.resolve()):
+        return
+    advice = f"choose another --out, continue it with --resume {out}, or replace it with " \
+             f"--overwrite"
+    meta = read_archive(out, lambda name: name == META + "network")
+    network = str(meta[META + "network"]) if meta else None
+    if network not in (None, net.name):
+        raise BPTypeError(f"{out} holds a run of network {network}, not {net.name}; "
+                          f"{advice}")
+    try:
+        saved = checkpoint.load(out, net)
+    except BPError as error:
+        raise BPTypeError(f"{out} exists and is not a run of network {net.name} ({error}); "
+                          f"{advice}") from None
+    if saved.progress.epoch > args.epochs:
+        raise BPTypeError(f"{out} holds a run {saved.progress.epoch} epochs along, further "
+                          f"than this one's --epochs {args.epochs}; {advice}")
+
+
+def _diverging(net: CompiledNet, result: TrainResult, record: Epoch) -> bool:
+    """Say so when the loss has grown by orders of magnitude since the first epoch."""
+    first = result.history[0]
+    if record.epoch == first.epoch or not first.loss > 0 or \
+            not record.loss > GROWTH_WARNING * first.loss:
+        return False
+    tqdm.write(f"warning: the loss grew from {first.loss:.4g} in epoch {first.epoch} to "
+               f"{record.loss:.4g} in epoch {record.epoch}: the run is diverging; a smaller "
+               f"learning rate{_lr(net)} usually helps")
+    return True
+
+
+def _lr(net: CompiledNet) -> str:
+    options = net.signature.optimizer.options
+    return f" (now lr={options['lr']})" if "lr" in options else ""
 
 
 def _write_outputs(args: argparse.Namespace, net: CompiledNet, result: TrainResult,

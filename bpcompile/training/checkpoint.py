@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import atomic
-from ..errors import BPNameError, BPShapeError
+from ..errors import BPNameError, BPShapeError, BPTypeError
 from ..runtime.net import CompiledNet
 from ..runtime.params_file import META, STATE, load_params, read_archive, write_npz
 from ..runtime.randomness import RNG, fresh_rng
@@ -42,6 +42,8 @@ class Checkpoint:
     seed: int | None
     batch_size: int | None = None
     rows: int | None = None
+    optimizer: str | None = None   # the optimizer it was trained with, as `optimizer_text`
+    network: str | None = None     # the network it was saved from
 
 
 def save(path: str | Path, net: CompiledNet, checkpoint: Checkpoint) -> None:
@@ -52,6 +54,7 @@ def save(path: str | Path, net: CompiledNet, checkpoint: Checkpoint) -> None:
     progress = checkpoint.progress
     arrays.update({
         META + "network": np.array(net.name),
+        META + "optimizer": np.array(optimizer_text(net)),
         META + "dtype": np.array(net.dtype.name),
         META + "seed": np.array(-1 if checkpoint.seed is None else checkpoint.seed),
         META + "batch_size": np.array(checkpoint.batch_size or 0),
@@ -76,6 +79,8 @@ def load(path: str | Path, net: CompiledNet) -> Checkpoint:
 
     # buffers too: they are in p
     params = load_params(path, {**net.params, **net.buffers}, net.dtype, net.name)
+    saved_optimizer = str(stored[META + "optimizer"]) if META + "optimizer" in stored else None
+    _check_same_optimizer(path, stored, net, saved_optimizer)
     if any(STATE + name in stored for name in net.state):
         state = {name: _param(path, stored, STATE + name, shape, net)
                  for name, shape in net.state.items()}
@@ -92,8 +97,33 @@ def load(path: str | Path, net: CompiledNet) -> Checkpoint:
         value = int(meta(name, absent))
         return None if value == absent else value
 
+    network = str(stored[META + "network"]) if META + "network" in stored else None
     return Checkpoint(params, state, progress, known("seed", -1), known("batch_size", 0),
-                      known("rows", -1))
+                      known("rows", -1), saved_optimizer, network)
+
+
+def optimizer_text(net: CompiledNet) -> str:
+    """The optimizer with every option, defaults filled in: `sgd(lr=0.1, momentum=0.9)`."""
+    config = net.signature.optimizer
+    options = ", ".join(f"{k}={v}" for k, v in sorted(config.options.items()))
+    return f"{config.kind}({options})"
+
+
+def _check_same_optimizer(path: Path, stored: Mapping[str, np.ndarray], net: CompiledNet,
+                          saved: str | None) -> None:
+    """Resuming with another kind of optimizer, or one keeping other state (momentum
+    buffers, Adam's moments), would drop the saved state: refused, both named. A changed
+    option (a smaller lr) keeps the state's meaning and is allowed."""
+    kept = {name[len(STATE):] for name in stored if name.startswith(STATE)} - {RNG}
+    now = optimizer_text(net)
+    kind = saved.split("(")[0] if saved else None
+    if (kind is not None and kind != net.signature.optimizer.kind) or \
+            (kept and kept != set(net.state)):
+        was = saved or f"an optimizer keeping state {', '.join(sorted(kept))}"
+        raise BPTypeError(f"{path} was trained with {was}, but network {net.name} now "
+                          f"optimizes with {now}: resuming would drop the saved optimizer "
+                          f"state. Resume with the same optimizer, or start afresh "
+                          f"(--overwrite)")
 
 
 def _rng(path: Path, stored: Mapping[str, np.ndarray], net: CompiledNet,

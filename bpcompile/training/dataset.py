@@ -91,6 +91,7 @@ def dataset(given: dict[str, object], signature: Signature, source: str,
         array = real_array(given[name], f"{source}: {name}", "train")
         array = _as_one_hot(array, shape, name, source)
         _check_shape(array, shape, name, source, sizes)
+        _check_finite(array, name, source)
         arrays[name] = array
     rows = sizes[dim][0] if dim is not None else None
     batched = frozenset(n for n, s in declared.items() if dim is not None and s[:1] == (dim,))
@@ -115,6 +116,24 @@ def _check_shape(array: np.ndarray, shape: Shape, name: str, source: str,
             if bound != size:
                 raise BPShapeError(f"{source}: {name} has {size} along {dim} (axis {axis}), "
                                    f"but {by} has {bound}")
+
+
+def _check_finite(array: np.ndarray, name: str, source: str, rows: int = 65536) -> None:
+    """NaN or inf anywhere is named by array, row and column before any step runs (a step
+    would refuse it with no clue which sample): read `rows` rows at a time, so that
+    memory-mapped data is checked without being held."""
+    if array.dtype.kind != "f":
+        return  # integers and booleans are always finite
+    for start in range(0, max(len(array), 1) if array.ndim else 1, rows):
+        part = array[start:start + rows] if array.ndim else array
+        bad = ~np.isfinite(part)
+        if bad.any():
+            where = tuple(int(k) for k in np.argwhere(bad)[0])
+            index = (start + where[0], *where[1:]) if array.ndim else ()
+            place = (f" (row {index[0]}" + (f", column {index[1]}" if len(index) > 1 else "")
+                     + ")") if index else ""
+            raise BPTypeError(f"{source}: {name}{list(index) if index else ''} is "
+                              f"{array[index]}{place}; data must be finite numbers")
 
 
 def _as_one_hot(array: np.ndarray, shape: Shape, name: str, source: str) -> np.ndarray:

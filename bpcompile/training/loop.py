@@ -57,10 +57,21 @@ class TrainResult:
     error: BPError | None = None   # a step refused (a non-finite loss or gradient)
     batch_size: int | None = None
     rows: int | None = None         # the training rows the epochs were cut from
+    best: Best | None = None        # with early stopping: the best epoch so far
+    stopped_early: bool = False
 
     def checkpoint(self, seed: int) -> Checkpoint:
         return Checkpoint(self.params, self.state, self.progress, seed, self.batch_size,
                           self.rows)
+
+
+@dataclass(frozen=True)
+class Best:
+    """The epoch with the lowest validation loss so far, and a copy of where it stood."""
+
+    epoch: int
+    val_loss: float
+    checkpoint: Checkpoint
 
 
 @dataclass(frozen=True)
@@ -145,12 +156,16 @@ def fit(net: CompiledNet, data: datasets.Dataset, *, epochs: int, batch_size: in
         start: Checkpoint | None = None, progress_bar: bool = True,
         on_epoch: EpochHook | None = None, interrupt: Interrupt | None = None,
         after_step: Callable[[int, int], None] | None = None,
-        stepper: Stepper | None = None) -> TrainResult:
+        stepper: Stepper | None = None, patience: int | None = None) -> TrainResult:
     """Train `net` on `data` until `epochs` epochs are done in all (counting a checkpoint's),
     from `start` or from `net.init(seed)`. Params and state are updated in place, by
-    `stepper` (default: `net.step` in this process)."""
+    `stepper` (default: `net.step` in this process). `patience`: stop early once the
+    validation loss has not improved for that many epochs (`result.best` keeps the best)."""
     if not net.has_loss:
         raise BPTypeError(f"network {net.name} has no loss, so it cannot be trained")
+    if patience is not None and (patience < 1 or validation is None):
+        raise BPTypeError("early stopping watches the validation loss: it needs a patience "
+                          f"of at least 1 epoch (not {patience}) and validation rows")
     if batch_size < 1:
         raise BPTypeError(f"batch size must be at least 1, not {batch_size}")
     if start is None:
@@ -175,9 +190,28 @@ def fit(net: CompiledNet, data: datasets.Dataset, *, epochs: int, batch_size: in
                                diagnose)
             result.history.append(record)
             result.progress = Progress(epoch + 1)
+            if patience is not None:
+                _keep_best(result, record, seed)
             if on_epoch is not None:
                 on_epoch(record, result)
+            if patience is not None and result.best is not None and \
+                    record.epoch - result.best.epoch >= patience:
+                result.stopped_early = True
+                break
     return result
+
+
+def _keep_best(result: TrainResult, record: Epoch, seed: int) -> None:
+    """Copy the params and state when the validation loss is the lowest yet (early
+    stopping keeps them, not the last epoch's)."""
+    if record.val_loss is None or not math.isfinite(record.val_loss):
+        return
+    if result.best is None or record.val_loss < result.best.val_loss:
+        now = result.checkpoint(seed)
+        copy = Checkpoint({n: a.copy() for n, a in now.params.items()},
+                          {n: a.copy() for n, a in now.state.items()}, now.progress, seed,
+                          now.batch_size, now.rows)
+        result.best = Best(record.epoch, record.val_loss, copy)
 
 
 def _check_resumable(start: Checkpoint, batch_size: int, rows: int | None) -> None:
@@ -242,7 +276,8 @@ def _evaluate(net: CompiledNet, data: datasets.Dataset,
 
 def train(net: CompiledNet, data: str | Path | dict, *, epochs: int, batch_size: int = 32,
           seed: int = 0, validation: float = 0.0, diagnose: bool = False,
-          progress_bar: bool = False, on_epoch: EpochHook | None = None) -> TrainResult:
+          progress_bar: bool = False, on_epoch: EpochHook | None = None,
+          patience: int | None = None) -> TrainResult:
     """Train `net` on `data` (an .npz or .csv path, or a dict of arrays), holding out the
     fraction `validation` of the rows. The API face of `bpcompile train`."""
     if isinstance(data, dict):
@@ -252,4 +287,4 @@ def train(net: CompiledNet, data: str | Path | dict, *, epochs: int, batch_size:
     parts = split(loaded, validation, seed)
     return fit(net, parts.train, epochs=epochs, batch_size=batch_size, seed=seed,
                validation=parts.validation, diagnose=diagnose, progress_bar=progress_bar,
-               on_epoch=on_epoch)
+               on_epoch=on_epoch, patience=patience)

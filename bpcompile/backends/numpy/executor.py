@@ -6,6 +6,7 @@ network compiled before opens without SymPy: its code is loaded, not generated.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import linecache
 import types
@@ -40,7 +41,9 @@ def module_source(signature: Signature, dtype: np.dtype,
     """The generated module's text for one mode: from the disk cache, or generated (and
     stored there)."""
     def generated() -> str:
-        from .module import generate  # SymPy's printers load only when code is generated
+        from .module import (
+            generate,  # SymPy's printers load only when code is generated
+        )
 
         return generate(compiled(), dtype.name)
 
@@ -70,6 +73,20 @@ def _cached(generate: Callable[[], str], *key: str) -> str:
     return code
 
 
+def _quiet(call: Callable) -> Callable:
+    """The call with NumPy's floating-point warnings off: an overflow or 0/0 in the
+    generated code shows as inf or nan in what it returns, which `step` refuses by name
+    (and `np.where` computes both branches, so a branch not taken may warn for nothing);
+    a raw RuntimeWarning says neither."""
+
+    @functools.wraps(call)
+    def quiet(*args: object, **kwargs: object) -> object:
+        with np.errstate(all="ignore"):
+            return call(*args, **kwargs)
+
+    return quiet
+
+
 class NumpyExecutor:
     def __init__(self, signature: Signature, dtype: np.dtype,
                  compiled: Callable[[], Compiled]):
@@ -83,24 +100,29 @@ class NumpyExecutor:
         # NumPy reductions give scalars for 0-d results; callers get arrays of the net's dtype
         return np.asarray(value, dtype=self.dtype)
 
+    @_quiet
     def forward(self, p: Arrays, data: Arrays, sizes: dict[str, int]) -> Arrays:
         outputs = self.module.forward(p, *(data[n] for n in self.inputs))
         return {name: self._array(value) for name, value in outputs.items()}
 
+    @_quiet
     def loss(self, p: Arrays, data: Arrays, sizes: dict[str, int]) -> float:
         return self.module.loss(p, *(data[n] for n in self.data))
 
+    @_quiet
     def value_and_grad(self, p: Arrays, data: Arrays,
                        sizes: dict[str, int]) -> tuple[float, Arrays]:
         loss, grads = self.module.value_and_grad(p, *(data[n] for n in self.data))
         return loss, {name: np.array(g, dtype=self.dtype) for name, g in grads.items()}
 
+    @_quiet
     def step(self, p: Arrays, s: Arrays, data: Arrays, sizes: dict[str, int]) -> float:
         try:
             return self.module.step(p, s, *(data[n] for n in self.data))
         except self.module.NonFiniteError as error:
             raise BPNumericError(f"step: {error}") from None
 
+    @_quiet
     def apply_gradients(self, p: Arrays, s: Arrays, grads: Arrays) -> None:
         try:
             self.module.apply_gradients(p, s, grads)
