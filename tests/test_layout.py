@@ -98,7 +98,8 @@ def test_one_folder_per_stage() -> None:
     root = [p for p in PACKAGE.glob("*.py")]
     assert len(root) <= ROOT_MODULE_LIMIT, sorted(p.name for p in root)
     for folder in ("language", "graph", "differentiate", "passes", "backends",
-                   "backends/numpy", "backends/llvm", "runtime", "inspect", "training", "cli"):
+                   "backends/numpy", "backends/llvm", "runtime", "inspect", "training", "export",
+                   "cli"):
         init = PACKAGE / folder / "__init__.py"
         docstring = ast.get_docstring(ast.parse(init.read_text()))
         assert docstring and len(docstring) > 80, f"{folder}/__init__.py needs a docstring"

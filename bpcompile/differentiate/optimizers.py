@@ -18,6 +18,7 @@ import sympy
 
 from ..graph.ir import Graph, GraphBuilder, Node, Op, operand
 from ..graph.network import OptimizerConfig
+from .schedules import scheduled_lr
 
 # clip_grad_norm_ divides by (norm + 1e-6) so that a zero gradient stays finite.
 CLIP_EPS = sympy.Rational(1, 10**6)
@@ -53,9 +54,11 @@ class StateEntry:
 def state_entries(config: OptimizerConfig, params: list[str]) -> list[StateEntry]:
     """The optimizer state a network keeps, in a fixed order."""
     if config.kind == "sgd":
+        # a schedule reads the step count; plain SGD keeps none
+        counted = [StateEntry("step", None)] if config.schedule else []
         if config.options["momentum"] > 0:
-            return [StateEntry(f"{p}.momentum", p) for p in params]
-        return []
+            return [*counted, *(StateEntry(f"{p}.momentum", p) for p in params)]
+        return counted
     return [StateEntry("step", None),
             *(StateEntry(f"{p}.{k}", p) for p in params for k in ("m", "v"))]
 
@@ -84,7 +87,11 @@ def add_updates(graph: Graph, config: OptimizerConfig, shapes: dict[str, tuple])
     if config.options["clip_norm"]:
         grads = _clip(builder, grads, lines)
     update = _sgd if config.kind == "sgd" else _adam
-    updates, state_updates = update(builder, graph, config, grads, state, lines)
+    rate = _rate(builder, config, state, lines)
+    updates, state_updates = update(builder, graph, config, grads, state, rate, lines)
+    if config.schedule and config.kind == "sgd":
+        state_updates["step"] = builder.elementwise(operand(0) + 1, (state["step"],), (),
+                                                    lines=lines)
     return replace(graph, nodes=tuple(builder.nodes), state=state, updates=updates,
                    state_updates=state_updates, gradient_leaves=gradient_leaves,
                    constants=hyperparameters(config))
@@ -115,10 +122,28 @@ def _clip(builder: GraphBuilder, grads: dict[str, int],
 Updates = tuple[dict[str, int], dict[str, int]]  # params' new values, state's new values
 
 
+def _rate(builder: GraphBuilder, config: OptimizerConfig, state: dict[str, int],
+          lines: tuple[int, ...]) -> int | None:
+    """The scheduled lr of this update, from the updates counted before it (`lr_now`); None
+    without a schedule, where the updates read LR itself."""
+    if not config.schedule:
+        return None
+    return builder.elementwise(scheduled_lr(config.schedule, hyper("lr"), operand(0)),
+                               (state["step"],), (), name="lr_now", lines=lines)
+
+
+def _lr(rate: int | None, inputs: list[int]) -> sympy.Expr:
+    """The lr an update reads: LR, or the scheduled value as its next operand."""
+    if rate is None:
+        return hyper("lr")
+    inputs.append(rate)
+    return operand(len(inputs) - 1)
+
+
 def _sgd(builder: GraphBuilder, graph: Graph, config: OptimizerConfig, grads: dict[str, int],
-         state: dict[str, int], lines: tuple[int, ...]) -> Updates:
+         state: dict[str, int], rate: int | None, lines: tuple[int, ...]) -> Updates:
     o = config.options
-    lr, momentum, decay = (hyper(k) for k in ("lr", "momentum", "weight_decay"))
+    momentum, decay = (hyper(k) for k in ("momentum", "weight_decay"))
     p, g, buf = operand(0), operand(1), operand(2)
     updates: dict[str, int] = {}
     state_updates: dict[str, int] = {}
@@ -134,28 +159,32 @@ def _sgd(builder: GraphBuilder, graph: Graph, config: OptimizerConfig, grads: di
             state_updates[f"{name}.momentum"] = new_buffer
             step = step + momentum * buf if o["nesterov"] else buf
             inputs.append(new_buffer)
+        lr = _lr(rate, inputs)
         updates[name] = builder.elementwise(p - lr * step, inputs, shape, lines=lines)
     return updates, state_updates
 
 
 def _adam(builder: GraphBuilder, graph: Graph, config: OptimizerConfig, grads: dict[str, int],
-          state: dict[str, int], lines: tuple[int, ...]) -> Updates:
+          state: dict[str, int], rate: int | None, lines: tuple[int, ...]) -> Updates:
     o = config.options
-    lr, beta1, beta2, eps, decay = (
-        hyper(k) for k in ("lr", "beta1", "beta2", "eps", "weight_decay")
-    )
+    beta1, beta2, eps, decay = (hyper(k) for k in ("beta1", "beta2", "eps", "weight_decay"))
     step = builder.elementwise(operand(0) + 1, (state["step"],), (), lines=lines)
     updates: dict[str, int] = {}
     state_updates: dict[str, int] = {"step": step}
     # Bias corrections, once per step for all params: lr / (1 - b1^t) and sqrt(1 - b2^t).
-    step_size = builder.elementwise(lr / (1 - beta1 ** operand(0)), (step,), (),
+    sized = [step]
+    lr = _lr(rate, sized)
+    step_size = builder.elementwise(lr / (1 - beta1 ** operand(0)), sized, (),
                                     name="step_size", lines=lines)
     correction = builder.elementwise(sympy.sqrt(1 - beta2 ** operand(0)), (step,), (),
                                      name="bias_correction2", lines=lines)
     old, grad = operand(0), operand(1)
     p, size, m, v, corr = (operand(k) for k in range(5))
-    # Weight decay in Adam is decoupled, as in AdamW: the param shrinks before the step.
-    start = p * (1 - lr * decay) if o["weight_decay"] else p
+    # Weight decay in Adam is decoupled, as in AdamW: the param shrinks before the step,
+    # by the lr of this step (torch multiplies by the group's lr, which a scheduler sets).
+    decayed = [] if rate is None else [rate]
+    start = p * (1 - (hyper("lr") if rate is None else operand(5)) * decay) \
+        if o["weight_decay"] else p
     for name, param in graph.trained.items():
         shape = builder.nodes[param].shape
         new_m = builder.elementwise(beta1 * old + (1 - beta1) * grad,
@@ -165,6 +194,6 @@ def _adam(builder: GraphBuilder, graph: Graph, config: OptimizerConfig, grads: d
         state_updates[f"{name}.m"], state_updates[f"{name}.v"] = new_m, new_v
         updates[name] = builder.elementwise(
             start - size * m / (sympy.sqrt(v) / corr + eps),
-            (param, step_size, new_m, new_v, correction), shape, lines=lines,
+            (param, step_size, new_m, new_v, correction, *decayed), shape, lines=lines,
         )
     return updates, state_updates

@@ -61,6 +61,8 @@ class OptimizerConfig:
     options: dict[str, float | bool]
     line: int = 0
     text: str = ""  # as written in the `.bp` file, for comments in generated code
+    # the learning-rate schedule (differentiate/schedules.py): (kind, numbers) in order
+    schedule: tuple[tuple[str, tuple[float, ...]], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ..errors import BPTypeError
+from ..differentiate.schedules import SCHEDULES, Schedule
+from ..errors import BPTypeError, did_you_mean
 from ..graph.network import Init, OptimizerConfig
 from ..graph.shapes import Shape
 from . import syntax as S
@@ -79,7 +80,10 @@ def optimizer_config(lw: Lowering, stmt: S.OptimizeStmt) -> OptimizerConfig:
             BPTypeError, f"give {call.func}'s options by name, as in {call.func}(lr=0.1)",
             call.args[0].pos,
         )
-    bound = bind(lw, call, tuple(defaults), {k: v for k, v in defaults.items() if v is not None})
+    given = {k: v for k, v in defaults.items() if v is not None}
+    bound = bind(lw, call, (*defaults, "schedule"), {**given, "schedule": None})
+    written = bound.pop("schedule")
+    schedule = () if written is None else parse_schedule(lw, written)
     options: dict[str, float | bool] = {}
     for name, value in bound.items():
         where = getattr(value, "pos", call.pos)
@@ -93,4 +97,40 @@ def optimizer_config(lw: Lowering, stmt: S.OptimizeStmt) -> OptimizerConfig:
         options[name] = number
     if options.get("nesterov") and not options["momentum"] > 0:
         raise lw.error(BPTypeError, "nesterov=true needs a momentum above 0", call.pos)
-    return OptimizerConfig(call.func, options, stmt.pos.line, " ".join(call.text.split()))
+    return OptimizerConfig(call.func, options, stmt.pos.line, " ".join(call.text.split()),
+                           schedule)
+
+
+SCHEDULE_FORMS = ("step(every, gamma), cosine(steps, min_lr=0), warmup(steps), or "
+                  "[warmup(steps), cosine(...)] / [warmup(steps), step(...)]")
+
+
+def parse_schedule(lw: Lowering, expr: object) -> Schedule:
+    """`schedule=cosine(1000)`, or a warmup then another: `[warmup(100), step(500, 0.5)]`."""
+    calls = list(expr.items) if isinstance(expr, S.List) else [expr]
+    where = getattr(expr, "pos", None)
+    if not calls or not all(isinstance(c, S.Call) for c in calls) or len(calls) > 2 or \
+            (len(calls) == 2 and (calls[0].func != "warmup" or calls[1].func == "warmup")):
+        raise lw.error(BPTypeError, f"a schedule is {SCHEDULE_FORMS}", where)
+    schedule = []
+    for c in calls:
+        if c.func not in SCHEDULES:
+            raise lw.error(BPTypeError, f"unknown schedule '{c.func}'"
+                           f"{did_you_mean(c.func, SCHEDULES)}: a schedule is "
+                           f"{SCHEDULE_FORMS}", c.pos)
+        defaults = SCHEDULES[c.func][0]
+        bound = bind(lw, c, tuple(defaults), {k: v for k, v in defaults.items()
+                                              if v is not None})
+        numbers = []
+        for name, value in bound.items():
+            number = float(number_option(lw, value, f"{c.func}'s {name}"))
+            counts = name in ("every", "steps")
+            if (counts and (number < 1 or number != int(number))) or \
+                    (name == "gamma" and not number > 0) or (name == "min_lr" and number < 0):
+                rule = "a whole number of steps, at least 1" if counts else \
+                    "positive" if name == "gamma" else "at least 0"
+                raise lw.error(BPTypeError, f"{c.func}'s {name} must be {rule}, not "
+                               f"{number:g}", getattr(value, "pos", c.pos))
+            numbers.append(number)
+        schedule.append((c.func, tuple(numbers)))
+    return tuple(schedule)

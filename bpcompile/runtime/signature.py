@@ -82,7 +82,8 @@ class Signature:
             "outputs": list(self.outputs),
             "output_shapes": {n: list(s) for n, s in self.output_shapes.items()},
             "optimizer": [self.optimizer.kind, self.optimizer.options, self.optimizer.line,
-                          self.optimizer.text],
+                          self.optimizer.text,
+                          [[kind, list(args)] for kind, args in self.optimizer.schedule]],
             "state": [[n, list(s)] for n, s in self.state.items()],
             "has_loss": self.has_loss,
             "indices": self.indices,
@@ -96,7 +97,7 @@ class Signature:
 
     @classmethod
     def from_json(cls, value: dict) -> Signature:
-        kind, options, line, text = value["optimizer"]
+        kind, options, line, text, schedule = value["optimizer"]
         return cls(
             name=value["name"], filename=value["filename"], source=value["source"],
             params={n: ParamInfo(n, tuple(s), Init(k, tuple(a)), ln, buffer)
@@ -105,7 +106,8 @@ class Signature:
             targets={n: tuple(s) for n, s in value["targets"]},
             outputs=tuple(value["outputs"]),
             output_shapes={n: tuple(s) for n, s in value["output_shapes"].items()},
-            optimizer=OptimizerConfig(kind, options, line, text),
+            optimizer=OptimizerConfig(kind, options, line, text,
+                                      tuple((k, tuple(a)) for k, a in schedule)),
             state={n: tuple(s) for n, s in value["state"]},
             has_loss=value["has_loss"],
             indices=dict(value.get("indices", {})),

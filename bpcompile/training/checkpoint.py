@@ -105,8 +105,11 @@ def load(path: str | Path, net: CompiledNet) -> Checkpoint:
 def optimizer_text(net: CompiledNet) -> str:
     """The optimizer with every option, defaults filled in: `sgd(lr=0.1, momentum=0.9)`."""
     config = net.signature.optimizer
-    options = ", ".join(f"{k}={v}" for k, v in sorted(config.options.items()))
-    return f"{config.kind}({options})"
+    options = [f"{k}={v}" for k, v in sorted(config.options.items())]
+    calls = [f"{kind}({', '.join(f'{v:g}' for v in args)})" for kind, args in config.schedule]
+    if calls:
+        options.append(f"schedule={calls[0] if len(calls) == 1 else '[' + ', '.join(calls) + ']'}")
+    return f"{config.kind}({', '.join(options)})"
 
 
 def _check_same_optimizer(path: Path, stored: Mapping[str, np.ndarray], net: CompiledNet,
