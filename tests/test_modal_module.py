@@ -127,3 +127,16 @@ def test_each_mode_alone_takes_the_masks_as_arguments() -> None:
     assert training.loss(p, data["x"], *masks.values(), data["t"]) == \
         net.loss(p, training=True, state=state, **data)
     assert inference.loss(p, data["x"], data["t"]) == net.loss(p, **data)
+
+
+def test_init_state_takes_a_seed_with_batch_norm_alone() -> None:
+    """A network with modes but no dropout still takes init_state(p, seed=), as the
+    network does, and gives the network's state."""
+    net = bpc.compile("input x[N, 3]\ntarget t[N, 2]\nz = dense(x, 4)\nh = batchnorm(z)\n"
+                      "y = dense(h, 2)\nloss mse(y, t)\noptimize sgd(lr=0.1, momentum=0.9)\n")
+    module = load_module(net.code(), "bn_only")
+    p = module.init(seed=2)
+    got, want = module.init_state(p, seed=5), net.init_state(p, seed=5)
+    assert sorted(got) == sorted(want)
+    for name in want:
+        np.testing.assert_array_equal(got[name], want[name])

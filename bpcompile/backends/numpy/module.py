@@ -259,14 +259,18 @@ class ModuleWriter:
                 f"count.", ["return {",
                             *(f'    "{entry.name}": {_zeros(entry)},' for entry in entries),
                             f'    "{RNG}": np.array([seed, 0], dtype=np.uint64),', "}"])
+        # a network with modes takes init_state(p, seed=) as CompiledNet does, dropout or not
+        args = ["p", "seed=0"] if self.network.modal else ["p"]
+        unused = " (seed is for dropout's masks: this network draws none)" \
+            if self.network.modal else ""
         if not entries:
-            return self.function("init_state", ["p"], f"{optimizer} keeps no state.",
+            return self.function("init_state", args, f"{optimizer} keeps no state{unused}.",
                                  ["return {}"])
         lines = ["return {"]
         lines += [f'    "{entry.name}": {_zeros(entry)},' for entry in entries]
         lines.append("}")
-        return self.function("init_state", ["p"], f"Optimizer state for {optimizer}, all zeros.",
-                             lines)
+        return self.function("init_state", args,
+                             f"Optimizer state for {optimizer}, all zeros{unused}.", lines)
 
     def header(self) -> list[str]:
         net = self.network
