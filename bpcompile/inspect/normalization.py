@@ -45,6 +45,15 @@ def textbook_gradients(graph: Graph, speller: Speller, forward: set[int]
                        ) -> list[TextbookGradient]:
     """Every normalization in the forward values whose input gradient folds into the
     textbook form, in graph order."""
+    _MEMO.clear()
+    try:
+        return _textbook_gradients(graph, speller, forward)
+    finally:
+        _MEMO.clear()
+
+
+def _textbook_gradients(graph: Graph, speller: Speller, forward: set[int]
+                        ) -> list[TextbookGradient]:
     readers: dict[int, set[int]] = {}
     for i in forward:
         for j in graph.nodes[i].inputs:
@@ -81,20 +90,45 @@ def _normalized_input(graph: Graph, z: int) -> int | None:
 
 def _sums(graph: Graph, i: int, x: int) -> bool:
     """Does value i reach x through a keepdims sum (elementwise nodes and sums only)?"""
-    node = graph.nodes[i]
-    if node.op is Op.SUM:
-        return node.keepdims and (node.inputs[0] == x or _reaches(graph, node.inputs[0], x))
-    if node.op is Op.ELEMENTWISE:
-        return any(_sums(graph, j, x) for j in node.inputs)
+    reaching = _reaching(graph, x)
+    if i not in reaching:
+        return False
+    stack, seen = [i], set()
+    while stack:
+        j = stack.pop()
+        node = graph.nodes[j]
+        if j in seen or j == x:
+            continue
+        seen.add(j)
+        if node.op is Op.SUM and node.keepdims:
+            return True
+        stack += [k for k in node.inputs if k in reaching]
     return False
 
 
 def _reaches(graph: Graph, i: int, x: int) -> bool:
-    if i == x:
-        return True
-    node = graph.nodes[i]
-    return node.op in (Op.ELEMENTWISE, Op.SUM) and any(_reaches(graph, j, x)
-                                                      for j in node.inputs)
+    """Does value i depend on x through elementwise nodes and sums only?"""
+    return i in _reaching(graph, x)
+
+
+def _reaching(graph: Graph, x: int) -> frozenset[int]:
+    """Every node that depends on x through elementwise nodes and sums only, x included: one
+    pass over the nodes after x (in topological order), remembered for the graph, since a
+    recursion over shared subexpressions would be exponential."""
+    memo = _MEMO.setdefault(id(graph), (graph, {}))[1]
+    if x not in memo:
+        found = {x}
+        for i in range(x + 1, len(graph.nodes)):
+            node = graph.nodes[i]
+            if node.op in (Op.ELEMENTWISE, Op.SUM) and any(j in found for j in node.inputs):
+                found.add(i)
+        memo[x] = frozenset(found)
+    return memo[x]
+
+
+# graph id -> (the graph, kept alive so the id is not reused; x -> what reaches it); cleared
+# by each `textbook_gradients` call, which is the only reader
+_MEMO: dict[int, tuple[Graph, dict[int, frozenset[int]]]] = {}
 
 
 def _only_reader(graph: Graph, z: int, x: int, readers: dict[int, set[int]]) -> bool:
