@@ -276,7 +276,7 @@ def test_checkpoint_of_another_network_is_refused(tmp_path: Path) -> None:
     with pytest.raises(bpc.BPNameError, match="no array 'W1'"):
         checkpoint.load(path, other)
     path.write_bytes(b"not a zip")
-    with pytest.raises(bpc.BPError, match="not a readable .npz"):
+    with pytest.raises(bpc.BPError, match="not an .npz archive"):
         checkpoint.load(path, net)
 
 

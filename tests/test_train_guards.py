@@ -158,3 +158,29 @@ def test_no_raw_numpy_warning_reaches_the_user(backend: str) -> None:
         assert not np.isfinite(y).any()  # overflow, then a division by 0
         with pytest.raises(bpc.BPNumericError):
             net.step(p, net.init_state(p), x=x, t=np.zeros((1, 2)))
+
+
+def test_adding_a_schedule_on_resuming_counts_the_updates_taken(tmp_path: Path) -> None:
+    """A schedule needs the step count; a run saved without one resumes at the count of
+    the updates it took (150 rows in batches of 32: 5 a epoch), momentum kept."""
+    from bpcompile.training import checkpoint
+
+    source = (EXAMPLES / "vanishing_relu.bp").read_text().split("optimize")[0]
+    first = tmp_path / "first.bp"
+    first.write_text(source + "optimize sgd(lr=0.05, momentum=0.9)\n")
+    out = tmp_path / "run.npz"
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", x=rng.standard_normal((150, 2)),
+             t=rng.integers(0, 2, (150, 1)).astype(float))
+    assert train(first, "--data", tmp_path / "d.npz", "--epochs", "3", "--out", out) == 0
+    scheduled = bpc.compile(source + "optimize sgd(lr=0.05, momentum=0.9, "
+                                     "schedule=cosine(100))\n")
+    saved = checkpoint.load(out, scheduled)
+    assert float(saved.state["step"]) == 3 * 5
+    stored = np.load(out)
+    np.testing.assert_array_equal(saved.state["h1.W.momentum"], stored["state:h1.W.momentum"])
+
+
+def test_out_must_be_a_file(tmp_path: Path, capsys) -> None:
+    assert xor_run(tmp_path, "--overwrite") == 2
+    assert "is a folder" in capsys.readouterr().err

@@ -130,7 +130,7 @@ def test_a_bad_params_file_is_named(tmp_path: Path, change, message: str) -> Non
 def test_a_file_that_is_not_params_is_named(tmp_path: Path) -> None:
     path = tmp_path / "p.npz"
     path.write_bytes(b"not a zip")
-    with pytest.raises(bpc.BPError, match="not a readable .npz"):
+    with pytest.raises(bpc.BPError, match="not an .npz archive"):
         bpc.compile(CLASSIFIER).load_params(path)
 
 
@@ -262,3 +262,75 @@ np.savez('stepped.npz', **p)
     stepped = np.load(ship / "stepped.npz")
     for name in p:
         np.testing.assert_allclose(stepped[name], p[name], rtol=1e-12, atol=1e-14)
+
+
+# ------------------------------------------------------------------ found by review
+
+
+def test_predict_refuses_an_output_of_the_whole_batch_split_in_batches(tmp_path: Path,
+                                                                        capsys) -> None:
+    """An output without a row per sample (a mean over the rows) is a value of all the
+    rows: refused when they come in several batches, computed when they come in one."""
+    (tmp_path / "m.bp").write_text("input x[N, 2]\ny = x * 2\nm = mean(y)\noutput y, m\n")
+    net = bpc.compile((tmp_path / "m.bp").read_text())
+    x = np.arange(20.0).reshape(10, 2)
+    np.savez(tmp_path / "d.npz", x=x)
+    net.save_params({}, tmp_path / "p.npz")
+    common = ["predict", str(tmp_path / "m.bp"), "--params", str(tmp_path / "p.npz"),
+              "--data", str(tmp_path / "d.npz"), "-o", str(tmp_path / "o.npz")]
+    assert main([*common, "--batch-size", "3"]) == 2
+    assert "output m[] has no row per sample" in capsys.readouterr().err
+    assert not (tmp_path / "o.npz").exists()
+    assert main([*common, "--batch-size", "10"]) == 0
+    assert float(np.load(tmp_path / "o.npz")["m"]) == pytest.approx(np.mean(2 * x))
+
+
+def test_predict_keeps_the_old_files_when_it_fails(tmp_path: Path, capsys) -> None:
+    """Writing a folder of .npy files is all or nothing; a bad index is named by its row
+    in the file, not in its batch."""
+    source = "input ids[N, 2]\nparam E[5, 3]\nz = take(E, ids, axis=0)\noutput z\n"
+    (tmp_path / "e.bp").write_text(source)
+    net = bpc.compile(source)
+    net.save_params(net.init(), tmp_path / "p.npz")
+    good = np.zeros((10, 2))
+    bad = good.copy()
+    bad[8, 1] = 7
+    np.savez(tmp_path / "good.npz", ids=good)
+    np.savez(tmp_path / "bad.npz", ids=bad)
+    common = ["predict", str(tmp_path / "e.bp"), "--params", str(tmp_path / "p.npz"),
+              "--batch-size", "4", "-o", str(tmp_path / "out")]
+    assert main([*common, "--data", str(tmp_path / "good.npz")]) == 0
+    before = (tmp_path / "out" / "z.npy").read_bytes()
+    assert main([*common, "--data", str(tmp_path / "bad.npz")]) == 2
+    assert "ids[8, 1] is 7.0" in capsys.readouterr().err
+    assert (tmp_path / "out" / "z.npy").read_bytes() == before
+    assert sorted(f.name for f in (tmp_path / "out").iterdir()) == ["z.npy"]
+
+
+def test_export_of_a_modal_network_without_inputs(tmp_path: Path) -> None:
+    source = "target t[N, 2]\nparam W[2] = ones\ny = dropout(W * 2, 0.5)\n" \
+             "loss sum((y - t) ** 2)\n"
+    (tmp_path / "noin.bp").write_text(source)
+    net = bpc.compile(source)
+    net.save_params(net.init(), tmp_path / "p.npz")
+    assert main(["export", str(tmp_path / "noin.bp"), "--params", str(tmp_path / "p.npz"),
+                 "-o", str(tmp_path / "ship")]) == 0
+    run_without_bpcompile(tmp_path / "ship", """
+import numpy as np
+import noin as m
+np.save('y.npy', m.predict())
+""")
+    np.testing.assert_array_equal(np.load(tmp_path / "ship" / "y.npy"),
+                                  net.forward(net.init())["y"])
+
+
+def test_a_file_that_is_not_an_archive_is_named(tmp_path: Path) -> None:
+    (tmp_path / "notes.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(bpc.BPError, match="not an .npz archive"):
+        bpc.compile(CLASSIFIER).load_params(tmp_path / "notes.csv")
+    net = bpc.compile(CLASSIFIER)
+    p = net.init()
+    p["h.b"][0] = 1e300
+    np.savez(tmp_path / "big.npz", **p)
+    with pytest.raises(bpc.BPError, match=r"'h.b'\[0\] is 1e\+300, too large for float32"):
+        net.with_dtype(np.float32).load_params(tmp_path / "big.npz")

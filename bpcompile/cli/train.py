@@ -191,24 +191,28 @@ def _refuse_to_overwrite(args: argparse.Namespace, net: CompiledNet, out: Path) 
     """--out may replace a file of this network's runs that is not further along than this
     run will go; another network's params, or more epochs than --epochs, need --overwrite
     (or, to continue the run, --resume)."""
+    if out.is_dir():
+        raise BPTypeError(f"--out {out} is a folder; give the file the params go to")
     if args.overwrite or not out.exists() or \
             (args.resume and Path(args.resume).resolve() == out.resolve()):
         return
     advice = f"choose another --out, continue it with --resume {out}, or replace it with " \
              f"--overwrite"
-    meta = read_archive(out, lambda name: name == META + "network")
-    network = str(meta[META + "network"]) if meta else None
-    if network not in (None, net.name):
-        raise BPTypeError(f"{out} holds a run of network {network}, not {net.name}; "
-                          f"{advice}")
     try:
-        saved = checkpoint.load(out, net)
+        meta = read_archive(out, lambda name: name.startswith(META))
+        if not meta:  # params alone (save_params): this network's if they load
+            net.load_params(out)
     except BPError as error:
         raise BPTypeError(f"{out} exists and is not a run of network {net.name} ({error}); "
                           f"{advice}") from None
-    if saved.progress.epoch > args.epochs:
-        raise BPTypeError(f"{out} holds a run {saved.progress.epoch} epochs along, further "
-                          f"than this one's --epochs {args.epochs}; {advice}")
+    network = str(meta[META + "network"]) if META + "network" in meta else net.name
+    if network != net.name:
+        raise BPTypeError(f"{out} holds a run of network {network}, not {net.name}; "
+                          f"{advice}")
+    epoch = int(meta[META + "epoch"]) if META + "epoch" in meta else 0
+    if epoch > args.epochs:
+        raise BPTypeError(f"{out} holds a run {epoch} epochs along, further than this one's "
+                          f"--epochs {args.epochs}; {advice}")
 
 
 def _diverging(net: CompiledNet, result: TrainResult, record: Epoch) -> bool:

@@ -43,7 +43,7 @@ PREDICT = '''
 
 def predict({args}):
     """{doc}"""
-    outputs = forward(TRAINED, {keywords}{mode})
+    outputs = forward({arguments})
     return {result}
 '''
 
@@ -66,11 +66,12 @@ def module_source(net: CompiledNet, params: Mapping[str, np.ndarray], source: st
         result, returned = "outputs", f"a dict of {', '.join(outputs)}"
     doc = (f"The trained network's {returned} for inputs "
            f"{', '.join(f'{n}{list(net.inputs[n])}' for n in inputs)}, in inference mode.")
-    mode = ", training=False" if net.signature.modal else ""
+    arguments = ["TRAINED", *(f"{n}={n}" for n in inputs),
+                 *(["training=False"] if net.signature.modal else [])]
     return (code.rstrip("\n") + "\n" + TRAINED_HEADER.format(source=source,
                                                           entries="\n".join(entries))
-            + PREDICT.format(args=", ".join(inputs), doc=doc, mode=mode,
-                             keywords=", ".join(f"{n}={n}" for n in inputs), result=result))
+            + PREDICT.format(args=", ".join(inputs), doc=doc, arguments=", ".join(arguments),
+                             result=result))
 
 
 def export(net: CompiledNet, params: Mapping[str, np.ndarray], source: str,

@@ -30,6 +30,13 @@ def read_archive(path: Path, wanted: Callable[[str], bool] = lambda name: True
     """The arrays of an .npz archive that `wanted` names (each read only if wanted);
     BPError for anything else (a damaged file, an .npy under an .npz name, an archive
     holding Python objects)."""
+    with open(path, "rb") as file:  # FileNotFoundError, IsADirectoryError: said as they are
+        magic = file.read(6)
+    if magic.startswith(b"\x93NUMPY"):
+        raise BPError(f"{path}: an .npy array, not an .npz archive of named arrays")
+    if not magic.startswith(b"PK"):
+        raise BPError(f"{path}: not an .npz archive (a zip of NAME.npy arrays, as np.savez "
+                      f"writes)")
     try:
         loaded = np.load(path, allow_pickle=False)
     except FileNotFoundError:
@@ -77,11 +84,16 @@ def load_params(path: str | Path, shapes: Mapping[str, tuple[int, ...]], dtype: 
         if array.shape != tuple(shape):
             raise BPShapeError(f"{path}: '{name}' has shape {array.shape}, but network "
                                f"{network} needs {tuple(shape)}")
-        converted = np.array(array, dtype=dtype, order="C")
+        with np.errstate(over="ignore"):  # said below, by name, rather than warned
+            converted = np.array(array, dtype=dtype, order="C")
         if not np.all(np.isfinite(converted)):
             where = tuple(int(k) for k in np.argwhere(~np.isfinite(converted))[0])
-            raise BPTypeError(f"{path}: '{name}'{list(where)} is {converted[where]}; params "
-                              f"must be finite")
+            value = array[where].item()
+            if np.isfinite(value):
+                raise BPTypeError(f"{path}: '{name}'{list(where)} is {value!r}, too large "
+                                  f"for {np.dtype(dtype).name}")
+            raise BPTypeError(f"{path}: '{name}'{list(where)} is {value}; params must be "
+                              f"finite")
         result[name] = converted
     return result
 

@@ -7,7 +7,7 @@ one stopped: the same epoch, the same step within it, the same shuffle.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +18,8 @@ from ..errors import BPNameError, BPShapeError, BPTypeError
 from ..runtime.net import CompiledNet
 from ..runtime.params_file import META, STATE, load_params, read_archive, write_npz
 from ..runtime.randomness import RNG, fresh_rng
+
+STEPS = "step"  # the state entry counting updates (Adam's, and any schedule's)
 
 
 @dataclass(frozen=True)
@@ -81,11 +83,12 @@ def load(path: str | Path, net: CompiledNet) -> Checkpoint:
     params = load_params(path, {**net.params, **net.buffers}, net.dtype, net.name)
     saved_optimizer = str(stored[META + "optimizer"]) if META + "optimizer" in stored else None
     _check_same_optimizer(path, stored, net, saved_optimizer)
-    if any(STATE + name in stored for name in net.state):
-        state = {name: _param(path, stored, STATE + name, shape, net)
-                 for name, shape in net.state.items()}
-    else:
-        state = net.init_state(params)
+    state = net.init_state(params)
+    for name, shape in net.state.items():
+        if STATE + name in stored:
+            state[name] = _param(path, stored, STATE + name, shape, net)
+        elif name == STEPS:  # a schedule added on resuming: count the updates taken
+            state[name][...] = _updates_taken(meta)
     if net.signature.masks:  # dropout's seed and step count: the resumed run's masks
         state[RNG] = _rng(path, stored, net, int(meta("seed", 0)))
 
@@ -117,16 +120,26 @@ def _check_same_optimizer(path: Path, stored: Mapping[str, np.ndarray], net: Com
     """Resuming with another kind of optimizer, or one keeping other state (momentum
     buffers, Adam's moments), would drop the saved state: refused, both named. A changed
     option (a smaller lr) keeps the state's meaning and is allowed."""
-    kept = {name[len(STATE):] for name in stored if name.startswith(STATE)} - {RNG}
+    # the step count is state a schedule adds or leaves out; what the updates keep per
+    # param (momentum, Adam's moments) must carry over
+    kept = {name[len(STATE):] for name in stored if name.startswith(STATE)} - {RNG, STEPS}
+    wanted = set(net.state) - {STEPS}
     now = optimizer_text(net)
     kind = saved.split("(")[0] if saved else None
     if (kind is not None and kind != net.signature.optimizer.kind) or \
-            (kept and kept != set(net.state)):
+            (kept and kept != wanted):
         was = saved or f"an optimizer keeping state {', '.join(sorted(kept))}"
         raise BPTypeError(f"{path} was trained with {was}, but network {net.name} now "
                           f"optimizes with {now}: resuming would drop the saved optimizer "
-                          f"state. Resume with the same optimizer, or start afresh "
-                          f"(--overwrite)")
+                          f"state. Resume with the optimizer it was trained with, or train "
+                          f"afresh without --resume")
+
+
+def _updates_taken(meta: Callable[[str, float], float]) -> int:
+    """The updates a saved run took, from its progress (0 when it does not say)."""
+    batch, rows = int(meta("batch_size", 0)), int(meta("rows", -1))
+    per_epoch = -(-rows // batch) if batch > 0 and rows > 0 else 0
+    return int(meta("epoch", 0)) * per_epoch + int(meta("step", 0))
 
 
 def _rng(path: Path, stored: Mapping[str, np.ndarray], net: CompiledNet,

@@ -92,9 +92,12 @@ def dataset(given: dict[str, object], signature: Signature, source: str,
         array = _as_one_hot(array, shape, name, source)
         _check_shape(array, shape, name, source, sizes)
         _check_finite(array, name, source)
+        if name in signature.indices:
+            _check_indices(array, signature.indices[name], name, source)
         arrays[name] = array
-    rows = sizes[dim][0] if dim is not None else None
-    batched = frozenset(n for n, s in declared.items() if dim is not None and s[:1] == (dim,))
+    # the batch dim of the network's data may lead none of these (predict reads inputs only)
+    rows = sizes[dim][0] if dim in sizes else None
+    batched = frozenset(n for n, s in declared.items() if rows is not None and s[:1] == (dim,))
     return Dataset(arrays, batched, rows, source)
 
 
@@ -134,6 +137,21 @@ def _check_finite(array: np.ndarray, name: str, source: str, rows: int = 65536) 
                      + ")") if index else ""
             raise BPTypeError(f"{source}: {name}{list(index) if index else ''} is "
                               f"{array[index]}{place}; data must be finite numbers")
+
+
+def _check_indices(array: np.ndarray, classes: int, name: str, source: str,
+                   rows: int = 65536) -> None:
+    """Indices (class labels, a gather's rows) are whole numbers in [0, classes): the first
+    that is not is named by its place in the file, before any call sees a batch of it."""
+    for start in range(0, max(len(array), 1) if array.ndim else 1, rows):
+        part = np.asarray(array[start:start + rows] if array.ndim else array)
+        bad = ~((part == np.floor(part)) & (part >= 0) & (part < classes))
+        if bad.any():
+            where = tuple(int(k) for k in np.argwhere(bad)[0])
+            index = (start + where[0], *where[1:]) if array.ndim else ()
+            raise BPTypeError(f"{source}: {name} holds indices (whole numbers from 0 to "
+                              f"{classes - 1}), but {name}{list(index) if index else ''} is "
+                              f"{np.asarray(array)[index].item()!r}")
 
 
 def _as_one_hot(array: np.ndarray, shape: Shape, name: str, source: str) -> np.ndarray:

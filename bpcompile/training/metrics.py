@@ -51,10 +51,16 @@ def forward_in_batches(net: CompiledNet, p: Arrays, data: datasets.Dataset,
         return net.forward(p, **{n: data.arrays[n] for n in net.inputs})
     parts = [net.forward(p, **{n: part[n] for n in net.inputs})
              for _, part in row_parts(data, rows)]
+    batched = per_row_outputs(net)
+    # an output without rows reads all of a batch: only the outputs per row are kept
+    return {n: np.concatenate([part[n] for part in parts]) for n in batched}
+
+
+def per_row_outputs(net: CompiledNet) -> list[str]:
+    """The outputs with one row per sample: those the network's batch dim leads."""
+    dim = datasets.batch_dim(net.signature)
     shapes = net.signature.output_shapes
-    batched = [n for n in net.outputs if shapes[n][:1] and isinstance(shapes[n][0], str)]
-    return {n: np.concatenate([part[n] for part in parts]) if n in batched else parts[0][n]
-            for n in net.outputs}
+    return [n for n in net.outputs if dim is not None and shapes[n][:1] == (dim,)]
 
 
 def mean_loss(net: CompiledNet, p: Arrays, data: datasets.Dataset, batch_size: int) -> float:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import shutil
 import sys
 import tempfile
@@ -28,7 +29,7 @@ from ..errors import BPShapeError, BPTypeError
 from ..graph.shapes import format_shape
 from ..runtime.net import Arrays, CompiledNet
 from . import dataset as datasets
-from .metrics import row_parts
+from .metrics import per_row_outputs, row_parts
 
 
 def batches_of_outputs(net: CompiledNet, p: Arrays, data: datasets.Dataset,
@@ -41,29 +42,54 @@ def batches_of_outputs(net: CompiledNet, p: Arrays, data: datasets.Dataset,
         yield net.forward(p, **part)
 
 
-def output_shapes(net: CompiledNet, data: datasets.Dataset, first: Arrays) -> dict[str, tuple]:
-    """Each output's full shape over all rows, from the first batch's."""
-    declared = net.signature.output_shapes
-    shapes = {}
-    for name, array in first.items():
-        batched = data.rows is not None and declared[name][:1] and \
-            isinstance(declared[name][0], str)
-        shapes[name] = (data.rows, *array.shape[1:]) if batched else array.shape
-    return shapes
+def output_shapes(net: CompiledNet, data: datasets.Dataset, first: Arrays,
+                  batch_size: int) -> dict[str, tuple]:
+    """Each output's full shape over all rows, from the first batch's. An output without
+    one row per sample (a mean over the batch) is a value of all the rows at once: refused
+    when the rows come in more than one batch, rather than written for the last one."""
+    per_row = per_row_outputs(net)
+    if data.rows is not None and data.rows > batch_size:
+        whole = [n for n in net.outputs if n not in per_row]
+        if whole:
+            raise BPShapeError(
+                f"output {whole[0]}{format_shape(net.signature.output_shapes[whole[0]])} "
+                f"has no row per sample: it reads all the rows at once, and --batch-size "
+                f"{batch_size} splits the {data.rows} rows; give --batch-size {data.rows}")
+    return {name: (data.rows, *array.shape[1:]) if name in per_row and data.rows is not None
+            else array.shape for name, array in first.items()}
 
 
 def write(net: CompiledNet, p: Arrays, data: datasets.Dataset, batch_size: int,
           out: str | None) -> str:
     """Every output over `data` to `out` (CSV when it ends .csv or is None, for standard
     output; an .npz archive; else a folder of .npy files); what was written, in words."""
+    _check_out(out)
     parts = batches_of_outputs(net, p, data, batch_size)
     first = next(parts)
-    shapes = output_shapes(net, data, first)
+    shapes = output_shapes(net, data, first, batch_size)
     if out is None or out.endswith(".csv"):
         return _write_csv(net, data, first, parts, shapes, out)
     if out.endswith(".npz"):
         return _write_npz(Path(out), first, parts, shapes)
     return _write_folder(Path(out), first, parts, shapes)
+
+
+def _check_out(out: str | None) -> None:
+    """Where the outputs go can take them, before any is computed."""
+    if out is None:
+        return
+    path = Path(out)
+    if path.suffix.lower() == ".npy":
+        raise BPTypeError(f"{out}: an .npy file holds one array; write a folder (a NAME.npy "
+                          f"for each output), an .npz or a .csv")
+    if path.suffix.lower() in (".csv", ".npz"):
+        if path.is_dir():
+            raise BPTypeError(f"{out} is a folder, not a {path.suffix} file")
+        parent = path.parent if str(path.parent) else Path(".")
+        if not parent.is_dir():
+            raise BPTypeError(f"{out}: there is no folder {parent} to write it into")
+    elif path.exists() and not path.is_dir():
+        raise BPTypeError(f"{out} is a file; -o takes a .csv, an .npz or a folder")
 
 
 def _chained(first: Arrays, rest: Iterator[Arrays]) -> Iterator[Arrays]:
@@ -96,8 +122,17 @@ def _fill(folder: Path, first: Arrays, rest: Iterator[Arrays], shapes: dict[str,
 
 def _write_folder(folder: Path, first: Arrays, rest: Iterator[Arrays],
                   shapes: dict[str, tuple]) -> str:
-    files = _fill(folder, first, rest, shapes)
-    return f"{', '.join(str(f) for f in files.values())}"
+    """NAME.npy files filled in a temporary folder beside `folder`, then each moved over its
+    old self: a failure part way leaves what was there before."""
+    folder.mkdir(parents=True, exist_ok=True)
+    temp = Path(tempfile.mkdtemp(prefix=".predict.", dir=folder))
+    try:
+        files = _fill(temp, first, rest, shapes)
+        for name, file in files.items():
+            os.replace(file, folder / file.name)
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+    return ", ".join(str(folder / f"{name}.npy") for name in files)
 
 
 def _write_npz(path: Path, first: Arrays, rest: Iterator[Arrays],
@@ -143,8 +178,6 @@ def _write_csv(net: CompiledNet, data: datasets.Dataset, first: Arrays,
     if out is None:
         fill(sys.stdout)
         return "standard output"
-    if Path(out).is_dir():
-        raise BPTypeError(f"{out}: a folder, not a .csv file")
 
     def binary(file: io.BufferedIOBase) -> None:
         text = io.TextIOWrapper(file, encoding="utf-8", newline="")
