@@ -334,3 +334,12 @@ def test_a_file_that_is_not_an_archive_is_named(tmp_path: Path) -> None:
     np.savez(tmp_path / "big.npz", **p)
     with pytest.raises(bpc.BPError, match=r"'h.b'\[0\] is 1e\+300, too large for float32"):
         net.with_dtype(np.float32).load_params(tmp_path / "big.npz")
+
+
+def test_an_exported_module_is_importable_whatever_the_file_is_called() -> None:
+    from bpcompile.export.numpy_module import module_name
+
+    for network, expected in [("xor", "xor"), ("my-net", "my_net"), ("2layer", "net_2layer"),
+                              ("class", "net_class")]:
+        name = module_name(network)
+        assert name == expected and name.isidentifier()

@@ -26,6 +26,6 @@ def run(args: argparse.Namespace) -> int:
     net = compile_file(args.net, backend="numpy", dtype=args.dtype)
     params = net.load_params(args.params)
     path = numpy_module.export(net, params, args.params, args.out)
-    print(f"wrote {path}: `from {net.name} import predict`; predict("
+    print(f"wrote {path}: `from {path.stem} import predict`; predict("
           f"{', '.join(net.inputs)}) gives {', '.join(net.outputs)}")
     return 0

@@ -11,6 +11,8 @@ still find by name; NumPy is the only import.
 from __future__ import annotations
 
 import base64
+import keyword
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -79,6 +81,12 @@ def export(net: CompiledNet, params: Mapping[str, np.ndarray], source: str,
     """Write NET.py into `folder` (made if absent), atomically; its path."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{net.name}.py"
+    path = folder / f"{module_name(net.name)}.py"
     atomic.write_text(path, module_source(net, params, source))
     return path
+
+
+def module_name(network: str) -> str:
+    """The network's name as an importable module's: `my-net` is `my_net`."""
+    name = re.sub(r"\W", "_", network)
+    return f"net_{name}" if not name or name[0].isdigit() or keyword.iskeyword(name) else name
