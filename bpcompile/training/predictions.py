@@ -122,8 +122,8 @@ def _fill(folder: Path, first: Arrays, rest: Iterator[Arrays], shapes: dict[str,
 
 def _write_folder(folder: Path, first: Arrays, rest: Iterator[Arrays],
                   shapes: dict[str, tuple]) -> str:
-    """NAME.npy files filled in a temporary folder beside `folder`, then each moved over its
-    old self: a failure part way leaves what was there before."""
+    """NAME.npy files filled in a temporary folder inside `folder` (the same file system),
+    then each moved over its old self: a failure part way leaves what was there before."""
     folder.mkdir(parents=True, exist_ok=True)
     temp = Path(tempfile.mkdtemp(prefix=".predict.", dir=folder))
     try:
