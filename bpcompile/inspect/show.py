@@ -102,10 +102,10 @@ class GradientView:
         sum(u * v) is u; or another param's zero gradient)."""
         grad = self.graph.grads[param]
         lines = [self.equation(i) for i in self.own[param] if i != grad]
-        if grad in self.own[param] and self.speller.names.get(grad) != f"d_{self.naming[self.graph.params[param]].code}":
-            lines.append(self.equation(grad))  # the value it shares, by its own name
         name = self.naming[self.graph.params[param]].code
         left = f"d_{name}"
+        if grad in self.own[param] and self.speller.names.get(grad) != left:
+            lines.append(self.equation(grad))  # the value it shares, by its own name
         if self.speller.names.get(grad) == left:
             return lines + [self.equation(grad)]
         # a value printed before is read by its name; another (a gradient a param printed
