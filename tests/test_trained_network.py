@@ -343,3 +343,22 @@ def test_an_exported_module_is_importable_whatever_the_file_is_called() -> None:
                               ("class", "net_class")]:
         name = module_name(network)
         assert name == expected and name.isidentifier()
+
+
+def test_exported_predict_warns_nothing(tmp_path: Path) -> None:
+    """Overflow in the shipped module's predict shows as inf in its outputs, not as a
+    RuntimeWarning (here run with warnings as errors)."""
+    source = "input x[N, 2]\nparam w[2] = ones\ny = exp(x * w)\n"
+    (tmp_path / "ovf.bp").write_text(source)
+    net = bpc.compile(source)
+    net.save_params(net.init(), tmp_path / "p.npz")
+    assert main(["export", str(tmp_path / "ovf.bp"), "--params", str(tmp_path / "p.npz"),
+                 "-o", str(tmp_path / "ship")]) == 0
+    out = run_without_bpcompile(tmp_path / "ship", """
+import warnings
+import numpy as np
+import ovf
+warnings.simplefilter("error")
+print(np.isinf(ovf.predict(np.array([[1000.0, 1.0]]))[0, 0]))
+""")
+    assert out.strip() == "True"

@@ -45,7 +45,8 @@ PREDICT = '''
 
 def predict({args}):
     """{doc}"""
-    outputs = forward({arguments})
+    with np.errstate(all="ignore"):  # an overflow shows as inf in the outputs, unwarned
+        outputs = forward({arguments})
     return {result}
 '''
 
