@@ -82,7 +82,7 @@ class CompiledNet:
                                                    for n, i in signature.trained.items()}
         self.buffers: dict[str, tuple[int, ...]] = {n: i.shape
                                                     for n, i in signature.buffers.items()}
-        self._kept = {n: i.shape for n, i in signature.params.items()}
+        self._stored = {n: i.shape for n, i in signature.params.items()}  # what p holds
         self.inputs: dict[str, Shape] = dict(signature.inputs)
         self.targets: dict[str, Shape] = dict(signature.targets)
         self.outputs: tuple[str, ...] = tuple(signature.outputs)
@@ -147,13 +147,12 @@ class CompiledNet:
         """The params and buffers saved at `path` (by `save_params`, or a training
         checkpoint, whose optimizer state and metadata are ignored), checked against this
         network and converted to its dtype; BPError naming what is missing or wrong."""
-        return params_file.load_params(path, {**self.params, **self.buffers}, self.dtype,
-                                       self.name)
+        return params_file.load_params(path, self._stored, self.dtype, self.name)
 
     def save_params(self, p: Mapping, path: str | Path, /) -> None:
         """Write the params and buffers of `p` (checked: every one, each of its shape) to
         `path`, an `.npz` that `load_params` and `np.load` read, atomically."""
-        params = checks.check_params(p, self._kept, self.dtype, "save_params")
+        params = checks.check_params(p, self._stored, self.dtype, "save_params")
         params_file.save_params(path, params)
 
     def forward(self, p: Mapping, /, *, training: bool = False, state: Mapping | None = None,
@@ -161,7 +160,7 @@ class CompiledNet:
         """The outputs, in inference mode unless `training` (then dropout draws the masks
         of `state`'s seed and step count, or of seed 0 and step 0). Targets given are
         ignored, so a whole batch's dict can be passed."""
-        params = checks.check_params(p, self._kept, self.dtype, "forward")
+        params = checks.check_params(p, self._stored, self.dtype, "forward")
         data = {name: value for name, value in data.items() if name not in self.targets}
         arrays, sizes = checks.check_data(data, self.inputs, self.dtype, "forward")
         checks.check_indices(arrays, self.signature.indices, "forward")
@@ -173,7 +172,7 @@ class CompiledNet:
              **data: object) -> float:
         """The loss, in inference mode unless `training` (as `forward`)."""
         self._need_loss("loss")
-        params = checks.check_params(p, self._kept, self.dtype, "loss")
+        params = checks.check_params(p, self._stored, self.dtype, "loss")
         arrays, sizes = checks.check_data(data, self.signature.data, self.dtype, "loss")
         checks.check_indices(arrays, self.signature.indices, "loss")
         self._check_least_sizes(sizes, "loss")
@@ -188,7 +187,7 @@ class CompiledNet:
         `mask_rows`, for a share of a batch computed apart (data-parallel training): where
         each row given sits in the whole batch, whose masks it then draws its part of."""
         self._need_loss("value_and_grad")
-        params = checks.check_params(p, self._kept, self.dtype, "value_and_grad")
+        params = checks.check_params(p, self._stored, self.dtype, "value_and_grad")
         arrays, sizes = checks.check_data(data, self.signature.data, self.dtype,
                                           "value_and_grad")
         checks.check_indices(arrays, self.signature.indices, "value_and_grad")
@@ -203,7 +202,7 @@ class CompiledNet:
         `s`'s seed and step count, which then counts this step."""
         self._need_loss("step")
         rng = check_rng(s, "step") if self.signature.masks else None
-        params = checks.check_in_place(p, self._kept, self.dtype, "param", "step")
+        params = checks.check_in_place(p, self._stored, self.dtype, "param", "step")
         state = checks.check_in_place(_optimizer_state(s), self.state, self.dtype, "state",
                                       "step")
         checks.check_disjoint({**{f"param {n}": a for n, a in params.items()},
@@ -228,7 +227,7 @@ class CompiledNet:
         self._need_loss("apply_gradients")
         call = "apply_gradients"
         rng = check_rng(s, call) if self.signature.masks else None
-        params = checks.check_in_place(p, self._kept, self.dtype, "param", call)
+        params = checks.check_in_place(p, self._stored, self.dtype, "param", call)
         state = checks.check_in_place(_optimizer_state(s), self.state, self.dtype, "state",
                                       call)
         updated = {**{f"param {n}": a for n, a in params.items()},
@@ -308,7 +307,9 @@ class CompiledNet:
 
 def _optimizer_state(s: object) -> object:
     """`s` without dropout's `rng` entry, which is no array the compiled code reads."""
-    return {k: v for k, v in s.items() if k != RNG} if isinstance(s, Mapping) else s
+    if isinstance(s, Mapping) and RNG in s:
+        return {k: v for k, v in s.items() if k != RNG}
+    return s
 
 
 def _within_memory(call: str, run: Callable, *args: object):

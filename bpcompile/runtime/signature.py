@@ -46,7 +46,7 @@ class Signature:
     @property
     def arguments(self) -> dict[str, Shape]:
         """What compiled code reads, in its order: inputs, dropout's masks, targets."""
-        return {**self.inputs, **{n: m.shape for n, m in self.masks.items()}, **self.targets}
+        return {**self.forward_arguments, **self.targets}
 
     @property
     def forward_arguments(self) -> dict[str, Shape]:

@@ -99,7 +99,7 @@ def share(spec: NetSpec, weighting: str, params: Arrays, whole: Arrays,
     so that shares add up (a mean loss is weighted by its rows, a sum loss is not); with
     dropout, the rows' part of the whole batch's masks (`positions`, `rng`)."""
     net = compiled(spec)
-    data = {**whole, **{name: array[rows] for name, array in chunk.items()}}
+    data = {**whole, **rows_of(chunk, rows)}
     keyed = {} if rng is None else {"state": {RNG: rng}, "mask_rows": positions}
     loss, grads = net.value_and_grad(params, **keyed, **data)
     weight = len(rows) if weighting == "mean" else 1
@@ -335,10 +335,10 @@ def gathering_stepper(client: Client, net: CompiledNet, data: ClusterData
         pieces = [client.submit(rows_of, data.chunk_futures[k], local, pure=False)
                   for k, local, _ in parts]
         positions = np.concatenate([where for _, _, where in parts])
-        loss, new_p, new_s = client.submit(
-            gathered_step, spec, {n: a.copy() for n, a in p.items()},
-            {n: a.copy() for n, a in s.items()}, data.whole or {}, pieces, positions,
-            pure=False).result()
+        # the task copies what it steps (a retry must see its inputs unchanged), and this
+        # process waits for it: the arrays go out as they are
+        loss, new_p, new_s = client.submit(gathered_step, spec, p, s, data.whole or {},
+                                           pieces, positions, pure=False).result()
         for name, array in new_p.items():
             p[name][...] = array
         for name, array in new_s.items():

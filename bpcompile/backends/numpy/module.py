@@ -149,19 +149,17 @@ class ModuleWriter:
     def step(self) -> str:
         data = list(self.network.data)
         call_args = ", ".join(["p", *self.arguments(data)])
-        if self.graph.buffer_updates:
-            body = ["buffers = {}",
-                    f"loss, grads = value_and_grad{self.suffix}({call_args}, buffers)",
-                    "refuse_non_finite(loss, grads)",
-                    "update(p, s, grads)",
-                    "for name, value in buffers.items():  # the running statistics",
-                    "    p[name][...] = value",
-                    "return loss"]
-        else:
-            body = [f"loss, grads = value_and_grad{self.suffix}({call_args})",
-                    "refuse_non_finite(loss, grads)",
-                    "update(p, s, grads)",
-                    "return loss"]
+        # batch norm in training mode: value_and_grad hands out the running statistics too,
+        # written into p once the update is done
+        buffers = bool(self.graph.buffer_updates)
+        body = [*(["buffers = {}"] if buffers else []),
+                f"loss, grads = value_and_grad{self.suffix}({call_args}"
+                f"{', buffers' if buffers else ''})",
+                "refuse_non_finite(loss, grads)",
+                "update(p, s, grads)",
+                *(["for name, value in buffers.items():  # the running statistics",
+                   "    p[name][...] = value"] if buffers else []),
+                "return loss"]
         self.helpers.add("refuse_non_finite")
         optimizer = self.network.optimizer
         doc = (f"One training step with {optimizer.text}, in place on p and s; returns the "
@@ -252,25 +250,20 @@ class ModuleWriter:
     def init_state(self) -> str:
         entries = state_entries(self.network.optimizer, list(self.network.trained))
         optimizer = self.network.optimizer.text
+        items = [f'"{entry.name}": {_zeros(entry)},' for entry in entries]
         if self.counts_steps:
-            return self.function(
-                "init_state", ["p", "seed=0"],
-                f"Optimizer state for {optimizer}, all zeros, and dropout's seed and step "
-                f"count.", ["return {",
-                            *(f'    "{entry.name}": {_zeros(entry)},' for entry in entries),
-                            f'    "{RNG}": np.array([seed, 0], dtype=np.uint64),', "}"])
+            items.append(f'"{RNG}": np.array([seed, 0], dtype=np.uint64),')
+            doc = f"Optimizer state for {optimizer}, all zeros, and dropout's seed and step count."
+        elif not entries:
+            doc = f"{optimizer} keeps no state."
+        else:
+            doc = f"Optimizer state for {optimizer}, all zeros."
+        if self.network.modal and not self.counts_steps:
+            doc = doc[:-1] + " (seed is for dropout's masks: this network draws none)."
         # a network with modes takes init_state(p, seed=) as CompiledNet does, dropout or not
         args = ["p", "seed=0"] if self.network.modal else ["p"]
-        unused = " (seed is for dropout's masks: this network draws none)" \
-            if self.network.modal else ""
-        if not entries:
-            return self.function("init_state", args, f"{optimizer} keeps no state{unused}.",
-                                 ["return {}"])
-        lines = ["return {"]
-        lines += [f'    "{entry.name}": {_zeros(entry)},' for entry in entries]
-        lines.append("}")
-        return self.function("init_state", args,
-                             f"Optimizer state for {optimizer}, all zeros{unused}.", lines)
+        lines = ["return {", *(f"    {item}" for item in items), "}"] if items else ["return {}"]
+        return self.function("init_state", args, doc, lines)
 
     def header(self) -> list[str]:
         net = self.network
