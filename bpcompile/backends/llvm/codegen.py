@@ -140,15 +140,17 @@ def entries_of(compiled: Compiled) -> tuple[str, ...]:
 
 
 def generate(compiled: Compiled, signature: Signature, dtype: str, vector_bytes: int,
-             entries: tuple[str, ...] | None = None, fast: bool = False) -> Program:
+             entries: tuple[str, ...] | None = None, fast: bool = False,
+             blas: bool = True) -> Program:
     """The LLVM module for `compiled` in `dtype` with `entries` (default: all it has); with
-    `fast`, also `bpc_fast_step`, the native fast path of step (fastcall.py)."""
+    `fast`, also `bpc_fast_step`, the native fast path of step (fastcall.py); without
+    `blas`, every product a loop nest of our own (exported C calls no BLAS)."""
     network = compiled.network
     graph = compiled.for_backend("llvm")
     layout = layout_of(signature)
     module = ir.Module(name=network.name)
     lib = MathFunctions(module, dtype)
-    matmul = Matmul(module, lib, vector_bytes)
+    matmul = Matmul(module, lib, vector_bytes, blas=blas)
     kernels = Kernels(module, lib, matmul.lanes)
     entries = entries or entries_of(compiled)
     naming = Naming(graph)

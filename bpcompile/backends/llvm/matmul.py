@@ -31,7 +31,7 @@ class Matmul:
     (prebuilt.py): a network's module declares it, the library's (prebuilt=True) defines it."""
 
     def __init__(self, module: ir.Module, lib: MathFunctions, vector_bytes: int,
-                 prebuilt: bool = False):
+                 prebuilt: bool = False, blas: bool = True):
         self.module = module
         self.prebuilt = prebuilt
         self.lib = lib
@@ -42,7 +42,9 @@ class Matmul:
         self.vt = ir.VectorType(self.t, self.lanes)
         self.mask_type = ir.VectorType(ir.IntType(1), self.lanes)
         self._function: ir.Function | None = None
-        self.blas = find_blas()
+        # without BLAS (exported C links against nothing but libc and libm), every product
+        # is the loop nest
+        self.blas = find_blas() if blas else None
 
     # -------------------------------------------------------------- call sites
 

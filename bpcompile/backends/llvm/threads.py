@@ -64,7 +64,7 @@ NAMED_FIELDS = ("task", "context", "mutex", "condition")
 TASK_FIELD, CONTEXT_FIELD, MUTEX_FIELD, CONDITION_FIELD = (len(FIELDS) + k for k in range(4))
 
 
-class _Callee:
+class Callee:
     """A function pointer as llvmlite's `call` takes a callee: it must tell the function's
     type, which an opaque pointer does not (as its InlineAsm does)."""
 
@@ -180,7 +180,7 @@ class _Writer:
 
     def run_task(self, b: ir.IRBuilder, task: ir.Value, context: ir.Value, part: ir.Value,
                  parts: ir.Value) -> None:
-        b.call(_Callee(task, TASK), [context, part, parts])
+        b.call(Callee(task, TASK), [context, part, parts])
 
     def worker(self) -> None:
         """`bpc_pool_worker(index)`: run part `index` of each task, until stopped."""
