@@ -131,6 +131,21 @@ def test_non_finite_gradients_change_nothing(backend: str, bad: float) -> None:
         np.testing.assert_array_equal(s[name], before_s[name])
 
 
+def test_a_non_finite_gradient_is_named_past_batch_norms_buffers(backend: str) -> None:
+    """Status 2 + k counts trained params only: y.W comes after h.running_mean and
+    h.running_var in the params, and must still be the one named (the llvm backend once
+    counted the buffers and named h.running_mean)."""
+    net = bpc.compile("network bn\ninput x[N, 3]\ntarget t[N, 2]\nh = batchnorm(x)\n"
+                      "y = dense(h, 2)\noutput y\nloss mse(y, t)\noptimize sgd(lr=0.1)\n",
+                      backend=backend)
+    p = net.init(seed=0)
+    s = net.init_state(p)
+    grads = {name: np.ones(info.shape) for name, info in net.signature.trained.items()}
+    grads["y.W"][0, 0] = np.nan
+    with pytest.raises(bpc.BPNumericError, match="the gradient of y.W is not finite"):
+        net.apply_gradients(p, s, grads)
+
+
 @pytest.mark.parametrize("grads, error, message", [
     ({"W": np.zeros((3, 2))}, bpc.BPNameError, "missing gradient 'b'"),
     ({"W": np.zeros((3, 2)), "b": np.zeros(2), "c": np.zeros(1)}, bpc.BPNameError,

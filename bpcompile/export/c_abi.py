@@ -14,7 +14,7 @@ table on the stack and calls it.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -157,8 +157,8 @@ class Interface:
         self.free()
         if self.signature.masks:
             self.seed()
-        self.lookup("param", {n: True for n in self.signature.params})
-        self.lookup("grad", {n: True for n in self.signature.trained})
+        self.lookup("param", self.signature.params)
+        self.lookup("grad", self.signature.trained)
         self.serial_parallel()
         for entry, part in self.parts.items():
             self.entry(entry, part)
@@ -191,7 +191,7 @@ class Interface:
         self.set_word(b, f.args[0], STEP, i64(0))
         b.ret_void()
 
-    def lookup(self, kind: str, names: Mapping[str, bool]) -> None:
+    def lookup(self, kind: str, names: Iterable[str]) -> None:
         """`NET_param` / `NET_grad`: the array of a `.bp` name and its element count, or
         NULL for a name the network does not have."""
         f, b = self.function(kind, PTR, [("net", PTR), ("name", PTR), ("size", PTR)])

@@ -29,6 +29,7 @@ TOP = """\
  *   {one:{w}} the loss is not finite
  *   {two:{w}} the gradient of trained param k (counted from 0 in the order
  *   {blank:{w}} above, buffers left out) is not finite
+ * (For those last two, *loss is written all the same, so that a program can report it.)
  * Calls on one {prefix} must not overlap; separate ones are independent.
  */
 #ifndef {upper}_H

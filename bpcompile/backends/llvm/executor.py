@@ -307,4 +307,6 @@ class LLVMExecutor:
     def describe_status(self, status: int, loss: float) -> str:
         if status == 1:
             return f"the loss is {loss}"
-        return f"the gradient of {self.layout.params[status - 2]} is not finite"
+        # status 2 + k names trained param k: buffers (batch norm's statistics) have no
+        # gradient, so they are not counted
+        return f"the gradient of {list(self.signature.trained)[status - 2]} is not finite"
