@@ -45,9 +45,11 @@ from typing import IO, Any
 HERE = Path(__file__).resolve().parent
 WORKER = HERE / "timing_worker.py"
 
-IMPLEMENTATIONS = ("llvm", "numpy", "hand numpy", "pytorch", "torch.compile", "jax")
+IMPLEMENTATIONS = ("llvm", "llvm own gemm", "numpy", "hand numpy", "pytorch",
+                   "torch.compile", "jax")
 LABELS = {
     "llvm": "llvm",
+    "llvm own gemm": "llvm, no BLAS",
     "numpy": "numpy backend",
     "hand numpy": "hand NumPy",
     "pytorch": "PyTorch eager",
@@ -55,6 +57,7 @@ LABELS = {
     "jax": "JAX jit",
 }
 OPTIONAL_MODULES = {"pytorch": "torch", "torch.compile": "torch", "jax": "jax"}
+WORKER_ENVIRONMENT = {"llvm own gemm": {"BPCOMPILE_NO_BLAS": "1"}}
 DISTORTING_VARIABLES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 
 # Generous: torch.compile's first build on a fresh machine takes about a minute on 2 cores.
@@ -155,7 +158,9 @@ def start_worker(impl: str, workload: str) -> Worker:
     process = subprocess.Popen(
         [sys.executable, str(WORKER), impl, workload],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
-        env=dict(os.environ),  # the parent's environment, exactly: no thread-count tweaks
+        # the parent's environment, exactly (no thread-count tweaks), but for the llvm
+        # backend without BLAS: every product its own packed GEMM or loop nest
+        env=dict(os.environ, **WORKER_ENVIRONMENT.get(impl, {})),
     )
     return Worker(impl, process, log)
 
@@ -445,10 +450,14 @@ def chosen_implementations(requested: str) -> tuple[list[str], list[str]]:
 
 
 def parse_arguments() -> argparse.Namespace:
+    from scaling_workloads import PREFIX as SCALING_PREFIX
     from workloads import WORKLOADS
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workloads", default=",".join(w.name for w in WORKLOADS))
+    parser.add_argument("--workloads", default=",".join(
+        w.name for w in WORKLOADS if not w.name.startswith(SCALING_PREFIX)),
+        help="names, comma-separated; `scaling` for every scale_* workload (batch and "
+             "width swept; left out by default)")
     parser.add_argument("--implementations", default=",".join(IMPLEMENTATIONS))
     parser.add_argument("--rounds", type=int, default=15,
                         help="blocks timed per implementation and workload (default 15)")
@@ -458,6 +467,9 @@ def parse_arguments() -> argparse.Namespace:
                         help="percent of the cores other processes may use during a round "
                              "before it is timed again (default %(default)s)")
     args = parser.parse_args()
+    if args.workloads == "scaling":
+        args.workloads = ",".join(w.name for w in WORKLOADS
+                                  if w.name.startswith(SCALING_PREFIX))
     unknown = set(args.workloads.split(",")) - {w.name for w in WORKLOADS}
     if unknown:
         parser.error(f"unknown workloads: {', '.join(sorted(unknown))}")

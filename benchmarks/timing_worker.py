@@ -37,8 +37,9 @@ def build(workload: Workload, impl: str, params: dict, data: dict) -> Callable[[
     """A zero-argument function running one training step of `workload` in `impl`."""
     p = {k: v.copy() for k, v in params.items()}
     d = dict(data)
-    if impl in ("llvm", "numpy"):
-        net = bpc.compile(workload.source, backend=impl, dtype=workload.dtype)
+    if impl in ("llvm", "llvm own gemm", "numpy"):
+        backend = "numpy" if impl == "numpy" else "llvm"  # own gemm: BPCOMPILE_NO_BLAS=1
+        net = bpc.compile(workload.source, backend=backend, dtype=workload.dtype)
         s = net.init_state(p)
         x, t = d["x"], d["t"]
         return lambda: net.step(p, s, x=x, t=t)

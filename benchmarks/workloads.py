@@ -376,3 +376,4 @@ WORKLOADS = [
 ]
 
 import lenet_workload  # noqa: E402,F401  (adds the lenet workload to WORKLOADS, TORCH, JAX)
+import scaling_workloads  # noqa: E402,F401  (adds the scale_* workloads, the same way)

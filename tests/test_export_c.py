@@ -17,6 +17,7 @@ import pytest
 from conftest import EXAMPLES
 
 import bpcompile as bpc
+from bpcompile.backends.llvm import gemm
 from bpcompile.export import c_library
 from bpcompile.export.c_abi import c_arrays, c_sizes
 from bpcompile.runtime.net import CompiledNet
@@ -222,6 +223,30 @@ def test_modal_network_trains_and_predicts_as_python(tmp_path: Path) -> None:
     # the running statistics moved and dropout did drop: the modes were exercised
     assert not np.allclose(python["param:h1.running_var"], 1.0)
     assert_same(c, python, 1e-12)
+
+
+# Products past the packed GEMM's threshold (80 x 200 x 160 and its gradients): in C they
+# are our own packed GEMM, in Python NumPy's BLAS (or the same GEMM without it).
+WIDE = """
+network wide
+input  x[N, 200]
+target t[N, 3]
+h = dense(x, 160, act=relu)
+y = dense(h, 3)
+output y
+loss mse(y, t)
+optimize sgd(lr=0.05, momentum=0.9)
+"""
+
+
+def test_packed_products_train_as_python(tmp_path: Path) -> None:
+    net = bpc.compile(WIDE, backend="llvm")
+    assert 80 * 200 * 160 >= gemm.PACKED_THRESHOLD
+    rng = np.random.default_rng(8)
+    batch = {"x": rng.normal(size=(80, 200)), "t": rng.normal(size=(80, 3))}
+    c = Program(net, batch, steps=20).run(tmp_path, net.init(seed=0))
+    # sums of 200 products in another order: the last bits differ, no more
+    assert_same(c, python_run(net, batch, 20), 1e-10)
 
 
 def test_class_indices_and_refusals_change_nothing(tmp_path: Path) -> None:

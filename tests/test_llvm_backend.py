@@ -26,7 +26,7 @@ from conftest import EXAMPLES, PROBE, example_paths, indices_in_range
 
 import bpcompile as bpc
 from bpcompile import BPError, BPNumericError
-from bpcompile.backends.llvm import threads
+from bpcompile.backends.llvm import gemm, threads
 from bpcompile.backends.llvm.blas import BLAS_THRESHOLD, find_blas
 from bpcompile.cli.main import main as cli_main
 from bpcompile.runtime.net import CompiledNet
@@ -694,9 +694,10 @@ def test_blas_products_agree_with_numpy() -> None:
                                                              "float32"), 1e-5, "BLAS float32")
 
 
-def test_loop_nests_without_blas_agree_with_numpy(tmp_path: Path) -> None:
-    """The same network in a process with BPCOMPILE_NO_BLAS=1: every product is a loop nest
-    (no gemm in the IR), and the results agree with NumPy as well."""
+def test_own_products_without_blas_agree_with_numpy(tmp_path: Path) -> None:
+    """The same network in a process with BPCOMPILE_NO_BLAS=1: every product is our own,
+    the large ones the packed GEMM (no CBLAS call in the IR), and the results agree with
+    NumPy as well."""
     script = tmp_path / "no_blas.py"
     script.write_text(
         "import json, sys\n"
@@ -708,17 +709,18 @@ def test_loop_nests_without_blas_agree_with_numpy(tmp_path: Path) -> None:
         "assert find_blas() is None\n"
         "net = bpc.compile(BIG, backend='llvm')\n"
         "np.savez(sys.argv[1], **big_results(net))\n"
-        "print(json.dumps({'gemm': 'gemm' in net.code()}))\n"
+        "code = net.code()\n"
+        "print(json.dumps({'blas': 'cblas' in code, 'packed': 'packed_product' in code}))\n"
     )
     out = tmp_path / "results.npz"
     env = {**os.environ, "BPCOMPILE_NO_BLAS": "1"}
     run = subprocess.run([sys.executable, str(script), str(out)], env=env,
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
-    assert json.loads(run.stdout.splitlines()[-1]) == {"gemm": False}
+    assert json.loads(run.stdout.splitlines()[-1]) == {"blas": False, "packed": True}
     with np.load(out) as saved:
         got = {k: saved[k] for k in saved.files}
-    assert_close(got, big_results(bpc.compile(BIG)), 1e-10, "loop nests")
+    assert_close(got, big_results(bpc.compile(BIG)), 1e-10, "own products")
 
 
 # ------------------------------------------------------ (d) engines' lifetime
@@ -803,13 +805,13 @@ def test_cli_compile_writes_ir_that_parses(tmp_path: Path, capsys) -> None:
     capsys.readouterr()
     module = _parse(out.read_text())
     assert {"bpc_forward", "bpc_loss", "bpc_value_and_grad", "bpc_step"} <= _defined(module)
-    # and it is a whole program: nothing it calls is left undefined but BLAS and the C
-    # library's functions the thread pool waits with
+    # and it is a whole program: nothing it calls is left undefined but BLAS, the C
+    # library's functions the thread pool waits with and the packed GEMM's allocator
     undefined = {f.name for f in module.functions if f.is_declaration
                  and not f.name.startswith("llvm.")}
     blas = find_blas()
     allowed = {blas.sgemm, blas.dgemm, blas.set_threads} if blas else set()
-    assert undefined <= allowed | set(threads.LIBC)
+    assert undefined <= allowed | set(threads.LIBC) | set(gemm.LIBC)
 
 
 def test_cli_show_prints_the_ir_of_one_gradient(capsys) -> None:

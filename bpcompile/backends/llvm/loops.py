@@ -18,7 +18,8 @@ def i64(value: int) -> ir.Constant:
 
 @contextmanager
 def for_range(builder: ir.IRBuilder, count: ir.Value, name: str = "i",
-              start: ir.Value | None = None, step: int = 1) -> Iterator[ir.Value]:
+              start: ir.Value | None = None, step: int | ir.Value = 1
+              ) -> Iterator[ir.Value]:
     """`for name in range(start, count, step)`: the body is emitted inside the `with`."""
     before = builder.block
     head = builder.append_basic_block(f"{name}.loop")
@@ -31,7 +32,8 @@ def for_range(builder: ir.IRBuilder, count: ir.Value, name: str = "i",
     builder.cbranch(builder.icmp_signed("<", index, count), body, done)
     builder.position_at_end(body)
     yield index
-    following = builder.add(index, i64(step), name=f"{name}.next")
+    following = builder.add(index, i64(step) if isinstance(step, int) else step,
+                            name=f"{name}.next")
     index.add_incoming(following, builder.block)
     builder.branch(head)
     builder.position_at_end(done)

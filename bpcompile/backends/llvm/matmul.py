@@ -19,6 +19,7 @@ from __future__ import annotations
 from llvmlite import ir
 
 from .blas import BLAS_THRESHOLD, NO_TRANS, ROW_MAJOR, TRANS, find_blas
+from .gemm import PACKED_THRESHOLD, PackedGemm
 from .loops import I32, I64, PTR, for_range, i64, prebuilt_name
 from .mathlib import MathFunctions, declare_intrinsic
 from .tasks import declare_parallel, define_task, pack, part_range
@@ -45,6 +46,7 @@ class Matmul:
         # without BLAS (exported C links against nothing but libc and libm), every product
         # is the loop nest
         self.blas = find_blas() if blas else None
+        self.gemm = PackedGemm(module, lib, vector_bytes, prebuilt)
 
     # -------------------------------------------------------------- call sites
 
@@ -55,11 +57,11 @@ class Matmul:
 
     def large(self, builder: ir.IRBuilder, m: ir.Value, n: ir.Value, k: ir.Value,
               name: str = "product") -> ir.Value:
-        """Whether the product `name` goes to BLAS (false when there is none)."""
-        if self.blas is None:
-            return ir.Constant(ir.IntType(1), 0)
+        """Whether the product `name` goes to BLAS, or without BLAS to the packed GEMM
+        split over the thread pool (the loop nest takes the rest)."""
         work = builder.mul(builder.mul(m, n), k, name=f"{name}.work")
-        return builder.icmp_signed(">=", work, i64(BLAS_THRESHOLD), name=f"{name}.to_blas")
+        threshold = BLAS_THRESHOLD if self.blas is not None else PACKED_THRESHOLD
+        return builder.icmp_signed(">=", work, i64(threshold), name=f"{name}.large")
 
     def call_blas(self, builder: ir.IRBuilder, c: ir.Value, a: ir.Value, a_transposed: bool,
                   b: ir.Value, b_transposed: bool, m: ir.Value, n: ir.Value,
@@ -149,6 +151,7 @@ class Matmul:
             arg.name = name
         b = ir.IRBuilder(f.append_basic_block("entry"))
         c_ptr, a_ptr, b_ptr, m, n, k, a_row, a_col = f.args
+        self._packed_if_large(b, f.args)
         block = self.lanes * self.vectors
         block_cols = b.sub(n, b.srem(n, i64(block)), name="block_cols")
         left = b.sub(n, block_cols, name="left")  # columns after the whole blocks
@@ -169,6 +172,58 @@ class Matmul:
                 b.branch(done)
             b.position_at_end(done)
         b.ret_void()
+
+    def _packed_if_large(self, b: ir.IRBuilder, args: list[ir.Value]) -> None:
+        """Return after the packed GEMM (gemm.py) for a product large enough to pay for
+        packing; go on to the loop nest for the rest."""
+        c_ptr, a_ptr, b_ptr, m, n, k, a_row, a_col = args
+        work = b.mul(b.mul(m, n), k, name="work")
+        with b.if_then(b.icmp_signed(">=", work, i64(PACKED_THRESHOLD))):
+            b.call(self.gemm.product(), [c_ptr, a_ptr, b_ptr, m, n, k, a_row, a_col, n,
+                                         i64(1), n])
+            b.ret_void()
+
+    def call_packed(self, builder: ir.IRBuilder, c: ir.Value, a: ir.Value, a_transposed: bool,
+                    b: ir.Value, b_transposed: bool, m: ir.Value, n: ir.Value,
+                    k: ir.Value) -> None:
+        """C = op(A) @ op(B) through the packed GEMM, either operand read transposed in
+        place; C's rows (its columns, if it has fewer rows) divide over the thread pool,
+        in whole tiles, each part packing its own blocks."""
+        context, fields = pack(builder, [c, a, b, m, n, k], "product.args")
+        task = self._packed_task(a_transposed, b_transposed, fields)
+        builder.call(declare_parallel(self.module), [task, context])
+
+    def _packed_task(self, a_transposed: bool, b_transposed: bool,
+                     fields: ir.LiteralStructType) -> ir.Function:
+        name = (f"bpc.packed.{'T' if a_transposed else 'N'}{'T' if b_transposed else 'N'}"
+                ".part")
+        task, b, values, part, parts = define_task(self.module, name, fields, "cabmnk")
+        if b is None:
+            return task
+        c, a, b_, m, n, k = values
+        a_row, a_col = (i64(1), m) if a_transposed else (k, i64(1))
+        b_row, b_col = (i64(1), k) if b_transposed else (n, i64(1))
+        by_rows = b.icmp_signed(">=", m, n, name="by_rows")
+        count = b.select(by_rows, m, n, name="count")
+        tile = b.select(by_rows, i64(self.gemm.blocks.mr), i64(self.gemm.nr), name="tile")
+        tiles = b.sdiv(b.add(count, b.sub(tile, i64(1))), tile, name="tiles")
+        first_tile, end_tile = part_range(b, tiles, part, parts)
+        first = b.mul(first_tile, tile, name="first")
+        end = b.mul(end_tile, tile)
+        end = b.select(b.icmp_signed("<", end, count), end, count, name="end")
+        units = b.sub(end, first, name="units")
+
+        def moved(pointer: ir.Value, row_step: ir.Value, column_step: ir.Value) -> ir.Value:
+            step = b.select(by_rows, row_step, column_step)
+            return b.gep(pointer, [b.mul(first, step)], source_etype=self.t)
+
+        with b.if_then(b.icmp_signed(">", units, i64(0))):
+            b.call(self.gemm.product(), [
+                moved(c, n, i64(1)), moved(a, a_row, i64(0)), moved(b_, i64(0), b_col),
+                b.select(by_rows, units, m), b.select(by_rows, n, units), k,
+                a_row, a_col, b_row, b_col, n])
+        b.ret_void()
+        return task
 
     def _splat(self, b: ir.IRBuilder, x: ir.Value) -> ir.Value:
         single = b.insert_element(ir.Constant(self.vt, ir.Undefined), x, i64(0))

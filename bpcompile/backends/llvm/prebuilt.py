@@ -57,11 +57,21 @@ def load(dtype: str, vector_bytes: int) -> None:
         llvm.add_symbol(name, engine.address(name))
 
 
+def address(kernel: str, dtype: str, vector_bytes: int) -> int:
+    """The address of one of the library's kernels ("matmul", "packed_product", ...),
+    loading the library first: for calling a kernel alone (tests, benchmarks/gemm.py)."""
+    load(dtype, vector_bytes)
+    lanes = vector_bytes // (8 if dtype == "float64" else 4)
+    return _LOADED[(dtype, vector_bytes)].address(
+        prebuilt_name(kernel, FORMATS[dtype].type, lanes))
+
+
 def _function_names(dtype: str, vector_bytes: int) -> tuple[str, ...]:
     """The symbols `library_ir` defines (as `prebuilt_name` spells them)."""
     t = FORMATS[dtype].type
     lanes = vector_bytes // (8 if dtype == "float64" else 4)
-    kernels = ("matmul", *ALONG_AXIS, "softmax_cross_entropy", "transpose", "non_finite")
+    kernels = ("matmul", "gemm", "packed_product", *ALONG_AXIS, "softmax_cross_entropy",
+               "transpose", "non_finite")
     return (*(prebuilt_name(k, t, lanes) for k in kernels), prebuilt_name("array_data", t, 0))
 
 
