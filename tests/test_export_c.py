@@ -249,6 +249,33 @@ def test_packed_products_train_as_python(tmp_path: Path) -> None:
     assert_same(c, python_run(net, batch, 20), 1e-10)
 
 
+# A convolution whose im2col products (16 x 2048 x 72, and its weight gradient against the
+# columns transposed) are large enough for the packed GEMM at batch 32.
+CONV = """
+network conv
+input  x[N, 256]
+target t[N]
+image = reshape(x, [N, 1, 16, 16])
+c1 = conv(image, 8, 3, padding=1, act=relu)
+p1 = max_pool2d(c1, 2)
+c2 = conv(p1, 16, 3, padding=1, act=relu)
+y = dense(flatten(c2), 3)
+output y
+loss cross_entropy(y, t)
+optimize sgd(lr=0.05)
+"""
+
+
+def test_convolution_trains_as_python(tmp_path: Path) -> None:
+    net = bpc.compile(CONV, backend="llvm")
+    assert 16 * 32 * 64 * 72 >= gemm.PACKED_THRESHOLD
+    rng = np.random.default_rng(9)
+    batch = {"x": rng.uniform(0, 1, size=(32, 256)),
+             "t": rng.integers(0, 3, size=32).astype(float)}
+    c = Program(net, batch, steps=5).run(tmp_path, net.init(seed=0))
+    assert_same(c, python_run(net, batch, 5), 1e-10)
+
+
 def test_class_indices_and_refusals_change_nothing(tmp_path: Path) -> None:
     net = bpc.compile(INDICES, backend="llvm")
     rng = np.random.default_rng(5)

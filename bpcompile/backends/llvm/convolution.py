@@ -183,8 +183,9 @@ class Operand(NamedTuple):
 def _product(w: EntryWriter, c: ir.Value, a: Operand, b: Operand, m: ir.Value, n: ir.Value,
              k: ir.Value, scratch: ir.Value | None = None) -> None:
     """C[m, n] = op(A) @ op(B), all dense: BLAS for large products (a transpose is a flag)
-    and always when B is transposed; else the loop nest, which reads a transposed A through
-    its strides, and without BLAS a transposed B copied into `scratch` (so only a network
+    and always when B is transposed, or without BLAS our packed GEMM for large ones (either
+    operand read in place); else the loop nest, which reads a transposed A through its
+    strides, and without BLAS a transposed B copied into `scratch` (so only a network
     compiled without BLAS has one)."""
     def loop_nest() -> None:
         right = b.at
@@ -200,16 +201,18 @@ def _product(w: EntryWriter, c: ir.Value, a: Operand, b: Operand, m: ir.Value, n
         w.functions.setdefault(w.current, []).append("BLAS gemm")
         w.matmul.call_blas(w.b, c, a.at, a.transposed, b.at, b.transposed, m, n, k)
 
-    if w.matmul.blas is None:
-        loop_nest()
-    elif b.transposed:
+    def packed() -> None:  # without BLAS: our packed GEMM, over the pool
+        w.functions.setdefault(w.current, []).append(w.matmul.gemm.product())
+        w.matmul.call_packed(w.b, c, a.at, a.transposed, b.at, b.transposed, m, n, k)
+
+    if w.matmul.blas is not None and b.transposed:
         blas()
-    else:
-        with w.b.if_else(w.matmul.large(w.b, m, n, k, w.label(w.current))) as (large, small):
-            with large:
-                blas()
-            with small:
-                loop_nest()
+        return
+    with w.b.if_else(w.matmul.large(w.b, m, n, k, w.label(w.current))) as (large, small):
+        with large:
+            blas() if w.matmul.blas is not None else packed()
+        with small:
+            loop_nest()
 
 
 def _each_group(w: EntryWriter, g: Geometry[int], body: Callable[[ir.Value], None]) -> None:
