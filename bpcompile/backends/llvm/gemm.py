@@ -194,7 +194,7 @@ class PackedGemm(Packing):
         updated = []
         for r in range(mr):
             value = b.load(self._at(b, a, b.add(base, i64(r))), typ=self.t)
-            splat = self._splat(b, value)
+            splat = self.vec.splat(b, value)
             updated.append([b.call(fma, [splat, columns[v], acc[r][v]])
                             for v in range(vectors)])
         p.add_incoming(b.add(p, i64(1)), b.block)
@@ -210,7 +210,7 @@ class PackedGemm(Packing):
             with full:
                 self._store_tile(b, acc, c, ldc, add, [None] * vectors, None)
             with edge:
-                masks = [self._mask(b, b.sub(cols, i64(v * lanes))) for v in range(vectors)]
+                masks = [self.vec.mask(b, b.sub(cols, i64(v * lanes))) for v in range(vectors)]
                 self._store_tile(b, acc, c, ldc, add, masks, rows)
         b.ret_void()
         return f
@@ -223,9 +223,9 @@ class PackedGemm(Packing):
                 start = b.mul(i64(r), ldc)
                 for v, value in enumerate(row):
                     at = self._at(b, c, b.add(start, i64(v * self.lanes)))
-                    old = self._masked_load(b, at, masks[v])
+                    old = self.vec.load(b, at, masks[v])
                     total = b.select(add, b.fadd(value, old), value)
-                    self._masked_store(b, total, at, masks[v])
+                    self.vec.store(b, total, at, masks[v])
             if rows is None:
                 store_row()
             else:

@@ -1,4 +1,5 @@
-"""C = A @ B as a register-blocked, vectorized loop nest for the host CPU, or a BLAS call.
+"""C = A @ B as a register-blocked, vectorized loop nest for the host CPU, a BLAS call or
+our packed GEMM.
 
 The micro-kernel keeps a block of C, ROWS rows by VECTORS vectors (4 x 64 floats with
 AVX-512), in registers for the whole k loop: per k it loads VECTORS vectors of B's row k and
@@ -9,9 +10,11 @@ A is addressed through two strides, so A may be a transposed view (X.T @ dZ read
 directly); B's rows must be contiguous, and C is written densely.
 
 Large products call the BLAS NumPy ships with (OpenBLAS, with its packing, cache blocking
-and threads): at those sizes a register-blocked loop nest without cache blocking falls far
-behind it. There a transposed B costs nothing (a flag), so the caller transposes B only
-for the loop nest.
+and threads), or without it our own packed GEMM (gemm.py), split over the thread pool: at
+those sizes a loop nest without cache blocking falls far behind either. Both read a
+transposed operand in place, so the caller transposes B only for the loop nest, and the
+loop nest itself hands a large product it is given (a convolution's, a batched one's) to
+the packed GEMM.
 """
 
 from __future__ import annotations
@@ -21,8 +24,9 @@ from llvmlite import ir
 from .blas import BLAS_THRESHOLD, NO_TRANS, ROW_MAJOR, TRANS, find_blas
 from .gemm import PACKED_THRESHOLD, PackedGemm
 from .loops import I32, I64, PTR, for_range, i64, prebuilt_name
-from .mathlib import MathFunctions, declare_intrinsic
+from .mathlib import MathFunctions
 from .tasks import declare_parallel, define_task, pack, part_range
+from .vectors import Vectors
 
 ROWS = 4
 
@@ -41,10 +45,10 @@ class Matmul:
         self.lanes = vector_bytes // self.itemsize
         self.vectors = 4 if vector_bytes >= 64 else 2  # accumulators must fit the registers
         self.vt = ir.VectorType(self.t, self.lanes)
-        self.mask_type = ir.VectorType(ir.IntType(1), self.lanes)
+        self.vec = Vectors(module, self.t, self.lanes)
         self._function: ir.Function | None = None
         # without BLAS (exported C links against nothing but libc and libm), every product
-        # is the loop nest
+        # is ours: the loop nest, or the packed GEMM for large ones
         self.blas = find_blas() if blas else None
         self.gemm = PackedGemm(module, lib, vector_bytes, prebuilt)
 
@@ -225,37 +229,6 @@ class Matmul:
         b.ret_void()
         return task
 
-    def _splat(self, b: ir.IRBuilder, x: ir.Value) -> ir.Value:
-        single = b.insert_element(ir.Constant(self.vt, ir.Undefined), x, i64(0))
-        zeros = ir.Constant(ir.VectorType(I32, self.lanes), [0] * self.lanes)
-        return b.shuffle_vector(single, ir.Constant(self.vt, ir.Undefined), zeros)
-
-    def _mask(self, b: ir.IRBuilder, remaining: ir.Value) -> ir.Value:
-        """Lanes below `remaining`: all when a whole vector is left, none when nothing is."""
-        lanes = ir.Constant(ir.VectorType(I64, self.lanes), list(range(self.lanes)))
-        bound = b.insert_element(ir.Constant(ir.VectorType(I64, self.lanes), ir.Undefined),
-                                 remaining, i64(0))
-        bound = b.shuffle_vector(bound, ir.Constant(ir.VectorType(I64, self.lanes),
-                                                    ir.Undefined),
-                                 ir.Constant(ir.VectorType(I32, self.lanes), [0] * self.lanes))
-        return b.icmp_signed("<", lanes, bound)
-
-    def _load(self, b: ir.IRBuilder, pointer: ir.Value, mask: ir.Value | None) -> ir.Value:
-        if mask is None:
-            return b.load(pointer, typ=self.vt, align=self.itemsize)
-        load = declare_intrinsic(self.module, "llvm.masked.load",
-                                 [PTR, self.mask_type, self.vt], self.vt, [self.vt, PTR])
-        return b.call(load, [pointer, mask, ir.Constant(self.vt, [0.0] * self.lanes)])
-
-    def _store(self, b: ir.IRBuilder, value: ir.Value, pointer: ir.Value,
-               mask: ir.Value | None) -> None:
-        if mask is None:
-            b.store(value, pointer, align=self.itemsize)
-            return
-        store = declare_intrinsic(self.module, "llvm.masked.store",
-                                  [self.vt, PTR, self.mask_type], ir.VoidType(), [self.vt, PTR])
-        b.call(store, [value, pointer, mask])
-
     def _micro(self, b: ir.IRBuilder, args, i0: ir.Value, j0: ir.Value, vectors: int,
                remaining: ir.Value | None) -> None:
         """C[i0:i0+ROWS, j0:j0+vectors*lanes] from accumulators held across the k loop; with
@@ -264,7 +237,7 @@ class Matmul:
         # only the last vector can be partial; the others load and store whole
         masks: list[ir.Value | None] = [None] * vectors
         if remaining is not None:
-            masks[-1] = self._mask(b, b.sub(remaining, i64((vectors - 1) * self.lanes)))
+            masks[-1] = self.vec.mask(b, b.sub(remaining, i64((vectors - 1) * self.lanes)))
         last_row = b.sub(m, i64(1))
         rows = [b.add(i0, i64(r)) for r in range(ROWS)]
         # a row past the end reads the last row instead (its results are not stored)
@@ -288,7 +261,7 @@ class Matmul:
         b.cbranch(b.icmp_signed("<", p, k), body, done)
         b.position_at_end(body)
         b_row = b.mul(p, n)
-        columns = [self._load(b, b.gep(b_ptr, [b.add(b_row, b.add(j0, i64(v * self.lanes)))],
+        columns = [self.vec.load(b, b.gep(b_ptr, [b.add(b_row, b.add(j0, i64(v * self.lanes)))],
                                        source_etype=self.t), masks[v])
                    for v in range(vectors)]
         a_offset = b.mul(p, a_col)
@@ -296,7 +269,7 @@ class Matmul:
         for r in range(ROWS):
             a_value = b.load(b.gep(a_ptr, [b.add(a_rows[r], a_offset)], source_etype=self.t),
                              typ=self.t)
-            broadcast = self._splat(b, a_value)
+            broadcast = self.vec.splat(b, a_value)
             updated.append([b.call(fma, [broadcast, columns[v], acc[r][v]])
                             for v in range(vectors)])
         p.add_incoming(b.add(p, i64(1)), b.block)
@@ -310,5 +283,5 @@ class Matmul:
                 row_start = b.mul(rows[r], n)
                 for v in range(vectors):
                     index = b.add(row_start, b.add(j0, i64(v * self.lanes)))
-                    self._store(b, acc[r][v], b.gep(c_ptr, [index], source_etype=self.t),
+                    self.vec.store(b, acc[r][v], b.gep(c_ptr, [index], source_etype=self.t),
                                 masks[v])

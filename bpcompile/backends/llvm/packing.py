@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from llvmlite import ir
 
 from .loops import I32, I64, PTR, for_range, i64, prebuilt_name
-from .mathlib import MathFunctions, declare_intrinsic
+from .mathlib import MathFunctions
+from .vectors import Vectors
 
 ALIGN = 64
 
@@ -58,7 +59,7 @@ class Packing:
         self.itemsize = 8 if isinstance(self.t, ir.DoubleType) else 4
         self.lanes = vector_bytes // self.itemsize
         self.vt = ir.VectorType(self.t, self.lanes)
-        self.mask_type = ir.VectorType(ir.IntType(1), self.lanes)
+        self.vec = Vectors(module, self.t, self.lanes)
         self.blocks = blocking(vector_bytes, self.itemsize)
         self.nr = self.blocks.vectors * self.lanes
 
@@ -150,13 +151,13 @@ class Packing:
             with rows_dense:
                 with for_range(b, nc, "j", step=self.nr) as j0:
                     strip = self._at(b, packed, b.mul(j0, kc))
-                    masks = [self._mask(b, b.sub(b.sub(nc, j0), i64(v * lanes)))
+                    masks = [self.vec.mask(b, b.sub(b.sub(nc, j0), i64(v * lanes)))
                              for v in range(vectors)]
                     with for_range(b, kc, "p") as p:
                         row = b.add(b.mul(p, b_row), j0)
                         out = b.mul(p, i64(self.nr))
                         for v in range(vectors):
-                            value = self._masked_load(
+                            value = self.vec.load(
                                 b, self._at(b, src, b.add(row, i64(v * lanes))), masks[v])
                             b.store(value, self._at(b, strip, b.add(out, i64(v * lanes))),
                                     align=ALIGN if (v * lanes * self.itemsize) % ALIGN == 0
@@ -204,38 +205,6 @@ class Packing:
                         else self.itemsize)
 
     # -------------------------------------------------------------------- vectors
-
-    def _splat(self, b: ir.IRBuilder, x: ir.Value) -> ir.Value:
-        single = b.insert_element(ir.Constant(self.vt, ir.Undefined), x, i64(0))
-        zeros = ir.Constant(ir.VectorType(I32, self.lanes), [0] * self.lanes)
-        return b.shuffle_vector(single, ir.Constant(self.vt, ir.Undefined), zeros)
-
-    def _mask(self, b: ir.IRBuilder, remaining: ir.Value) -> ir.Value:
-        """Lanes below `remaining` (all of them when a whole vector is left)."""
-        lanes = ir.Constant(ir.VectorType(I64, self.lanes), list(range(self.lanes)))
-        vector = ir.VectorType(I64, self.lanes)
-        bound = b.insert_element(ir.Constant(vector, ir.Undefined), remaining, i64(0))
-        bound = b.shuffle_vector(bound, ir.Constant(vector, ir.Undefined),
-                                 ir.Constant(ir.VectorType(I32, self.lanes), [0] * self.lanes))
-        return b.icmp_signed("<", lanes, bound)
-
-    def _masked_load(self, b: ir.IRBuilder, pointer: ir.Value, mask: ir.Value | None
-                     ) -> ir.Value:
-        if mask is None:
-            return b.load(pointer, typ=self.vt, align=self.itemsize)
-        load = declare_intrinsic(self.module, "llvm.masked.load",
-                                 [PTR, self.mask_type, self.vt], self.vt, [self.vt, PTR])
-        return b.call(load, [pointer, mask, ir.Constant(self.vt, [0.0] * self.lanes)])
-
-    def _masked_store(self, b: ir.IRBuilder, value: ir.Value, pointer: ir.Value,
-                      mask: ir.Value | None) -> None:
-        if mask is None:
-            b.store(value, pointer, align=self.itemsize)
-            return
-        store = declare_intrinsic(self.module, "llvm.masked.store",
-                                  [self.vt, PTR, self.mask_type], ir.VoidType(),
-                                  [self.vt, PTR])
-        b.call(store, [value, pointer, mask])
 
 
 def transpose_square(b: ir.IRBuilder, rows: list[ir.Value]) -> list[ir.Value]:

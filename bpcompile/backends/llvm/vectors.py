@@ -1,0 +1,54 @@
+"""Vectors of one element type and width, as the matmul kernels (matmul.py, gemm.py,
+packing.py) use them: a scalar broadcast to every lane, the mask of the lanes left at a
+row's end, and loads and stores that take such a mask (an edge vector) or none (a whole
+one)."""
+
+from __future__ import annotations
+
+from llvmlite import ir
+
+from .loops import I32, I64, PTR, i64
+from .mathlib import declare_intrinsic
+
+
+class Vectors:
+    def __init__(self, module: ir.Module, t: ir.Type, lanes: int):
+        self.module, self.t, self.lanes = module, t, lanes
+        self.itemsize = 8 if isinstance(t, ir.DoubleType) else 4
+        self.vt = ir.VectorType(t, lanes)
+        self.mask_type = ir.VectorType(ir.IntType(1), lanes)
+
+    def splat(self, b: ir.IRBuilder, x: ir.Value) -> ir.Value:
+        """`x` in every lane."""
+        single = b.insert_element(ir.Constant(self.vt, ir.Undefined), x, i64(0))
+        zeros = ir.Constant(ir.VectorType(I32, self.lanes), [0] * self.lanes)
+        return b.shuffle_vector(single, ir.Constant(self.vt, ir.Undefined), zeros)
+
+    def mask(self, b: ir.IRBuilder, remaining: ir.Value) -> ir.Value:
+        """Lanes below `remaining`: all when a whole vector is left, none when nothing is."""
+        vector = ir.VectorType(I64, self.lanes)
+        lanes = ir.Constant(vector, list(range(self.lanes)))
+        bound = b.insert_element(ir.Constant(vector, ir.Undefined), remaining, i64(0))
+        bound = b.shuffle_vector(bound, ir.Constant(vector, ir.Undefined),
+                                 ir.Constant(ir.VectorType(I32, self.lanes), [0] * self.lanes))
+        return b.icmp_signed("<", lanes, bound)
+
+    def load(self, b: ir.IRBuilder, pointer: ir.Value, mask: ir.Value | None = None
+             ) -> ir.Value:
+        """A vector from `pointer` (element-aligned); masked lanes read as zero."""
+        if mask is None:
+            return b.load(pointer, typ=self.vt, align=self.itemsize)
+        load = declare_intrinsic(self.module, "llvm.masked.load",
+                                 [PTR, self.mask_type, self.vt], self.vt, [self.vt, PTR])
+        return b.call(load, [pointer, mask, ir.Constant(self.vt, [0.0] * self.lanes)])
+
+    def store(self, b: ir.IRBuilder, value: ir.Value, pointer: ir.Value,
+              mask: ir.Value | None = None) -> None:
+        """`value` to `pointer` (element-aligned), masked lanes left as they were."""
+        if mask is None:
+            b.store(value, pointer, align=self.itemsize)
+            return
+        store = declare_intrinsic(self.module, "llvm.masked.store",
+                                  [self.vt, PTR, self.mask_type], ir.VoidType(),
+                                  [self.vt, PTR])
+        b.call(store, [value, pointer, mask])
