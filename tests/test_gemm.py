@@ -128,3 +128,19 @@ def test_any_shape_matches_numpy(m: int, n: int, k: int, a_t: bool, b_t: bool,
     c = np.full((m, n), np.nan, dtype=dtype)
     product(c, a, b, m, n, k, a_t, b_t)
     assert_product(c, expected(a, b, a_t, b_t), k)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_the_transpose_kernel_at_every_square_edge(dtype: str) -> None:
+    """The loop nest's transpose (a W.T it reads row by row): squares of lanes x lanes
+    through registers, the rows and columns past them element by element."""
+    lanes = vector_bytes() // np.dtype(dtype).itemsize
+    transpose = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, I64, I64)(
+        prebuilt.address("transpose", dtype, vector_bytes()))
+    rng = np.random.default_rng(4)
+    for rows, cols in [(1, 1), (lanes, lanes), (lanes + 1, 2 * lanes + 3), (3, 5 * lanes),
+                       (4 * lanes, 2), (lanes - 1, lanes - 1), (2 * lanes, 3 * lanes)]:
+        x = rng.normal(size=(rows, cols)).astype(dtype)
+        out = np.full((cols, rows), np.nan, dtype=dtype)
+        transpose(out.ctypes.data, x.ctypes.data, rows, cols)
+        np.testing.assert_array_equal(out, x.T)

@@ -16,6 +16,7 @@ from llvmlite import ir
 
 from .loops import I64, for_range, i64, local, product
 from .mathlib import MathFunctions
+from .vectors import transpose_square
 
 REASSOC = ("reassoc", "contract")  # sums may be reordered (pairwise or vector lanes), as NumPy does
 
@@ -195,12 +196,37 @@ class AxisLoops:
         self.store(self.b.fdiv(self.b.load(total, typ=self.t), rows), out, i64(0))
 
     def transpose(self, out: ir.Value, source: ir.Value, rows: ir.Value, cols: ir.Value,
-                  name: str) -> None:
-        """out[j, i] = source[i, j], written in row order of the output."""
-        with for_range(self.b, cols, f"{name}.j") as j:
-            with for_range(self.b, rows, f"{name}.i") as i:
-                value = self.load(source, self.b.add(self.b.mul(i, cols), j))
-                self.store(value, out, self.b.add(self.b.mul(j, rows), i))
+                  name: str, lanes: int) -> None:
+        """out[j, i] = source[i, j]: squares of lanes x lanes as `lanes` vector loads, a
+        transpose in registers and `lanes` vector stores; the last rows and columns (past
+        the whole squares) element by element."""
+        b = self.b
+        vt = ir.VectorType(self.t, lanes)
+        itemsize = 8 if isinstance(self.t, ir.DoubleType) else 4
+
+        def at(base: ir.Value, offset: ir.Value) -> ir.Value:
+            return b.gep(base, [offset], source_etype=self.t)
+
+        whole_rows = b.sub(rows, b.srem(rows, i64(lanes)), name=f"{name}.whole_rows")
+        whole_cols = b.sub(cols, b.srem(cols, i64(lanes)), name=f"{name}.whole_cols")
+        with for_range(b, whole_rows, f"{name}.i", step=lanes) as i0:
+            with for_range(b, whole_cols, f"{name}.j", step=lanes) as j0:
+                square = [b.load(at(source, b.add(b.mul(b.add(i0, i64(r)), cols), j0)),
+                                 typ=vt, align=itemsize) for r in range(lanes)]
+                for c, column in enumerate(transpose_square(b, square)):
+                    b.store(column, at(out, b.add(b.mul(b.add(j0, i64(c)), rows), i0)),
+                            align=itemsize)
+
+        def element(i: ir.Value, j: ir.Value) -> None:
+            value = self.load(source, b.add(b.mul(i, cols), j))
+            self.store(value, out, b.add(b.mul(j, rows), i))
+
+        with for_range(b, cols, f"{name}.right", start=whole_cols) as j:
+            with for_range(b, rows, f"{name}.ri") as i:
+                element(i, j)
+        with for_range(b, whole_cols, f"{name}.below") as j:
+            with for_range(b, rows, f"{name}.bi", start=whole_rows) as i:
+                element(i, j)
 
     def copy(self, out: ir.Value, source: ir.Value, count: ir.Value, name: str) -> None:
         with for_range(self.b, count, f"{name}.k") as k:

@@ -313,7 +313,8 @@ class Kernels:
         args = [("out", PTR), ("x", PTR), ("rows", I64), ("cols", I64)]
 
         def body(b: ir.IRBuilder, arg: dict) -> None:
-            AxisLoops(b, self.lib).transpose(arg["out"], arg["x"], arg["rows"], arg["cols"], "t")
+            AxisLoops(b, self.lib).transpose(arg["out"], arg["x"], arg["rows"], arg["cols"], "t",
+                                             self.lanes)
 
         return self.define(("transpose",), "transpose", args, ir.VoidType(), body,
                               shared=True)

@@ -19,7 +19,7 @@ from llvmlite import ir
 
 from .loops import I32, I64, PTR, for_range, i64, prebuilt_name
 from .mathlib import MathFunctions
-from .vectors import Vectors
+from .vectors import Vectors, transpose_square
 
 ALIGN = 64
 
@@ -205,29 +205,6 @@ class Packing:
                         else self.itemsize)
 
     # -------------------------------------------------------------------- vectors
-
-
-def transpose_square(b: ir.IRBuilder, rows: list[ir.Value]) -> list[ir.Value]:
-    """The transpose of a square of vectors (rows[i][j] -> result[j][i]), in log2(lanes)
-    stages of two-source shuffles: stage s swaps, in every 2s x 2s block, the top-right
-    s x s block with the bottom-left one, so the last stage (s = 1) leaves each element
-    mirrored across the diagonal."""
-    lanes = len(rows)
-    rows = list(rows)
-    s = lanes // 2
-    while s >= 1:
-        for i in range(lanes):
-            if i & s:
-                continue
-            upper, lower = rows[i], rows[i + s]
-            keep = [j if not j & s else lanes + j - s for j in range(lanes)]
-            swap = [j + s if not j & s else lanes + j for j in range(lanes)]
-            rows[i] = b.shuffle_vector(upper, lower, ir.Constant(ir.VectorType(I32, lanes),
-                                                                 keep))
-            rows[i + s] = b.shuffle_vector(upper, lower,
-                                           ir.Constant(ir.VectorType(I32, lanes), swap))
-        s //= 2
-    return rows
 
 
 def smin(b: ir.IRBuilder, x: ir.Value, y: ir.Value, name: str) -> ir.Value:

@@ -1,7 +1,7 @@
 """Vectors of one element type and width, as the matmul kernels (matmul.py, gemm.py,
 packing.py) use them: a scalar broadcast to every lane, the mask of the lanes left at a
 row's end, and loads and stores that take such a mask (an edge vector) or none (a whole
-one)."""
+one); and the transpose of a square of vectors in registers."""
 
 from __future__ import annotations
 
@@ -52,3 +52,26 @@ class Vectors:
                                   [self.vt, PTR, self.mask_type], ir.VoidType(),
                                   [self.vt, PTR])
         b.call(store, [value, pointer, mask])
+
+
+def transpose_square(b: ir.IRBuilder, rows: list[ir.Value]) -> list[ir.Value]:
+    """The transpose of a square of vectors (rows[i][j] -> result[j][i]), in log2(lanes)
+    stages of two-source shuffles: stage s swaps, in every 2s x 2s block, the top-right
+    s x s block with the bottom-left one, so the last stage (s = 1) leaves each element
+    mirrored across the diagonal."""
+    lanes = len(rows)
+    rows = list(rows)
+    s = lanes // 2
+    while s >= 1:
+        for i in range(lanes):
+            if i & s:
+                continue
+            upper, lower = rows[i], rows[i + s]
+            keep = [j if not j & s else lanes + j - s for j in range(lanes)]
+            swap = [j + s if not j & s else lanes + j for j in range(lanes)]
+            rows[i] = b.shuffle_vector(upper, lower, ir.Constant(ir.VectorType(I32, lanes),
+                                                                 keep))
+            rows[i + s] = b.shuffle_vector(upper, lower,
+                                           ir.Constant(ir.VectorType(I32, lanes), swap))
+        s //= 2
+    return rows
