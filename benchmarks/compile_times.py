@@ -108,11 +108,13 @@ def run(script: str, cache: str) -> float:
 
 def main() -> None:
     sys.path.insert(0, str(HERE))
+    from scaling_workloads import PREFIX as SCALING_PREFIX
     from workloads import WORKLOADS
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--workloads", default=",".join(w.name for w in WORKLOADS))
+    parser.add_argument("--workloads", default=",".join(
+        w.name for w in WORKLOADS if not w.name.startswith(SCALING_PREFIX)))
     args = parser.parse_args()
     try:
         import jax  # noqa: F401

@@ -218,19 +218,26 @@ class PackedGemm(Packing):
     def _store_tile(self, b: ir.IRBuilder, acc: list[list[ir.Value]], c: ir.Value,
                     ldc: ir.Value, add: ir.Value, masks: list[ir.Value | None],
                     rows: ir.Value | None) -> None:
-        for r, row in enumerate(acc):
-            def store_row(r: int = r, row: list[ir.Value] = row) -> None:
-                start = b.mul(i64(r), ldc)
-                for v, value in enumerate(row):
-                    at = self._at(b, c, b.add(start, i64(v * self.lanes)))
-                    old = self.vec.load(b, at, masks[v])
-                    total = b.select(add, b.fadd(value, old), value)
-                    self.vec.store(b, total, at, masks[v])
-            if rows is None:
-                store_row()
-            else:
-                with b.if_then(b.icmp_signed("<", i64(r), rows)):
-                    store_row()
+        """The tile into C: added to what C holds after the first KC block, written over
+        it in the first (C is not read then)."""
+        with b.if_else(add) as (accumulate, overwrite):
+            for adding, branch in ((True, accumulate), (False, overwrite)):
+                with branch:
+                    for r, row in enumerate(acc):
+                        if rows is None:
+                            self._store_row(b, row, c, r, ldc, masks, adding)
+                        else:
+                            with b.if_then(b.icmp_signed("<", i64(r), rows)):
+                                self._store_row(b, row, c, r, ldc, masks, adding)
+
+    def _store_row(self, b: ir.IRBuilder, row: list[ir.Value], c: ir.Value, r: int,
+                   ldc: ir.Value, masks: list[ir.Value | None], adding: bool) -> None:
+        start = b.mul(i64(r), ldc)
+        for v, value in enumerate(row):
+            at = self._at(b, c, b.add(start, i64(v * self.lanes)))
+            if adding:
+                value = b.fadd(value, self.vec.load(b, at, masks[v]))
+            self.vec.store(b, value, at, masks[v])
 
 
 def libc(module: ir.Module, name: str, result: ir.Type, args: list[ir.Type]) -> ir.Function:
