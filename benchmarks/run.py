@@ -466,6 +466,9 @@ def parse_arguments() -> argparse.Namespace:
     parser.add_argument("--max-busy", type=float, default=DEFAULT_MAX_BUSY_PERCENT,
                         help="percent of the cores other processes may use during a round "
                              "before it is timed again (default %(default)s)")
+    parser.add_argument("--json", metavar="OUT.json",
+                        help="also write the medians there: {workload: {implementation: us}} "
+                             "(benchmarks/scaling_plot.py draws the scaling run's)")
     args = parser.parse_args()
     if args.workloads == "scaling":
         args.workloads = ",".join(w.name for w in WORKLOADS
@@ -495,6 +498,9 @@ def main() -> None:
     print(table(results, shown))
     print("\nlibraries loaded, per implementation (threadpoolctl):")
     print("\n".join(library_lines(results, shown)))
+    if args.json:
+        Path(args.json).write_text(json.dumps(
+            {name: result.times for name, result in results.items()}, indent=1))
     notes = [f"note: {LABELS[impl]} not installed, skipped" for impl in missing]
     for line in notes + skipped_lines(results) + load_lines(results, args.max_busy / 100):
         print(line)
