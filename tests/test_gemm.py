@@ -23,8 +23,12 @@ GEMM = ctypes.CFUNCTYPE(None, *[ctypes.c_void_p] * 3, *[I64] * 8, *[ctypes.c_voi
 TOLERANCE = {"float64": 1e-13, "float32": 3e-6}
 
 
-def blocks(dtype: str):
-    return blocking(vector_bytes(), np.dtype(dtype).itemsize)
+def blocks(dtype: str, narrow: bool = False):
+    return blocking(vector_bytes(), np.dtype(dtype).itemsize, narrow)
+
+
+def lanes(dtype: str) -> int:
+    return vector_bytes() // np.dtype(dtype).itemsize
 
 
 def operands(m: int, n: int, k: int, dtype: str, a_t: bool, b_t: bool, seed: int = 0):
@@ -58,11 +62,15 @@ def assert_product(c: np.ndarray, want: np.ndarray, k: int) -> None:
 def edge_sizes(dtype: str) -> list[tuple[int, int, int]]:
     """Sizes at each blocking edge: one row or column, a tile and one more, MC, KC and
     NC and one more."""
-    bl = blocks(dtype)
-    nr = bl.vectors * vector_bytes() // np.dtype(dtype).itemsize
-    return [(1, 1, 1), (1, 300, 70), (300, 1, 70), (bl.mr, nr, 5), (bl.mr + 1, nr + 1, 3),
+    bl, nb, v = blocks(dtype), blocks(dtype, narrow=True), lanes(dtype)
+    nr = bl.vectors * v
+    wide = [(1, 1, 1), (1, 300, 70), (300, 1, 70), (bl.mr, nr, 5), (bl.mr + 1, nr + 1, 3),
             (bl.mr - 1, nr - 1, bl.kc + 1), (bl.mc + 1, 2 * nr + 3, bl.kc),
             (bl.mc, 17, 2 * bl.kc + 1), (7, bl.nc + 1, 9), (2 * bl.mc + 5, bl.nc, 31)]
+    # at most a vector's worth of columns: the narrow tile
+    narrow = [(nb.mr, v, 5), (nb.mr + 1, v - 1, nb.kc + 1), (nb.mc + 1, 10, 2 * nb.kc + 3),
+              (nb.mr - 1, 1, 40), (3 * nb.mc + 7, v, nb.kc)]
+    return wide + narrow
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
@@ -97,18 +105,19 @@ def test_nothing_to_sum_gives_zeros(dtype: str) -> None:
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_small_blocks_give_the_same_product(dtype: str) -> None:
+@pytest.mark.parametrize("narrow", [False, True])
+def test_small_blocks_give_the_same_product(dtype: str, narrow: bool) -> None:
     """The blocks `product` falls back to without memory (one tile, a quarter of KC),
     through `gemm` itself with buffers of exactly that size: the same numbers."""
-    bl = blocks(dtype)
-    nr = bl.vectors * vector_bytes() // np.dtype(dtype).itemsize
-    m, n, k = 2 * bl.mr + 3, 3 * nr + 5, bl.kc + 7
+    bl = blocks(dtype, narrow)
+    nr = bl.vectors * lanes(dtype)
+    m, n, k = 2 * bl.mr + 3, (nr - 3) if narrow else 3 * nr + 5, bl.kc + 7
     a, b = operands(m, n, k, dtype, True, True)
     kc = bl.kc // 4
     packed_a = np.zeros(bl.mr * kc + 64, dtype=dtype)
     packed_b = np.zeros(kc * nr + 64, dtype=dtype)
     c = np.full((m, n), np.nan, dtype=dtype)
-    gemm = GEMM(prebuilt.address("gemm", dtype, vector_bytes()))
+    gemm = GEMM(prebuilt.address("gemm_narrow" if narrow else "gemm", dtype, vector_bytes()))
     gemm(c.ctypes.data, a.ctypes.data, b.ctypes.data, m, n, k, *strides(m, n, k, True, True),
          n, aligned(packed_a), aligned(packed_b), bl.mr, kc, nr)
     assert_product(c, expected(a, b, True, True), k)

@@ -45,9 +45,10 @@ class PackedGemm(Packing):
     p * b_row + j * b_col, C[i, j] at i * ldc + j."""
 
     def __init__(self, module: ir.Module, lib: MathFunctions, vector_bytes: int,
-                 prebuilt: bool = False):
-        super().__init__(module, lib, vector_bytes, prebuilt)
+                 prebuilt: bool = False, narrow: bool = False):
+        super().__init__(module, lib, vector_bytes, prebuilt, narrow)
         self._function: ir.Function | None = None
+        self.vector_bytes = vector_bytes
 
     def function(self) -> ir.Function:
         """`gemm(c, a, b, m, n, k, a_row, a_col, b_row, b_col, ldc, packed_a, packed_b,
@@ -57,7 +58,7 @@ class PackedGemm(Packing):
             fnty = ir.FunctionType(ir.VoidType(), [PTR, PTR, PTR] + [I64] * 8 + [PTR, PTR]
                                    + [I64] * 3)
             self._function = ir.Function(self.module, fnty,
-                                         prebuilt_name("gemm", self.t, self.lanes))
+                                         prebuilt_name(self.family, self.t, self.lanes))
             if self.prebuilt:
                 self._define(self._function)
         return self._function
@@ -77,8 +78,9 @@ class PackedGemm(Packing):
 
     def product(self) -> ir.Function:
         """`product(c, a, b, m, n, k, a_row, a_col, b_row, b_col, ldc)`: C = A @ B through
-        `gemm`, with pack buffers from aligned_alloc, freed after; if none can be had,
-        small blocks packed on the stack (slower, never wrong)."""
+        `gemm` (the narrow tile's when C has at most a vector's worth of columns), with
+        pack buffers from aligned_alloc, freed after; if none can be had, small blocks
+        packed on the stack (slower, never wrong)."""
         name = prebuilt_name("packed_product", self.t, self.lanes)
         existing = self.module.globals.get(name)
         if existing is not None:
@@ -94,12 +96,27 @@ class PackedGemm(Packing):
         b = ir.IRBuilder(f.append_basic_block("entry"))
         c, a, bm, m, n, k = f.args[:6]
         strides = list(f.args[6:])
-        gemm = self.function()
         with b.if_then(b.icmp_signed("==", k, i64(0))):  # nothing to add up: C = 0
             with for_range(b, m, "i") as i:
                 self.lib.zero_bytes(b, self._at(b, c, b.mul(i, strides[-1])),
                                     b.mul(n, i64(self.itemsize)))
             b.ret_void()
+        narrow = PackedGemm(self.module, self.lib, self.vector_bytes, self.prebuilt,
+                            narrow=True)
+        with b.if_else(b.icmp_signed("<=", n, i64(narrow.nr))) as (few_columns, many):
+            with few_columns:
+                narrow.call(b, f.args)
+            with many:
+                self.call(b, f.args)
+        b.ret_void()
+        return f
+
+    def call(self, b: ir.IRBuilder, args: list[ir.Value]) -> None:
+        """This tile's `gemm` on product's arguments, its pack buffers allocated for the
+        product (or small ones on the stack when there is no memory) and freed after."""
+        c, a, bm, m, n, k = args[:6]
+        strides = list(args[6:])
+        gemm = self.function()
         mc, kc, nc, a_bytes, b_bytes = self.pack_sizes(b, m, n, k)
         buffer = b.call(libc(self.module, "aligned_alloc", PTR, [I64, I64]),
                         [i64(ALIGN), b.add(a_bytes, b_bytes)], name="buffer")
@@ -113,12 +130,11 @@ class PackedGemm(Packing):
             with refused:
                 small_kc = self.blocks.kc // 4
                 small_a = local_array(b, ir.ArrayType(self.t, self.blocks.mr * small_kc),
-                                      "small_a")
-                small_b = local_array(b, ir.ArrayType(self.t, small_kc * self.nr), "small_b")
+                                      f"{self.family}.small_a")
+                small_b = local_array(b, ir.ArrayType(self.t, small_kc * self.nr),
+                                      f"{self.family}.small_b")
                 b.call(gemm, [c, a, bm, m, n, k, *strides, small_a, small_b,
                               i64(self.blocks.mr), i64(small_kc), i64(self.nr)])
-        b.ret_void()
-        return f
 
     # ------------------------------------------------------------------ the blocks
 

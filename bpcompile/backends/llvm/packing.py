@@ -37,12 +37,19 @@ class Blocking:
     nc: int
 
 
-def blocking(vector_bytes: int, itemsize: int) -> Blocking:
+# (MR, vectors) per vector width: wide tiles, and narrow ones (one vector) for products
+# with at most a vector's worth of columns (a classifier's last layer), which a wide tile
+# would mostly pad
+TILES = {False: {64: (12, 2), 32: (6, 2), 16: (4, 2)},
+         True: {64: (24, 1), 32: (12, 1), 16: (8, 1)}}
+
+
+def blocking(vector_bytes: int, itemsize: int, narrow: bool = False) -> Blocking:
     """The tile that fills the vector registers (32 with AVX-512, 16 before it) with
     accumulators, leaving room for the B vectors and a broadcast; blocks sized so that a
     B strip (KC x NR) sits in L1, the A block (MC x KC) in L2, the B panel in L3."""
     lanes = vector_bytes // itemsize
-    mr, vectors = {64: (12, 2), 32: (6, 2)}.get(vector_bytes, (4, 2))
+    mr, vectors = TILES[narrow].get(vector_bytes, TILES[narrow][16])
     kc = 1024 // itemsize if vector_bytes >= 32 else 512 // itemsize
     nr = lanes * vectors
     return Blocking(mr, vectors, kc, mc=mr * max(1, 96 // mr), nc=nr * max(1, 2048 // nr))
@@ -53,14 +60,15 @@ class Packing:
     helpers the micro-kernel shares with them."""
 
     def __init__(self, module: ir.Module, lib: MathFunctions, vector_bytes: int,
-                 prebuilt: bool = False):
+                 prebuilt: bool = False, narrow: bool = False):
         self.module, self.lib, self.t = module, lib, lib.t
-        self.prebuilt = prebuilt
+        self.prebuilt, self.narrow = prebuilt, narrow
+        self.family = "gemm_narrow" if narrow else "gemm"  # the functions' name
         self.itemsize = 8 if isinstance(self.t, ir.DoubleType) else 4
         self.lanes = vector_bytes // self.itemsize
         self.vt = ir.VectorType(self.t, self.lanes)
         self.vec = Vectors(module, self.t, self.lanes)
-        self.blocks = blocking(vector_bytes, self.itemsize)
+        self.blocks = blocking(vector_bytes, self.itemsize, narrow)
         self.nr = self.blocks.vectors * self.lanes
 
     def _at(self, b: ir.IRBuilder, base: ir.Value, index: ir.Value) -> ir.Value:
@@ -68,7 +76,7 @@ class Packing:
 
     def _internal(self, name: str, args: list[tuple[str, ir.Type]]) -> tuple[ir.Function,
                                                                           ir.IRBuilder]:
-        full = prebuilt_name(f"gemm.{name}", self.t, self.lanes)
+        full = prebuilt_name(f"{self.family}.{name}", self.t, self.lanes)
         f = ir.Function(self.module, ir.FunctionType(ir.VoidType(), [t for _, t in args]),
                         full)
         f.linkage = "internal"

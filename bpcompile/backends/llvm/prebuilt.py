@@ -70,8 +70,8 @@ def _function_names(dtype: str, vector_bytes: int) -> tuple[str, ...]:
     """The symbols `library_ir` defines (as `prebuilt_name` spells them)."""
     t = FORMATS[dtype].type
     lanes = vector_bytes // (8 if dtype == "float64" else 4)
-    kernels = ("matmul", "gemm", "packed_product", *ALONG_AXIS, "softmax_cross_entropy",
-               "transpose", "non_finite")
+    kernels = ("matmul", "gemm", "gemm_narrow", "packed_product", *ALONG_AXIS,
+               "softmax_cross_entropy", "transpose", "non_finite")
     return (*(prebuilt_name(k, t, lanes) for k in kernels), prebuilt_name("array_data", t, 0))
 
 
