@@ -1,7 +1,9 @@
 """The packed GEMM (backends/llvm/gemm.py) called alone, against NumPy in float64: every
 edge of its blocking (sizes of 1, sizes just past a tile, a cache block or a panel), both
 operands read transposed through their strides, a C with rows longer than the product's,
-k = 0, and the small blocks it packs on the stack when it cannot allocate."""
+k = 0, and the small blocks it packs on the stack when it cannot allocate. The edges are
+tried at every vector width up to the host's (16, 32 and 64 bytes: SSE2's, AVX2's and
+AVX-512's tiles), each a prebuilt library of its own."""
 
 from __future__ import annotations
 
@@ -13,8 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bpcompile.backends.llvm import prebuilt
-from bpcompile.backends.llvm.packing import blocking
 from bpcompile.backends.llvm.jit import vector_bytes
+from bpcompile.backends.llvm.packing import blocking
 
 I64 = ctypes.c_int64
 PRODUCT = ctypes.CFUNCTYPE(None, *[ctypes.c_void_p] * 3, *[I64] * 8)
@@ -23,12 +25,15 @@ GEMM = ctypes.CFUNCTYPE(None, *[ctypes.c_void_p] * 3, *[I64] * 8, *[ctypes.c_voi
 TOLERANCE = {"float64": 1e-13, "float32": 3e-6}
 
 
-def blocks(dtype: str, narrow: bool = False):
-    return blocking(vector_bytes(), np.dtype(dtype).itemsize, narrow)
+WIDTHS = [w for w in (16, 32, 64) if w <= vector_bytes()]
 
 
-def lanes(dtype: str) -> int:
-    return vector_bytes() // np.dtype(dtype).itemsize
+def blocks(dtype: str, narrow: bool = False, width: int | None = None):
+    return blocking(width or vector_bytes(), np.dtype(dtype).itemsize, narrow)
+
+
+def lanes(dtype: str, width: int | None = None) -> int:
+    return (width or vector_bytes()) // np.dtype(dtype).itemsize
 
 
 def operands(m: int, n: int, k: int, dtype: str, a_t: bool, b_t: bool, seed: int = 0):
@@ -43,8 +48,8 @@ def strides(m: int, n: int, k: int, a_t: bool, b_t: bool) -> list[int]:
 
 
 def product(c: np.ndarray, a: np.ndarray, b: np.ndarray, m: int, n: int, k: int,
-            a_t: bool, b_t: bool) -> None:
-    call = PRODUCT(prebuilt.address("packed_product", str(c.dtype), vector_bytes()))
+            a_t: bool, b_t: bool, width: int | None = None) -> None:
+    call = PRODUCT(prebuilt.address("packed_product", str(c.dtype), width or vector_bytes()))
     call(c.ctypes.data, a.ctypes.data, b.ctypes.data, m, n, k,
          *strides(m, n, k, a_t, b_t), c.shape[1])
 
@@ -59,10 +64,11 @@ def assert_product(c: np.ndarray, want: np.ndarray, k: int) -> None:
     np.testing.assert_allclose(c, want, rtol=0, atol=scale)
 
 
-def edge_sizes(dtype: str) -> list[tuple[int, int, int]]:
+def edge_sizes(dtype: str, width: int | None = None) -> list[tuple[int, int, int]]:
     """Sizes at each blocking edge: one row or column, a tile and one more, MC, KC and
     NC and one more."""
-    bl, nb, v = blocks(dtype), blocks(dtype, narrow=True), lanes(dtype)
+    bl, nb = blocks(dtype, width=width), blocks(dtype, narrow=True, width=width)
+    v = lanes(dtype, width)
     nr = bl.vectors * v
     wide = [(1, 1, 1), (1, 300, 70), (300, 1, 70), (bl.mr, nr, 5), (bl.mr + 1, nr + 1, 3),
             (bl.mr - 1, nr - 1, bl.kc + 1), (bl.mc + 1, 2 * nr + 3, bl.kc),
@@ -73,14 +79,16 @@ def edge_sizes(dtype: str) -> list[tuple[int, int, int]]:
     return wide + narrow
 
 
+@pytest.mark.parametrize("width", WIDTHS)
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("a_t, b_t", [(False, False), (True, False), (False, True),
                                       (True, True)])
-def test_every_blocking_edge_matches_numpy(dtype: str, a_t: bool, b_t: bool) -> None:
-    for m, n, k in edge_sizes(dtype):
+def test_every_blocking_edge_matches_numpy(dtype: str, a_t: bool, b_t: bool,
+                                           width: int) -> None:
+    for m, n, k in edge_sizes(dtype, width):
         a, b = operands(m, n, k, dtype, a_t, b_t)
         c = np.full((m, n), np.nan, dtype=dtype)
-        product(c, a, b, m, n, k, a_t, b_t)
+        product(c, a, b, m, n, k, a_t, b_t, width)
         assert_product(c, expected(a, b, a_t, b_t), k)
 
 
