@@ -210,3 +210,37 @@ def test_two_processes_compile_into_one_empty_cache(tmp_path: Path,
     (third,) = start_workers(tmp_path, folder, ["no-front-end"])
     for name in want:
         assert third[name].tobytes() == one[name].tobytes(), name
+
+
+def test_the_native_step_lets_other_threads_run() -> None:
+    """The fast step releases the GIL while its kernel runs: a thread that sleeps a
+    millisecond at a time keeps waking during a few long steps in another thread. With the
+    GIL held, each sleep would last until a whole step (tens of milliseconds) is done, so
+    it could wake about once a step."""
+    net = bpc.compile("network big\ninput x[N, 512]\ntarget t[N, 512]\n"
+                      "h = dense(x, 512, act=relu)\ny = dense(h, 512)\noutput y\n"
+                      "loss mse(y, t)\noptimize sgd(lr=0.001)\n", backend="llvm")
+    p = net.init(seed=0)
+    s = net.init_state(p)
+    d = {"x": np.ones((2048, 512)), "t": np.zeros((2048, 512))}
+    net.step(p, s, **d)  # compiles, then installs the fast path
+    assert type(net.step).__name__ == "builtin_function_or_method"
+    started = time.perf_counter()
+    net.step(p, s, **d)
+    one_step = time.perf_counter() - started
+    steps, wakes, done = 6, 0, threading.Event()
+
+    def stepper() -> None:
+        for _ in range(steps):
+            net.step(p, s, **d)
+        done.set()
+
+    thread = threading.Thread(target=stepper)
+    thread.start()
+    while not done.is_set():
+        time.sleep(0.001)
+        wakes += 1
+    thread.join()
+    # held, it wakes about once a step; released, every millisecond or few (once in 20 ms
+    # leaves room for a busy machine)
+    assert wakes > max(3 * steps, steps * one_step / 0.02), (wakes, one_step)

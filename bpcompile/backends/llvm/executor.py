@@ -6,17 +6,22 @@ Arrays reach the checked entry points here already checked and converted by `Com
 its `step` once compiled. Workspaces for intermediate values are allocated once per entry
 and binding of the symbolic sizes, and reused.
 
-Threads: native calls hold the GIL (PYFUNCTYPE, and the fast path is a builtin), and the
-checked path takes a lock around filling its table and calling, so calls on one network
-never overlap. The fast path has its own table and loss buffer.
+Threads: the fast path releases the GIL while its kernel runs (fastcall.py), so other
+Python threads run meanwhile; the checked calls hold it (PYFUNCTYPE) and take a lock around
+filling their table and calling, so calls on one network never overlap. The fast path has
+its own table and loss buffer, and shares step's workspace with the checked step: a
+`busy` word set while a fast step runs keeps the two apart (a fast step finding it set
+takes the checked path, which waits for it).
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import sys
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 import llvmlite  # the package's version only: its binding loads with the first code
@@ -29,6 +34,7 @@ from ...runtime import cache
 from ...runtime.net import Compiled
 from ...runtime.signature import Signature
 from .blas import find_blas
+from .fastcall import BUSY, TRY_BUSY
 from .fastpath import Context, array_fields, builtin, python_symbols
 from .layout import ALIGN, Layout, layout_of, workspace_bytes
 
@@ -192,6 +198,8 @@ class LLVMExecutor:
                 ctx[context.key(kind, name)] = id(key)
         self.fast_bound = (ctypes.c_int64 * (len(self.layout.dims) + 1)).from_address(
             engine.engine.get_global_value_address("bpc_bound_dims"))
+        self._busy = ctypes.c_int32.from_address(engine.engine.get_global_value_address(BUSY))
+        self._try_busy = ctypes.PYFUNCTYPE(ctypes.c_int32)(engine.address(TRY_BUSY))
         function, definition = builtin(address, fallback, "step",
                                        "One training step (native fast path).")
         self._fast_keepalive += [keys, definition, fallback]
@@ -200,6 +208,20 @@ class LLVMExecutor:
             with self.lock:  # so the very next call runs natively, at these sizes
                 self._bind_fast_workspace(self._last_step_sizes)
         return function
+
+    @contextlib.contextmanager
+    def _not_fast(self) -> Iterator[None]:
+        """While the checked step runs: no fast step, which shares step's workspace (and
+        runs without the GIL), running in another thread. Waits for one that is."""
+        if self.fast_step is None:
+            yield
+            return
+        while not self._try_busy():
+            time.sleep(0)  # lets the fast step's thread take the GIL back and finish
+        try:
+            yield
+        finally:
+            self._busy.value = 0
 
     def _bind_fast_workspace(self, sizes: dict[str, int]) -> None:
         """Point the fast path's table at step's workspace for `sizes`."""
@@ -282,7 +304,7 @@ class LLVMExecutor:
             return float(table.loss[0]), grads
 
     def step(self, p: Arrays, s: Arrays, data: Arrays, sizes: dict[str, int]) -> float:
-        with self.lock:
+        with self.lock, self._not_fast():
             table = self._bind("step", p, data, sizes, s)
             status = self._call("step", table)
             loss = float(table.loss[0])

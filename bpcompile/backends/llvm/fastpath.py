@@ -18,7 +18,8 @@ METH_FASTCALL, METH_KEYWORDS = 0x80, 0x2
 TUPLE_SIZE, TUPLE_ITEMS = 16, 24  # PyVarObject ob_size; PyTupleObject ob_item
 OB_TYPE = 8
 
-PYTHON_API = ("PyDict_GetItem", "PyDict_Size", "PyFloat_FromDouble", "PyObject_Vectorcall")
+PYTHON_API = ("PyDict_GetItem", "PyDict_Size", "PyFloat_FromDouble", "PyObject_Vectorcall",
+              "PyEval_SaveThread", "PyEval_RestoreThread", "Py_IncRef", "Py_DecRef")
 
 
 @dataclass(frozen=True)
