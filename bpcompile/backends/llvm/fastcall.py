@@ -36,7 +36,7 @@ from .fastpath import (
     Context,
 )
 from .layout import Layout
-from .loops import I32, I64, PTR, for_range, i64, prebuilt_name
+from .loops import I32, I64, PTR, for_range, i64, local, prebuilt_name
 
 I8 = ir.IntType(8)
 def array_data_function(module: ir.Module, fields: ArrayFields | None,
@@ -238,7 +238,7 @@ class FastStep:
         work = i64(sum(math.prod(shape) for shape in self.param_shapes.values()))
         for k in range(len(self.layout.dims)):
             work = b.mul(work, b.load(b.gep(sizes, [i64(k)], source_etype=I64), typ=I64))
-        status = b.alloca(I32, name="status")
+        status = local(b, I32, "status")
         with b.if_else(b.icmp_signed(">=", work, i64(GIL_FREE_WORK))) as (large, small):
             with large:
                 b.store(self.without_gil(step, args, held), status)
