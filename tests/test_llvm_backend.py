@@ -393,6 +393,57 @@ def test_fast_path_on_two_copies_of_a_network() -> None:
     assert snapshot(p1, s1) == snapshot(p2, s2)
 
 
+DROPOUT = (EXAMPLES / "digits_bn.bp").read_text()  # batch norm, and dropout before logits
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_dropout_fast_path_draws_the_masks_python_draws(dtype: str) -> None:
+    """With dropout the fast step draws the masks natively: bit for bit the masks NumPy
+    draws on the checked path (the same kernel, so every loss, param, statistic and step
+    count is equal), the batch size changing on the way."""
+    fast, slow = bpc.compile(DROPOUT, backend="llvm", dtype=dtype), \
+        bpc.compile(DROPOUT, backend="llvm", dtype=dtype)
+    p_fast, p_slow = fast.init(seed=2), slow.init(seed=2)
+    s_fast, s_slow = fast.init_state(p_fast, seed=11), slow.init_state(p_slow, seed=11)
+    calls = []
+    for k in range(12):
+        # keys interned, as a call site's keywords are (the fast path matches by identity),
+        # arrays of the net's dtype (others are converted on the checked path)
+        data = {sys.intern(name): array.astype(fast.dtype) for name, array in
+                make_data(fast, (16, 16, 16, 7)[k % 4] if k >= 4 else 16, seed=k).items()}
+        if k == 3:
+            calls = checked_calls(fast)
+        assert fast.step(p_fast, s_fast, **data) == checked(slow)(p_slow, s_slow, **data)
+    assert type(fast.step).__name__ == "builtin_function_or_method"
+    # steps 3 to 11: the fast path took all but the first at each new batch size
+    assert 0 < len(calls) < 9
+    assert snapshot(p_fast, s_fast) == snapshot(p_slow, s_slow)
+    assert list(s_fast["rng"]) == [11, 12]
+
+
+@pytest.mark.parametrize("bad, message", [
+    (lambda s: {k: v for k, v in s.items() if k != "rng"}, "no 'rng' entry"),
+    (lambda s: {**s, "rng": s["rng"].astype(np.int64)}, "uint64 array of 2"),
+    (lambda s: {**s, "rng": np.zeros(3, dtype=np.uint64)}, "uint64 array of 2"),
+])
+def test_dropout_fast_path_leaves_a_bad_rng_to_the_checked_path(bad, message: str) -> None:
+    net = bpc.compile(DROPOUT, backend="llvm")
+    p = net.init()
+    s = net.init_state(p)
+    data = {sys.intern(name): array for name, array in make_data(net, 8).items()}
+    for _ in range(3):
+        net.step(p, s, **data)
+    assert type(net.step).__name__ == "builtin_function_or_method"
+    calls = checked_calls(net)
+    net.step(p, s, **data)
+    assert not calls, "a good step did not take the fast path"
+    del net._executor.step
+    before = snapshot(p, s)
+    with pytest.raises(bpc.BPError, match=message):
+        net.step(p, bad(s), **data)
+    assert snapshot(p, s) == before
+
+
 def _read_only(a: np.ndarray) -> np.ndarray:
     a = a.copy()
     a.flags.writeable = False

@@ -22,9 +22,9 @@ from llvmlite import ir
 
 from ..backends.llvm.layout import ALIGN, Layout, layout_of
 from ..backends.llvm.loops import I32, I64, PTR, for_range, i64, local
+from ..backends.llvm.masks import draw_mask
 from ..backends.llvm.threads import PARALLEL, TASK, Callee
 from ..graph.shapes import Shape
-from ..runtime.randomness import GAMMA, threshold
 from ..runtime.signature import Signature
 
 I1 = ir.IntType(1)
@@ -36,7 +36,6 @@ HEADER = ALIGN
 # is not finite: 1 the loss, 1 + k the gradient of the k-th param)
 BAD_SIZE, NO_MEMORY, BAD_INDEX = -1, -2, -3
 MAX_SIZE = 1 << 40  # no size of a real batch comes near; products of a few stay in 64 bits
-MIX = (0xBF58476D1CE4E5B9, 0x94D049BB133111EB)  # SplitMix64's multipliers (randomness.py)
 
 
 @dataclass(frozen=True)
@@ -351,27 +350,8 @@ class Interface:
                   rate: float, count: ir.Value) -> None:
         """One dropout's mask, as randomness.draw_mask draws it for the NET's seed and
         step count: 0 where dropped, 1 / (1 - rate) elsewhere."""
-        key = output(b, output(b, self.word(b, net, SEED, "seed"),
-                               self.word(b, net, STEP, "steps")), i64(site))
-        scale = ir.Constant(self.t, 0.0 if rate >= 1 else 1.0 / (1.0 - rate))
-        with for_range(b, count, "element") as i:
-            bits = output(b, key, i)
-            kept = b.icmp_unsigned(">=", b.lshr(bits, i64(11)), i64(threshold(rate)))
-            b.store(b.select(kept, scale, ir.Constant(self.t, 0.0)),
-                    b.gep(mask, [i], source_etype=self.t))
-
-
-def output(b: ir.IRBuilder, seed: ir.Value, index: ir.Value) -> ir.Value:
-    """Output number `index` of SplitMix64 started at `seed` (randomness.output)."""
-    z = b.add(seed, b.mul(b.add(index, i64(1)), i64(_signed(GAMMA))))
-    z = b.mul(b.xor(z, b.lshr(z, i64(30))), i64(_signed(MIX[0])))
-    z = b.mul(b.xor(z, b.lshr(z, i64(27))), i64(_signed(MIX[1])))
-    return b.xor(z, b.lshr(z, i64(31)))
-
-
-def _signed(value: int) -> int:
-    """A 64-bit pattern as the signed constant LLVM prints."""
-    return value - (1 << 64) if value >= 1 << 63 else value
+        draw_mask(b, self.t, self.word(b, net, SEED, "seed"), self.word(b, net, STEP, "steps"),
+                  mask, site, rate, count)
 
 
 def c_sizes(signature: Signature, entry: str) -> list[str]:

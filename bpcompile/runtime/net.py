@@ -279,7 +279,7 @@ class CompiledNet:
         install = getattr(self._executor, "install_fast_step", None)
         # the native path checks shapes and flags, not values or least sizes: class
         # indices and indexing along a size bound at call time need the checked path
-        if install is not None and "step" not in self.__dict__ and not self.signature.masks \
+        if install is not None and "step" not in self.__dict__ \
                 and not self.signature.indices and not self.signature.least_sizes:
             fast = install(CompiledNet.step.__get__(self))
             if fast is not None:

@@ -159,8 +159,8 @@ def generate(compiled: Compiled, signature: Signature, dtype: str, vector_bytes:
     fields = array_fields()
     if fast and "step" in entries and fields is not None:
         shapes = {name: info.shape for name, info in network.params.items()}
-        FastStep(module, layout, fields, lib.t, shapes, signature.state, network.data).emit(
-            module.globals["bpc_step"])
+        FastStep(module, layout, fields, lib.t, shapes, signature.state, network.data,
+                 signature.masks).emit(module.globals["bpc_step"])
     kernels.name_by_values()
     module.triple = target_machine().triple
     module.data_layout = str(target_machine().target_data)

@@ -32,6 +32,7 @@ from ...errors import BPNumericError
 from ...graph.shapes import Shape
 from ...runtime import cache
 from ...runtime.net import Compiled
+from ...runtime.randomness import RNG
 from ...runtime.signature import Signature
 from .blas import find_blas
 from .fastcall import BUSY, TRY_BUSY
@@ -189,7 +190,8 @@ class LLVMExecutor:
         ctx[Context.NDARRAY] = id(np.ndarray)
         ctx[Context.DICT] = id(dict)
         ctx[Context.DESCR] = id(self.dtype)
-        keys = []
+        keys = [sys.intern(RNG), np.dtype(np.uint64)]
+        ctx[Context.RNG], ctx[Context.RNG_DESCR] = id(keys[0]), id(keys[1])
         for kind, names in (("param", self.layout.params), ("state", self.layout.state),
                             ("data", self.layout.data)):
             for name in names:
@@ -231,6 +233,11 @@ class LLVMExecutor:
         self._fast_workspace = buffer  # kept alive while the fast table points into it
         address = buffer.ctypes.data
         self.fast_table.pointers[self.layout.workspace] = address + (-address % ALIGN)
+        # dropout's masks, which the fast step draws for each step, for these sizes
+        self._fast_masks = {name: self._empty(info.shape, sizes)
+                            for name, info in self.signature.masks.items()}
+        for name, mask in self._fast_masks.items():
+            self.fast_table.pointers[self.layout.data_slot(name)] = mask.ctypes.data
         for k, name in enumerate(self.layout.dims):
             self.fast_bound[k] = sizes[name]
         self.fast_bound[len(self.layout.dims)] = 1  # the workspace is set

@@ -6,7 +6,9 @@ that. So `net.step` becomes a builtin function (METH_FASTCALL | METH_KEYWORDS) t
 native code, what the checked path does in Python: for every param, state and data array
 it checks the exact type, dtype descriptor, flags, rank and sizes, that no two arrays it
 updates in place share memory, binds the symbolic sizes, fills the pointer table and calls
-the compiled step.
+the compiled step. With dropout it also checks the state's `rng` entry, draws each mask
+for that seed and step count (masks.py: the masks NumPy draws, bit for bit) and, once the
+step is taken, counts it.
 
 Anything it does not accept as-is (a missing or extra name, an int array to convert, a new
 batch size, a non-finite step) makes it call the fully checked Python implementation with
@@ -22,9 +24,11 @@ the checked path.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 from llvmlite import ir
 
+from ...graph.network import MaskInfo
 from .fastpath import (
     ALIGNED,
     C_CONTIGUOUS,
@@ -37,6 +41,7 @@ from .fastpath import (
 )
 from .layout import Layout
 from .loops import I32, I64, PTR, for_range, i64, local, prebuilt_name
+from .masks import draw_mask
 
 I8 = ir.IntType(8)
 def array_data_function(module: ir.Module, fields: ArrayFields | None,
@@ -119,8 +124,10 @@ class FastStep:
 
     def __init__(self, module: ir.Module, layout: Layout, fields: ArrayFields, t: ir.Type,
                  param_shapes: dict[str, tuple[int, ...]],
-                 state_shapes: dict[str, tuple[int, ...]], data_shapes: dict[str, tuple]):
+                 state_shapes: dict[str, tuple[int, ...]], data_shapes: dict[str, tuple],
+                 masks: Mapping[str, MaskInfo]):
         self.module = module
+        self.masks = masks  # drawn here, into buffers the executor sets in the table
         self.t = t
         self.layout = layout
         self.fields = fields
@@ -201,7 +208,8 @@ class FastStep:
         held: list[ir.Value] = []  # the dicts' arrays, kept alive while the GIL is off
         for kind, group, holder in (("param", self.layout.params, p),
                                     ("state", self.layout.state, s)):
-            self.require_dict(holder, len(group), kind)
+            extra = 1 if kind == "state" and self.masks else 0  # the state's rng entry
+            self.require_dict(holder, len(group) + extra, kind)
             for name in group:
                 key = self.ctx_slot(b, self.context.key(kind, name))
                 array = b.call(self.dict_get, [holder, key])
@@ -212,6 +220,7 @@ class FastStep:
                         else self.layout.state_slot(name))
                 self.put(table, slot, data)
                 spans.append((data, math.prod(shape) * self.itemsize))
+        rng = self.rng(s, sizes, held, spans) if self.masks else None
         self.require_disjoint(spans)
         self.data(args, nargs, kwnames, table, sizes)
         for k in range(len(self.layout.dims) + 1):
@@ -220,14 +229,50 @@ class FastStep:
             have = b.load(b.gep(self.bound, [i64(0), i64(k)],
                                 source_etype=self.bound.value_type), typ=I64)
             self.require(b.icmp_signed("==", wanted, have), "workspace")
+        if rng is not None:
+            self.draw_masks(table, rng, sizes)
         status = self.call_step(step, [table, self.bound], held, sizes)
         self.require(b.icmp_signed("==", status, ir.Constant(I32, 0)), "finite")
+        if rng is not None:  # the step is taken: it counts for the masks
+            steps = b.gep(rng, [i64(1)], source_etype=I64)
+            b.store(b.add(b.load(steps, typ=I64), i64(1)), steps)
         loss = b.load(self.ctx_slot(b, Context.LOSS), typ=self.t)
         if self.t != ir.DoubleType():
             loss = b.fpext(loss, ir.DoubleType())
         b.ret(b.call(self.new_float, [loss]))
         try_busy_function(self.module)
         return f
+
+    def rng(self, s: ir.Value, sizes: ir.Value, held: list[ir.Value],
+            spans: list[tuple[ir.Value, int]]) -> ir.Value:
+        """The data of the state's `rng` entry, [seed, step count]: exactly a writable,
+        C-contiguous uint64 array of 2 (else the checked path, which says what is wrong)."""
+        b = self.b
+        array = b.call(self.dict_get, [s, self.ctx_slot(b, Context.RNG)])
+        held.append(array)
+        data = b.call(self.array_data, [
+            array, self.ctx_slot(b, Context.NDARRAY), self.ctx_slot(b, Context.RNG_DESCR),
+            ir.Constant(I32, C_CONTIGUOUS | ALIGNED | WRITEABLE), ir.Constant(I32, 1),
+            self.spec((2,)), sizes], name="rng")
+        self.require(b.icmp_unsigned("!=", data, ir.Constant(PTR, None)), "rng")
+        spans.append((data, 16))
+        return data
+
+    def draw_masks(self, table: ir.Value, rng: ir.Value, sizes: ir.Value) -> None:
+        """Each dropout's mask for this step, into the buffer the table's slot points at
+        (the executor's, for the sizes the workspace is bound to)."""
+        b = self.b
+        seed = b.load(rng, typ=I64, name="seed")
+        steps = b.load(b.gep(rng, [i64(1)], source_etype=I64), typ=I64, name="steps")
+        for name, info in self.masks.items():
+            count = i64(1)
+            for d in info.shape:
+                size = i64(d) if isinstance(d, int) else b.load(
+                    b.gep(sizes, [i64(self.layout.dims.index(d))], source_etype=I64), typ=I64)
+                count = b.mul(count, size)
+            mask = b.load(b.gep(table, [i64(self.layout.data_slot(name))], source_etype=PTR),
+                          typ=PTR)
+            draw_mask(b, self.t, seed, steps, mask, info.site, info.rate, count)
 
     def call_step(self, step: ir.Function, args: list[ir.Value], held: list[ir.Value],
                   sizes: ir.Value) -> ir.Value:
@@ -327,14 +372,15 @@ class FastStep:
         """The data arrays, given by keyword: matched to their names by identity (call sites
         pass interned strings, so this is the common case; anything else falls back)."""
         b = self.b
-        count = len(self.layout.data)
+        names = [name for name in self.layout.data if name not in self.masks]
+        count = len(names)
         if count == 0:
             self.require(b.icmp_unsigned("==", kwnames, ir.Constant(PTR, None)), "no.keywords")
             return
         self.require(b.icmp_unsigned("!=", kwnames, ir.Constant(PTR, None)), "keywords")
         given = self.field(b, kwnames, TUPLE_SIZE, I64)
         self.require(b.icmp_signed("==", given, i64(count)), "keyword.count")
-        for name in self.layout.data:
+        for name in names:
             key = self.ctx_slot(b, self.context.key("data", name))
             found = ir.Constant(PTR, None)
             for k in range(count):

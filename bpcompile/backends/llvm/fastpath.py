@@ -72,8 +72,10 @@ class Context:
 
     layout: Layout
 
-    TABLE, LOSS, NDARRAY, DICT, DESCR = range(5)
-    FIRST_KEY = 5
+    # RNG: the interned "rng" (the state entry holding dropout's seed and step count),
+    # RNG_DESCR: uint64's dtype, that entry's
+    TABLE, LOSS, NDARRAY, DICT, DESCR, RNG, RNG_DESCR = range(7)
+    FIRST_KEY = 7
 
     def key(self, kind: str, name: str) -> int:
         """Slot of the interned str object for a param, state or data name."""
