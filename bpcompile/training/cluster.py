@@ -32,6 +32,7 @@ the way forward, mean(dy) and mean(dy * x_hat) on the way back.)
 
 from __future__ import annotations
 
+import logging
 import math
 import warnings
 from collections.abc import Callable, Mapping
@@ -175,9 +176,12 @@ def start_client(address: str) -> Client:
         workers = address.removeprefix("local:")
         if not workers.isdigit() or int(workers) < 1:
             raise BPTypeError(f"--dask local:N needs a number of workers, not '{workers}'")
-        # the client starts the cluster, and closes it with itself
+        # the client starts the cluster, and closes it with itself. Its workers log only
+        # what is critical: closing the cluster, a worker's heartbeat can find the
+        # scheduler gone and log an ERROR with a traceback (Dask's shutdown noise, on a run
+        # that succeeded); a failing task still reaches us as the exception it raised
         return Client(n_workers=int(workers), threads_per_worker=1, processes=True,
-                      dashboard_address=None)
+                      dashboard_address=None, silence_logs=logging.CRITICAL)
     try:
         return Client(address, timeout=30)
     except OSError as error:
