@@ -197,20 +197,16 @@ def _product(w: EntryWriter, c: ir.Value, a: Operand, b: Operand, m: ir.Value, n
         a_row, a_col = (i64(1), m) if a.transposed else (k, i64(1))
         w.matmul.call(w.b, c, a.at, right, m, n, k, a_row, a_col)
 
-    def blas() -> None:
-        w.functions.setdefault(w.current, []).append("BLAS gemm")
-        w.matmul.call_blas(w.b, c, a.at, a.transposed, b.at, b.transposed, m, n, k)
-
-    def packed() -> None:  # without BLAS: our packed GEMM, over the pool
-        w.functions.setdefault(w.current, []).append(w.matmul.gemm.product())
-        w.matmul.call_packed(w.b, c, a.at, a.transposed, b.at, b.transposed, m, n, k)
+    def large() -> None:
+        w.functions.setdefault(w.current, []).append(
+            w.matmul.call_large(w.b, c, a.at, a.transposed, b.at, b.transposed, m, n, k))
 
     if w.matmul.blas is not None and b.transposed:
-        blas()
+        large()
         return
-    with w.b.if_else(w.matmul.large(w.b, m, n, k, w.label(w.current))) as (large, small):
-        with large:
-            blas() if w.matmul.blas is not None else packed()
+    with w.b.if_else(w.matmul.large(w.b, m, n, k, w.label(w.current))) as (big, small):
+        with big:
+            large()
         with small:
             loop_nest()
 

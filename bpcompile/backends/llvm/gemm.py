@@ -32,6 +32,7 @@ from llvmlite import ir
 from .loops import I32, I64, PTR, for_range, i64, prebuilt_name
 from .mathlib import MathFunctions
 from .packing import ALIGN, Packing, round_up, smin
+from .vectors import rank_one_updates
 
 # Products of at least this many multiply-adds are packed (below it, every operand fits in
 # cache and the loop nest, which packs nothing, is as fast; measured in benchmarks/gemm.py).
@@ -187,38 +188,18 @@ class PackedGemm(Packing):
                                         ("overwrite", I32)])
         c, ldc, a, strip_b, kc, rows, cols, overwrite = f.args
         fma = self.lib.intrinsic("llvm.fma", self.vt, self.vt, self.vt)
-        zero = ir.Constant(self.vt, [0.0] * lanes)
-        before = b.block
-        loop, body, done = (b.append_basic_block(name) for name in ("p.loop", "p.body",
-                                                                    "p.done"))
-        b.branch(loop)
-        b.position_at_end(loop)
-        p = b.phi(I64, name="p")
-        p.add_incoming(i64(0), before)
-        acc = [[b.phi(self.vt, name=f"c{r}_{v}") for v in range(vectors)] for r in range(mr)]
-        for row in acc:
-            for phi in row:
-                phi.add_incoming(zero, before)
-        b.cbranch(b.icmp_signed("<", p, kc), body, done)
-        b.position_at_end(body)
-        columns = [b.load(self._at(b, strip_b, b.add(b.mul(p, i64(self.nr)),
-                                                     i64(v * lanes))),
-                          typ=self.vt, align=ALIGN if v * lanes * self.itemsize % ALIGN == 0
-                          else self.itemsize)
-                   for v in range(vectors)]
-        base = b.mul(p, i64(mr))
-        updated = []
-        for r in range(mr):
-            value = b.load(self._at(b, a, b.add(base, i64(r))), typ=self.t)
-            splat = self.vec.splat(b, value)
-            updated.append([b.call(fma, [splat, columns[v], acc[r][v]])
-                            for v in range(vectors)])
-        p.add_incoming(b.add(p, i64(1)), b.block)
-        for r in range(mr):
-            for v in range(vectors):
-                acc[r][v].add_incoming(updated[r][v], b.block)
-        b.branch(loop)
-        b.position_at_end(done)
+
+        def columns_at(p: ir.Value) -> list[ir.Value]:  # row p of the B strip
+            row = b.mul(p, i64(self.nr))
+            return [b.load(self._at(b, strip_b, b.add(row, i64(v * lanes))), typ=self.vt,
+                           align=ALIGN if v * lanes * self.itemsize % ALIGN == 0
+                           else self.itemsize)
+                    for v in range(vectors)]
+
+        def scalar_at(p: ir.Value, r: int) -> ir.Value:  # column p of the A strip, row r
+            return b.load(self._at(b, a, b.add(b.mul(p, i64(mr)), i64(r))), typ=self.t)
+
+        acc = rank_one_updates(b, fma, mr, vectors, kc, columns_at, scalar_at, self.vec)
         add = b.icmp_signed("==", overwrite, ir.Constant(I32, 0), name="add")
         whole = b.and_(b.icmp_signed("==", rows, i64(mr)),
                        b.icmp_signed("==", cols, i64(self.nr)), name="whole")

@@ -26,7 +26,7 @@ from .gemm import PACKED_THRESHOLD, PackedGemm
 from .loops import I32, I64, PTR, for_range, i64, prebuilt_name
 from .mathlib import MathFunctions
 from .tasks import declare_parallel, define_task, pack, part_range
-from .vectors import Vectors
+from .vectors import Vectors, rank_one_updates
 
 ROWS = 4
 
@@ -66,6 +66,17 @@ class Matmul:
         work = builder.mul(builder.mul(m, n), k, name=f"{name}.work")
         threshold = BLAS_THRESHOLD if self.blas is not None else PACKED_THRESHOLD
         return builder.icmp_signed(">=", work, i64(threshold), name=f"{name}.large")
+
+    def call_large(self, builder: ir.IRBuilder, c: ir.Value, a: ir.Value, a_transposed: bool,
+                   b: ir.Value, b_transposed: bool, m: ir.Value, n: ir.Value, k: ir.Value
+                   ) -> ir.Function | str:
+        """A product `large` said yes to: BLAS where there is one, else our packed GEMM,
+        either operand read transposed in place. Returns what it called, for `show`."""
+        if self.blas is not None:
+            self.call_blas(builder, c, a, a_transposed, b, b_transposed, m, n, k)
+            return "BLAS gemm"
+        self.call_packed(builder, c, a, a_transposed, b, b_transposed, m, n, k)
+        return self.gemm.product()
 
     def call_blas(self, builder: ir.IRBuilder, c: ir.Value, a: ir.Value, a_transposed: bool,
                   b: ir.Value, b_transposed: bool, m: ir.Value, n: ir.Value,
@@ -244,40 +255,18 @@ class Matmul:
         sources = [b.select(b.icmp_signed("<", row, m), row, last_row) for row in rows]
         a_rows = [b.mul(row, a_row) for row in sources]
         fma = self.lib.intrinsic("llvm.fma", self.vt, self.vt, self.vt)
-        zero = ir.Constant(self.vt, [0.0] * self.lanes)
-        before = b.block
-        loop = b.append_basic_block("k.loop")
-        body = b.append_basic_block("k.body")
-        done = b.append_basic_block("k.done")
-        b.branch(loop)
-        b.position_at_end(loop)
-        p = b.phi(I64, name="p")
-        p.add_incoming(i64(0), before)
-        acc = [[b.phi(self.vt, name=f"acc{r}{v}") for v in range(vectors)]
-               for r in range(ROWS)]
-        for row in acc:
-            for phi in row:
-                phi.add_incoming(zero, before)
-        b.cbranch(b.icmp_signed("<", p, k), body, done)
-        b.position_at_end(body)
-        b_row = b.mul(p, n)
-        columns = [self.vec.load(b, b.gep(b_ptr, [b.add(b_row, b.add(j0, i64(v * self.lanes)))],
-                                       source_etype=self.t), masks[v])
-                   for v in range(vectors)]
-        a_offset = b.mul(p, a_col)
-        updated = []
-        for r in range(ROWS):
-            a_value = b.load(b.gep(a_ptr, [b.add(a_rows[r], a_offset)], source_etype=self.t),
-                             typ=self.t)
-            broadcast = self.vec.splat(b, a_value)
-            updated.append([b.call(fma, [broadcast, columns[v], acc[r][v]])
-                            for v in range(vectors)])
-        p.add_incoming(b.add(p, i64(1)), b.block)
-        for r in range(ROWS):
-            for v in range(vectors):
-                acc[r][v].add_incoming(updated[r][v], b.block)
-        b.branch(loop)
-        b.position_at_end(done)
+
+        def columns_at(p: ir.Value) -> list[ir.Value]:  # row p of B, the block's columns
+            row = b.mul(p, n)
+            return [self.vec.load(b, b.gep(b_ptr, [b.add(row, b.add(j0, i64(v * self.lanes)))],
+                                           source_etype=self.t), masks[v])
+                    for v in range(vectors)]
+
+        def scalar_at(p: ir.Value, r: int) -> ir.Value:  # A[row r of the block, p]
+            return b.load(b.gep(a_ptr, [b.add(a_rows[r], b.mul(p, a_col))],
+                                source_etype=self.t), typ=self.t)
+
+        acc = rank_one_updates(b, fma, ROWS, vectors, k, columns_at, scalar_at, self.vec)
         for r in range(ROWS):
             with b.if_then(b.icmp_signed("<", rows[r], m), likely=True):
                 row_start = b.mul(rows[r], n)

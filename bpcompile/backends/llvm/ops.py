@@ -112,20 +112,10 @@ def matmul_op(w: EntryWriter, i: int, node: Node) -> None:
                    split.Split(3, (w.b.mul(n, itemsize), w.b.mul(a_row, itemsize))),
                    w.b.mul(w.b.mul(m, n), k))
 
-    def packed() -> None:
-        w.functions.setdefault(i, []).append(w.matmul.gemm.product())
-        w.matmul.call_packed(w.b, out, a_ptr, a in w.views, w.storage[b_source],
-                             b in w.b_views, m, n, k)
-
-    def blas() -> None:
-        w.functions.setdefault(i, []).append("BLAS gemm")
-        w.matmul.call_blas(w.b, out, a_ptr, a in w.views, w.storage[b_source],
-                           b in w.b_views, m, n, k)
-
-    large = blas if w.matmul.blas is not None else packed
-    with w.b.if_else(w.matmul.large(w.b, m, n, k, w.label(i))) as (big, small):
-        with big:
-            large()
+    with w.b.if_else(w.matmul.large(w.b, m, n, k, w.label(i))) as (large, small):
+        with large:
+            w.functions.setdefault(i, []).append(w.matmul.call_large(
+                w.b, out, a_ptr, a in w.views, w.storage[b_source], b in w.b_views, m, n, k))
         with small:
             loop_nest()
 

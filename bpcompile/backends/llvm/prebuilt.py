@@ -61,15 +61,17 @@ def address(kernel: str, dtype: str, vector_bytes: int) -> int:
     """The address of one of the library's kernels ("matmul", "packed_product", ...),
     loading the library first: for calling a kernel alone (tests, benchmarks/gemm.py)."""
     load(dtype, vector_bytes)
-    lanes = vector_bytes // (8 if dtype == "float64" else 4)
     return _LOADED[(dtype, vector_bytes)].address(
-        prebuilt_name(kernel, FORMATS[dtype].type, lanes))
+        prebuilt_name(kernel, FORMATS[dtype].type, _lanes(dtype, vector_bytes)))
+
+
+def _lanes(dtype: str, vector_bytes: int) -> int:
+    return vector_bytes // (8 if dtype == "float64" else 4)
 
 
 def _function_names(dtype: str, vector_bytes: int) -> tuple[str, ...]:
     """The symbols `library_ir` defines (as `prebuilt_name` spells them)."""
-    t = FORMATS[dtype].type
-    lanes = vector_bytes // (8 if dtype == "float64" else 4)
+    t, lanes = FORMATS[dtype].type, _lanes(dtype, vector_bytes)
     kernels = ("matmul", "gemm", "gemm_narrow", "packed_product", *ALONG_AXIS,
                "softmax_cross_entropy", "transpose", "non_finite")
     return (*(prebuilt_name(k, t, lanes) for k in kernels), prebuilt_name("array_data", t, 0))

@@ -1,9 +1,12 @@
 """Vectors of one element type and width, as the matmul kernels (matmul.py, gemm.py,
 packing.py) use them: a scalar broadcast to every lane, the mask of the lanes left at a
-row's end, and loads and stores that take such a mask (an edge vector) or none (a whole
-one); and the transpose of a square of vectors in registers."""
+row's end, loads and stores that take such a mask (an edge vector) or none (a whole one),
+the micro-kernels' loop of rank-one updates held in registers; and the transpose of a square
+of vectors in registers."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from llvmlite import ir
 
@@ -52,6 +55,40 @@ class Vectors:
                                   [self.vt, PTR, self.mask_type], ir.VoidType(),
                                   [self.vt, PTR])
         b.call(store, [value, pointer, mask])
+
+
+def rank_one_updates(b: ir.IRBuilder, fma: ir.Function, rows: int, vectors: int,
+                     count: ir.Value, columns_at: Callable[[ir.Value], list[ir.Value]],
+                     scalar_at: Callable[[ir.Value, int], ir.Value], vec: Vectors
+                     ) -> list[list[ir.Value]]:
+    """sum over p < count of scalar_at(p, r) * columns_at(p)[v], for each of `rows` x
+    `vectors` accumulators held in registers (phis) across the loop: a micro-kernel's inner
+    loop, one row of B's vectors and one broadcast of A per row each step. Returns the sums;
+    the builder is left after the loop."""
+    zero = ir.Constant(vec.vt, [0.0] * vec.lanes)
+    before = b.block
+    loop, body, done = (b.append_basic_block(name) for name in ("p.loop", "p.body", "p.done"))
+    b.branch(loop)
+    b.position_at_end(loop)
+    p = b.phi(I64, name="p")
+    p.add_incoming(i64(0), before)
+    acc = [[b.phi(vec.vt, name=f"c{r}_{v}") for v in range(vectors)] for r in range(rows)]
+    for phi in (phi for row in acc for phi in row):
+        phi.add_incoming(zero, before)
+    b.cbranch(b.icmp_signed("<", p, count), body, done)
+    b.position_at_end(body)
+    columns = columns_at(p)
+    updated = []
+    for r in range(rows):
+        splat = vec.splat(b, scalar_at(p, r))
+        updated.append([b.call(fma, [splat, columns[v], acc[r][v]]) for v in range(vectors)])
+    for phi, value in zip((phi for row in acc for phi in row),
+                          (value for row in updated for value in row)):
+        phi.add_incoming(value, b.block)
+    p.add_incoming(b.add(p, i64(1)), b.block)
+    b.branch(loop)
+    b.position_at_end(done)
+    return acc
 
 
 def transpose_square(b: ir.IRBuilder, rows: list[ir.Value]) -> list[ir.Value]:
