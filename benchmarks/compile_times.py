@@ -2,15 +2,23 @@
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/compile_times.py
 
-For each workload, fresh processes (imports are done before the clock starts):
+For each workload, fresh processes; the libraries each side loads are imported before the
+clock starts and timed apart (`import`): for bpcompile its front end (SymPy, with the tensor
+module SymPy loads at the first sum computed, and lark) and llvmlite's binding, for JAX
+`import jax` (XLA). Every process runs with PYTHONDONTWRITEBYTECODE unset, as Python runs by
+default: with it set, each would compile bpcompile's sources to bytecode again, inside the
+clock for the modules a first step loads:
   first   bpcompile.compile(..., backend="llvm") with an empty disk cache, then the first
           step (which compiles it), less the time a step takes once compiled; this includes
-          building the runtime library, once per machine and dtype;
-  new     the same for a network the cache has not seen, the runtime library already built:
-          what compiling a network costs from then on;
+          what is built once per machine: the runtime library for the dtype, the thread
+          pool, lark's analysis of the grammar;
+  new     the same for a network the cache has not seen, what is built once per machine
+          already built: what compiling a network costs from then on;
   cached  the same network again, now that the disk cache holds it;
   jax     JAX's first call of the jitted training step (trace and XLA compile), less the
           time a call takes once compiled.
+The last two columns add each side's import to `new` and to `jax`: what a fresh process
+pays, from its first import, to take its first step on a network it has not run before.
 Drawing the initial params is not counted. Medians over --repeats runs of each.
 
 Also `deep`: a 20-layer dense relu MLP of width 512 (5.2 million weights), text to a
@@ -35,9 +43,13 @@ BPCOMPILE = """
 import json, sys, time
 sys.path.insert(0, {here!r})
 import numpy as np
-import bpcompile as bpc
-import bpcompile.backends.llvm.executor  # an import, like `import jax`: not compile time
 from workloads import WORKLOADS
+start = time.perf_counter()
+import bpcompile as bpc
+import bpcompile.backends.llvm.jit  # llvmlite's binding
+import bpcompile.pipeline  # the front end: SymPy, lark
+import sympy.tensor.tensor  # SymPy loads it at the first sum any program computes
+imported = time.perf_counter() - start
 w = next(w for w in WORKLOADS if w.name == {name!r})
 data = {{k: v.astype(w.dtype) for k, v in w.data(np.random.default_rng(0)).items()}}
 start = time.perf_counter()
@@ -51,14 +63,18 @@ first = time.perf_counter() - start
 start = time.perf_counter()
 net.step(p, s, **data)
 again = time.perf_counter() - start
-print(json.dumps(compiled + first - again))
+print(json.dumps([compiled + first - again, imported]))
 """
 
-LIBRARY = """
+PER_MACHINE = """
 import bpcompile.backends.llvm.prebuilt as library
+from bpcompile.backends.llvm import threads
 from bpcompile.backends.llvm.jit import vector_bytes
+from bpcompile.language.parser import parse
 for dtype in ("float32", "float64"):
     library.load(dtype, vector_bytes())
+threads.load()
+parse("input x[N, 2]\\n")  # lark's analysis of the grammar, kept in the cache
 print(0)
 """
 
@@ -80,9 +96,11 @@ JAX = """
 import json, sys, time
 sys.path.insert(0, {here!r})
 import numpy as np
-import bpcompile as bpc
 from workloads import WORKLOADS
+start = time.perf_counter()
 import jax
+imported = time.perf_counter() - start
+import bpcompile as bpc
 w = next(w for w in WORKLOADS if w.name == {name!r})
 data = {{k: v.astype(w.dtype) for k, v in w.data(np.random.default_rng(0)).items()}}
 params = bpc.compile(w.source, dtype=w.dtype).init(seed=0)
@@ -93,17 +111,21 @@ first = time.perf_counter() - start
 start = time.perf_counter()
 step()
 again = time.perf_counter() - start
-print(json.dumps(first - again))
+print(json.dumps([first - again, imported]))
 """
 
 
-def run(script: str, cache: str) -> float:
-    """Seconds the script reports, run in a fresh Python process."""
-    result = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, check=True,
-        env={**os.environ, "BPCOMPILE_CACHE_DIR": cache},
-    )
+def run(script: str, cache: str) -> list[float] | float:
+    """What the script reports (seconds), run in a fresh Python process."""
+    env = {**os.environ, "BPCOMPILE_CACHE_DIR": cache}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            check=True, env=env)
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def median(runs: list[list[float]], column: int) -> float:
+    return statistics.median(run[column] for run in runs) if runs else float("nan")
 
 
 def main() -> None:
@@ -129,25 +151,28 @@ def main() -> None:
             with tempfile.TemporaryDirectory() as cache:
                 first.append(run(script, cache))
             with tempfile.TemporaryDirectory() as cache:
-                run(LIBRARY, cache)  # builds the runtime library only
+                run(PER_MACHINE, cache)
                 cold.append(run(script, cache))
                 cached.append(run(script, cache))
             if have_jax:
                 jax_first.append(run(JAX.format(here=str(HERE), name=name), "off"))
-        row = [name, statistics.median(first), statistics.median(cold),
-               statistics.median(cached),
-               statistics.median(jax_first) if jax_first else float("nan")]
+        row = (name, median(first, 0), median(cold, 0), median(cached, 0), median(jax_first, 0),
+               median([[c + i] for c, i in cold], 0),
+               median([[c + i] for c, i in jax_first], 0))
         rows.append(row)
         print(f"{name}: first {row[1]:.3f} s, new {row[2]:.3f} s, cached {row[3] * 1e3:.1f} ms,"
-              f" jax first call {row[4]:.3f} s", file=sys.stderr)
+              f" jax first call {row[4]:.3f} s; with imports: new {row[5]:.3f} s,"
+              f" jax {row[6]:.3f} s", file=sys.stderr)
     deep = statistics.median(run(DEEP, "off") for _ in range(args.repeats))
     print(f"20-layer, width-512 dense relu MLP, text to compiled network (numpy backend): "
           f"{deep:.3f} s\n")
     print("| workload | llvm, first on a machine (s) | llvm, new network (s) | "
-          "llvm, cached (ms) | JAX first call (s) |")
-    print("| --- | --- | --- | --- | --- |")
-    for name, first, cold, cached, jax_first in rows:
-        print(f"| {name} | {first:.3f} | {cold:.3f} | {cached * 1e3:.1f} | {jax_first:.3f} |")
+          "llvm, cached (ms) | JAX first call (s) | llvm new + import (s) | "
+          "JAX first call + import (s) |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for name, first, cold, cached, jax_first, cold_total, jax_total in rows:
+        print(f"| {name} | {first:.3f} | {cold:.3f} | {cached * 1e3:.1f} | {jax_first:.3f} | "
+              f"{cold_total:.3f} | {jax_total:.3f} |")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ implementation runs the same network, loss, optimizer, dtype and data.
     digits  64-64-64-10 relu, softmax cross-entropy, adam(lr=0.001)     batch 128, float32
     mlp     100-50-10 relu, MSE, sgd(lr=0.05, momentum=0.9)             batch 64,  float32
     wide    784-1024-1024-10 relu, softmax cross-entropy, sgd(lr=0.01)  batch 256, float32
+    digits_full  digits' network with sgd(lr=0.1), the whole set    batch 1,797, float64
 """
 
 from __future__ import annotations
@@ -31,6 +32,12 @@ output logits
 loss cross_entropy(logits, t)
 optimize sgd(lr=0.01)
 """
+
+
+# digits.bp trained a step an epoch: all 1,797 rows of the digits set, float64, plain SGD
+DIGITS_FULL_BP = (ROOT / "examples" / "digits.bp").read_text().replace(
+    "network digits", "network digits_full").replace("adam(lr=0.001)", "sgd(lr=0.1)")
+DIGITS_ROWS = 1797
 
 
 @dataclass(frozen=True)
@@ -239,6 +246,8 @@ TORCH = {
     "mlp": _torch_mlp,
     "wide": _with_optimizer(_torch_relu_xent(("h1", "h2", "logits")),
                             lambda p, torch: torch.optim.SGD(p.values(), lr=0.01)),
+    "digits_full": _with_optimizer(_torch_relu_xent(("h1", "h2", "logits")),
+                                   lambda p, torch: torch.optim.SGD(p.values(), lr=0.1)),
 }
 
 
@@ -342,6 +351,8 @@ JAX = {
     "mlp": _jax_mlp,
     "wide": lambda jax, jnp: (_jax_relu_xent(("h1", "h2", "logits"))(jax, jnp),
                               JaxSGD(jax, 0.01)),
+    "digits_full": lambda jax, jnp: (_jax_relu_xent(("h1", "h2", "logits"))(jax, jnp),
+                                     JaxSGD(jax, 0.1)),
 }
 
 
@@ -372,6 +383,12 @@ WORKLOADS = [
         "wide", WIDE_BP, "float32", 256,
         lambda rng: {"x": rng.uniform(0, 1, (256, 784)), "t": _one_hot(rng, 256, 10)},
         _hand_relu_xent(3, _sgd(0.01)), _torch_step("wide"), _jax_step("wide"),
+    ),
+    Workload(
+        "digits_full", DIGITS_FULL_BP, "float64", DIGITS_ROWS,
+        lambda rng: {"x": rng.uniform(0, 1, (DIGITS_ROWS, 64)),
+                     "t": _one_hot(rng, DIGITS_ROWS, 10)},
+        _hand_relu_xent(3, _sgd(0.1)), _torch_step("digits_full"), _jax_step("digits_full"),
     ),
 ]
 

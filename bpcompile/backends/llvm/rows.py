@@ -1,9 +1,10 @@
 """The softmax family over contiguous rows (the last axis), on vectors.
 
 Each row is walked a vector at a time, the last vector masked to the row's end, so a row of
-10 logits is one masked vector and its `exp`s run in parallel. Masked-off lanes load as
--inf where a maximum or `exp` follows (exp(-inf) = 0 adds nothing) and as 0 where a sum
-follows. The scalar kernels in kernels.py remain for other axes.
+10 float32 logits is one masked vector and its `exp`s run in parallel; rows of up to four
+vectors are held in registers and several done at once. Masked-off lanes load as -inf where
+a maximum follows and as 0 where a sum follows, and their exps are 0. The scalar kernels in
+kernels.py remain for other axes.
 """
 
 from __future__ import annotations
@@ -17,10 +18,19 @@ from .loops import I32, I64, PTR, for_range, i64, local
 from .mathlib import MathFunctions, declare_intrinsic
 
 REASSOC = ("reassoc", "contract")
-# Rows that fit in one vector are done this many at a time, as straight-line code: each row
-# is a chain of dependent steps (max, exp, sum, log), and interleaving independent chains
-# keeps the core busy where one chain alone would leave it waiting.
-GROUP = 4
+# Rows of at most this many vectors (say 10 float64 logits: two vectors of 8) are held in
+# registers and done several at a time, as straight-line code: each row is a chain of
+# dependent steps (max, exp, sum, log), and interleaving independent chains keeps the core
+# busy where one chain alone would leave it waiting (a row of 10 float64 logits took about
+# 115 ns one at a time). A row of three vectors takes the four-vector code, its last vector
+# masked off.
+SHORT_ROWS = (1, 2, 4)
+GROUP = 4  # rows at once, while their vectors and exps fit the 16 to 32 vector registers
+
+
+def rows_at_once(vectors: int) -> int:
+    """How many rows of `vectors` vectors `short_rows` interleaves."""
+    return max(1, min(GROUP, 8 // vectors))
 
 
 class RowKernels:
@@ -81,6 +91,15 @@ class RowKernels:
                                       overload=(self.vt,))
         return self.b.call(function, [vector])
 
+    def exp_where(self, x: ir.Value, mask: ir.Value) -> ir.Value:
+        """exp(x) in the lanes of `mask`, 0 in the others. A masked-off lane takes exp(0),
+        not exp(-inf): exp underflows through a subnormal product, which costs the core a
+        microcode assist (rows of 10 float64 logits, six lanes in sixteen masked off, took
+        twice as long)."""
+        zero = self.vops.const(0.0)
+        e = self.lib.call(self.b, "exp", self.b.select(mask, x, zero))
+        return self.b.select(mask, e, zero)
+
     def splat(self, x: ir.Value) -> ir.Value:
         b = self.b
         single = b.insert_element(ir.Constant(self.vt, ir.Undefined), x, i64(0))
@@ -114,7 +133,7 @@ class RowKernels:
         def body(j: ir.Value, mask: ir.Value) -> None:
             offset = self.b.add(start, j)
             value = self.load(x, offset, mask, -math.inf)
-            e = self.lib.call(self.b, "exp", self.b.fsub(value, shift_v))
+            e = self.exp_where(self.b.fsub(value, shift_v), mask)
             if out is not None:
                 self.store(e, out, offset, mask)
             self.b.store(self.b.fadd(self.b.load(total, typ=self.vt), e, flags=REASSOC),
@@ -131,49 +150,75 @@ class RowKernels:
     # ---------------------------------------------------------- short rows
 
     def short_rows(self, kind: str, out: ir.Value, x: ir.Value, t: ir.Value | None,
-                   outer: ir.Value, count: ir.Value, total: ir.Value | None) -> None:
-        """`kind` for rows of at most one vector, GROUP rows at a time. A row past the end
-        gets an all-false mask: it loads nothing and stores nothing."""
+                   outer: ir.Value, count: ir.Value, total: ir.Value | None,
+                   vectors: int) -> None:
+        """`kind` for rows of at most `vectors` vectors, held in registers, several rows at
+        a time. A row past the end, or a vector past a row's end, gets an all-false mask:
+        it loads nothing and stores nothing."""
         b = self.b
-        row_mask = self.mask(count)
+        row_masks = [self.mask(b.sub(count, i64(v * self.lanes))) for v in range(vectors)]
         no_lanes = ir.Constant(self.mask_type, [0] * self.lanes)
-        with for_range(b, outer, "rows", step=GROUP) as o:
-            rows = [b.add(o, i64(r)) for r in range(GROUP)]
+        group = rows_at_once(vectors)
+        with for_range(b, outer, "rows", step=group) as o:
+            rows = [b.add(o, i64(r)) for r in range(group)]
             valid = [b.icmp_signed("<", row, outer) for row in rows]
-            masks = [b.select(ok, row_mask, no_lanes) for ok in valid]
+            masks = [[b.select(ok, mask, no_lanes) for mask in row_masks] for ok in valid]
             starts = [b.mul(row, count) for row in rows]
-            values = [self.load(x, start, mask, -math.inf) for start, mask in zip(starts, masks)]
-            shifts = [self.shift(self.reduce("max", v)) for v in values]
-            exps = [self.lib.call(b, "exp", b.fsub(v, self.splat(shift)))
-                    for v, shift in zip(values, shifts)]
-            sums = [self.reduce("sum", e) for e in exps]
+            values = [[self.load(x, self.at(start, v), mask, -math.inf)
+                       for v, mask in enumerate(row_mask)]
+                      for start, row_mask in zip(starts, masks)]
+            shifts = [self.shift(self.reduce("max", self.fold("max", row))) for row in values]
+            exps = [[self.exp_where(b.fsub(v, self.splat(shift)), mask)
+                     for v, mask in zip(row, row_mask)]
+                    for row, row_mask, shift in zip(values, masks, shifts)]
+            sums = [self.reduce("sum", self.fold("sum", row)) for row in exps]
             # every log before any branch, so the rows' chains stay interleaved
             lses = [b.fadd(shift, self.lib.call(b, "log", total_exp))
                     for shift, total_exp in zip(shifts, sums)] if kind != "softmax" else sums
-            for r in range(GROUP):
+            for r in range(group):
                 self.finish_short(kind, out, t, rows[r], valid[r], masks[r], starts[r],
                                   values[r], exps[r], sums[r], lses[r], total)
 
+    def at(self, start: ir.Value, vector: int) -> ir.Value:
+        """Where a row's `vector`-th vector starts."""
+        return start if vector == 0 else self.b.add(start, i64(vector * self.lanes))
+
+    def fold(self, kind: str, vectors: list[ir.Value]) -> ir.Value:
+        """The lane-wise sum or max of a row's vectors: one vector to reduce."""
+        combine = (self.lib.intrinsic("llvm.maximum", self.vt, self.vt) if kind == "max"
+                   else None)
+        result = vectors[0]
+        for vector in vectors[1:]:
+            result = (self.b.call(combine, [result, vector]) if combine is not None
+                      else self.b.fadd(result, vector, flags=REASSOC))
+        return result
+
     def finish_short(self, kind: str, out: ir.Value, t: ir.Value | None, row: ir.Value,
-                     valid: ir.Value, mask: ir.Value, start: ir.Value, value: ir.Value,
-                     e: ir.Value, total_exp: ir.Value, lse: ir.Value,
-                     total: ir.Value | None) -> None:
-        """What each kernel does with a short row's max-shifted exps and log-sum-exp."""
+                     valid: ir.Value, masks: list[ir.Value], start: ir.Value,
+                     values: list[ir.Value], exps: list[ir.Value], total_exp: ir.Value,
+                     lse: ir.Value, total: ir.Value | None) -> None:
+        """What each kernel does with a short row's vectors: its values, their max-shifted
+        exps, and its log-sum-exp."""
         b = self.b
         if kind == "softmax":
             scale = self.splat(b.fdiv(ir.Constant(self.t, 1.0), total_exp))
-            self.store(b.fmul(e, scale), out, start, mask)
+            for v, (e, mask) in enumerate(zip(exps, masks)):
+                self.store(b.fmul(e, scale), out, self.at(start, v), mask)
             return
         if kind == "log_softmax":
-            self.store(b.fsub(value, self.splat(lse)), out, start, mask)
+            shift = self.splat(lse)
+            for v, (value, mask) in enumerate(zip(values, masks)):
+                self.store(b.fsub(value, shift), out, self.at(start, v), mask)
         elif kind == "logsumexp":
             with b.if_then(valid):
                 b.store(lse, b.gep(out, [row], source_etype=self.t))
         else:  # cross-entropy: this row's lse * sum(t) - sum(t * z)
-            tv = self.load(t, start, mask, 0.0)
-            weights = self.reduce("sum", tv)
-            products = self.reduce("sum", b.fmul(tv, b.select(mask, value,
-                                                                self.vops.const(0.0))))
+            targets = [self.load(t, self.at(start, v), mask, 0.0)
+                       for v, mask in enumerate(masks)]
+            weights = self.reduce("sum", self.fold("sum", targets))
+            products = self.reduce("sum", self.fold("sum", [
+                b.fmul(tv, b.select(mask, value, self.vops.const(0.0)))
+                for tv, value, mask in zip(targets, values, masks)]))
             row_loss = b.select(valid, b.fsub(b.fmul(lse, weights), products),
                                 ir.Constant(self.t, 0.0))
             b.store(b.fadd(b.load(total, typ=self.t), row_loss, flags=REASSOC), total)
@@ -185,18 +230,25 @@ class RowKernels:
              out: ir.Value | None = None, x: ir.Value | None = None,
              t: ir.Value | None = None, total: ir.Value | None = None) -> None:
         """`body(o, start)` for each row o, starting at element `start`; rows of at most
-        one vector go through `short_rows` instead when `kind` is given."""
-        if not kind:
+        SHORT_ROWS[-1] vectors go through `short_rows` instead when `kind` is given."""
+        self._rows_by_length(outer, count, body, kind, out, x, t, total,
+                             SHORT_ROWS if kind else ())
+
+    def _rows_by_length(self, outer: ir.Value, count: ir.Value,
+                        body: Callable[[ir.Value, ir.Value], None], kind: str,
+                        out: ir.Value | None, x: ir.Value | None, t: ir.Value | None,
+                        total: ir.Value | None, lengths: tuple[int, ...]) -> None:
+        """The shortest of `lengths` (in vectors) that holds a row, else one row at a time."""
+        if not lengths:
             with for_range(self.b, outer, "row") as o:
                 body(o, self.b.mul(o, count))
             return
-        short = self.b.icmp_signed("<=", count, i64(self.lanes))
-        with self.b.if_else(short) as (few, many):
-            with few:
-                self.short_rows(kind, out, x, t, outer, count, total)
-            with many:
-                with for_range(self.b, outer, "row") as o:
-                    body(o, self.b.mul(o, count))
+        fits = self.b.icmp_signed("<=", count, i64(lengths[0] * self.lanes))
+        with self.b.if_else(fits) as (short, longer):
+            with short:
+                self.short_rows(kind, out, x, t, outer, count, total, lengths[0])
+            with longer:
+                self._rows_by_length(outer, count, body, kind, out, x, t, total, lengths[1:])
 
     def softmax(self, out: ir.Value, x: ir.Value, outer: ir.Value, count: ir.Value) -> None:
         def body(o: ir.Value, start: ir.Value) -> None:
