@@ -27,7 +27,7 @@ from conftest import EXAMPLES, PROBE, example_paths, indices_in_range
 import bpcompile as bpc
 from bpcompile import BPError, BPNumericError
 from bpcompile.backends.llvm import gemm, threads
-from bpcompile.backends.llvm.blas import BLAS_THRESHOLD, find_blas
+from bpcompile.backends.llvm.blas import BLAS_THRESHOLDS, find_blas
 from bpcompile.cli.main import main as cli_main
 from bpcompile.runtime.net import CompiledNet
 
@@ -723,14 +723,18 @@ def big_results(net: CompiledNet, dtype: str = "float64") -> dict[str, np.ndarra
 
 
 def test_big_products_cross_the_blas_threshold() -> None:
-    """The premise of the BLAS tests: every product of BIG (forward and backward) is at
-    least BLAS_THRESHOLD multiply-adds."""
+    """The premise of the BLAS tests: every product of BIG (forward and backward) is large
+    enough for BLAS in float32, and in float64 those that read B transposed are."""
     n = BIG_BATCH
-    products = {"x @ W1": n * 256 * 128, "h @ V.T": n * 128 * 128, "g @ W2": n * 128 * 96,
-                "x.T @ h": 256 * n * 128, "d_W1 = x.T @ d": 256 * n * 128,
-                "d_h = d @ V": n * 128 * 128, "d_V": 128 * n * 128,
-                "d_g = d_y @ W2.T": n * 96 * 128, "d_W2 = g.T @ d_y": 128 * n * 96}
-    assert all(work >= BLAS_THRESHOLD for work in products.values()), products
+    products = {"x @ W1": (n * 256 * 128, False), "h @ V.T": (n * 128 * 128, True),
+                "g @ W2": (n * 128 * 96, False), "x.T @ h": (256 * n * 128, False),
+                "d_W1 = x.T @ d": (256 * n * 128, False), "d_h = d @ V": (n * 128 * 128, False),
+                "d_V": (128 * n * 128, False), "d_g = d_y @ W2.T": (n * 96 * 128, True),
+                "d_W2 = g.T @ d_y": (128 * n * 96, False)}
+    assert all(work >= BLAS_THRESHOLDS[4, transposed]
+               for work, transposed in products.values()), products
+    assert all(work >= BLAS_THRESHOLDS[8, True]
+               for work, transposed in products.values() if transposed), products
 
 
 @pytest.mark.skipif(find_blas() is None, reason="no CBLAS gemm in this NumPy")

@@ -204,7 +204,8 @@ def _product(w: EntryWriter, c: ir.Value, a: Operand, b: Operand, m: ir.Value, n
     if w.matmul.blas is not None and b.transposed:
         large()
         return
-    with w.b.if_else(w.matmul.large(w.b, m, n, k, w.label(w.current))) as (big, small):
+    is_large = w.matmul.large(w.b, m, n, k, w.label(w.current), b.transposed)
+    with w.b.if_else(is_large) as (big, small):
         with big:
             large()
         with small:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from llvmlite import ir
 
-from .blas import BLAS_THRESHOLD, NO_TRANS, ROW_MAJOR, TRANS, find_blas
+from .blas import BLAS_THRESHOLDS, NO_TRANS, ROW_MAJOR, TRANS, find_blas
 from .gemm import PACKED_THRESHOLD, PackedGemm
 from .loops import I32, I64, PTR, for_range, i64, prebuilt_name
 from .mathlib import MathFunctions
@@ -60,11 +60,12 @@ class Matmul:
         builder.call(self.function(), [c, a, b, m, n, k, a_row, a_col])
 
     def large(self, builder: ir.IRBuilder, m: ir.Value, n: ir.Value, k: ir.Value,
-              name: str = "product") -> ir.Value:
+              name: str = "product", b_transposed: bool = False) -> ir.Value:
         """Whether the product `name` goes to BLAS, or without BLAS to the packed GEMM
         split over the thread pool (the loop nest takes the rest)."""
         work = builder.mul(builder.mul(m, n), k, name=f"{name}.work")
-        threshold = BLAS_THRESHOLD if self.blas is not None else PACKED_THRESHOLD
+        threshold = (BLAS_THRESHOLDS[self.itemsize, b_transposed] if self.blas is not None
+                     else PACKED_THRESHOLD)
         return builder.icmp_signed(">=", work, i64(threshold), name=f"{name}.large")
 
     def call_large(self, builder: ir.IRBuilder, c: ir.Value, a: ir.Value, a_transposed: bool,

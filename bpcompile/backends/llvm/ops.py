@@ -112,7 +112,8 @@ def matmul_op(w: EntryWriter, i: int, node: Node) -> None:
                    split.Split(3, (w.b.mul(n, itemsize), w.b.mul(a_row, itemsize))),
                    w.b.mul(w.b.mul(m, n), k))
 
-    with w.b.if_else(w.matmul.large(w.b, m, n, k, w.label(i))) as (large, small):
+    is_large = w.matmul.large(w.b, m, n, k, w.label(i), b in w.b_views)
+    with w.b.if_else(is_large) as (large, small):
         with large:
             w.functions.setdefault(i, []).append(w.matmul.call_large(
                 w.b, out, a_ptr, a in w.views, w.storage[b_source], b in w.b_views, m, n, k))
