@@ -15,9 +15,10 @@ import numpy as np
 # (measured; see benchmarks/).
 BLAS_THRESHOLD = 1 << 21
 # In float64, where the loop nest reads B as it is (it copies a transposed B first), it beat
-# dgemm up to about 2**26 multiply-adds (a Zen 5, OpenBLAS's SkylakeX kernels, both cores;
-# 1797x64 @ 64x64, the product of the full-batch digits step: 157 us against 240; 256x784 @
-# 784x256: 981 against 1,230). Keyed by (item size, B transposed).
+# dgemm up to about 2**26 multiply-adds (2 cores of an Intel Xeon, Emerald Rapids, with
+# OpenBLAS's SkylakeX kernels; 1797x64 @ 64x64, the product of the full-batch digits step:
+# 157 us against 240; 256x784 @ 784x256: 981 against 1,230). Keyed by (item size, B
+# transposed).
 BLAS_THRESHOLDS = {(4, False): BLAS_THRESHOLD, (4, True): BLAS_THRESHOLD,
                    (8, False): 1 << 26, (8, True): BLAS_THRESHOLD}
 SET_THREADS = "openblas_set_num_threads_local"
