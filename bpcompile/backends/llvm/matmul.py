@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from llvmlite import ir
 
+from . import dot
 from .blas import BLAS_THRESHOLDS, NO_TRANS, ROW_MAJOR, TRANS, find_blas
 from .gemm import PACKED_THRESHOLD, PackedGemm
 from .loops import I32, I64, PTR, for_range, i64, prebuilt_name
@@ -47,6 +48,7 @@ class Matmul:
         self.vt = ir.VectorType(self.t, self.lanes)
         self.vec = Vectors(module, self.t, self.lanes)
         self._function: ir.Function | None = None
+        self._dot: ir.Function | None = None
         # without BLAS (exported C links against nothing but libc and libm), every product
         # is ours: the loop nest, or the packed GEMM for large ones
         self.blas = find_blas() if blas else None
@@ -160,6 +162,15 @@ class Matmul:
             if self.prebuilt:
                 self._define(self._function)
         return self._function
+
+    def dot_function(self) -> ir.Function:
+        """C = A @ B.T as dot products, B's rows read in place (dot.py)."""
+        if self._dot is None:
+            name = prebuilt_name("matmul_nt", self.t, self.lanes)
+            self._dot = ir.Function(self.module, dot.signature(), name)
+            if self.prebuilt:
+                dot.define_dot_products(self._dot, self.lib, self.vec, self.vectors)
+        return self._dot
 
     def _define(self, f: ir.Function) -> None:
         f.attributes.add("noinline")

@@ -10,7 +10,7 @@ from llvmlite import ir
 
 from ...graph.ir import Node, Op, operand
 from ...graph.shapes import Shape
-from . import convolution, moves, split
+from . import convolution, dot, moves, split
 from .axis import axis_view
 from .entry import EntryWriter
 from .loops import i64, product
@@ -103,14 +103,19 @@ def matmul_op(w: EntryWriter, i: int, node: Node) -> None:
     out, a_ptr = w.storage[i], w.storage[a_source]
 
     def loop_nest() -> None:
+        itemsize = i64(w.itemsize)
+        work = w.b.mul(w.b.mul(m, n), k)
+        if b in w.b_views and a not in w.views and _spans_vectors(k, w.matmul.lanes):
+            # dot products along k read W's rows in place: no copy of W transposed
+            split.call(w, w.matmul.dot_function(), [out, a_ptr, w.storage[b_source], m, n, k],
+                       split.Split(3, (w.b.mul(n, itemsize), w.b.mul(k, itemsize))), work)
+            return
         if b in w.b_views:
             w.call(w.kernels.transpose(),
                         [w.storage[b], w.storage[b_source], n, k])
         # C's rows divide over the threads: a part reads its rows of A and all of B
-        itemsize = i64(w.itemsize)
         split.call(w, w.matmul.function(), [out, a_ptr, w.storage[b], m, n, k, a_row, a_col],
-                   split.Split(3, (w.b.mul(n, itemsize), w.b.mul(a_row, itemsize))),
-                   w.b.mul(w.b.mul(m, n), k))
+                   split.Split(3, (w.b.mul(n, itemsize), w.b.mul(a_row, itemsize))), work)
 
     is_large = w.matmul.large(w.b, m, n, k, w.label(i), b in w.b_views)
     with w.b.if_else(is_large) as (large, small):
@@ -119,6 +124,11 @@ def matmul_op(w: EntryWriter, i: int, node: Node) -> None:
                 w.b, out, a_ptr, a in w.views, w.storage[b_source], b in w.b_views, m, n, k))
         with small:
             loop_nest()
+
+def _spans_vectors(k: ir.Value, lanes: int) -> bool:
+    """Is k known, and long enough for dot products along it (dot.py) to pay?"""
+    return isinstance(k, ir.Constant) and k.constant >= dot.MIN_VECTORS * lanes
+
 
 def transpose(w: EntryWriter, i: int, node: Node) -> None:
     if i in w.views or i in w.b_views:

@@ -34,6 +34,7 @@ def library_ir(dtype: str, vector_bytes: int) -> str:
     lib = MathFunctions(module, dtype)
     matmul = Matmul(module, lib, vector_bytes, prebuilt=True)
     matmul.function()
+    matmul.dot_function()
     kernels = Kernels(module, lib, matmul.lanes, prebuilt=True)
     for kind in ALONG_AXIS:
         kernels.along_axis(kind)
@@ -72,7 +73,7 @@ def _lanes(dtype: str, vector_bytes: int) -> int:
 def _function_names(dtype: str, vector_bytes: int) -> tuple[str, ...]:
     """The symbols `library_ir` defines (as `prebuilt_name` spells them)."""
     t, lanes = FORMATS[dtype].type, _lanes(dtype, vector_bytes)
-    kernels = ("matmul", "gemm", "gemm_narrow", "packed_product", *ALONG_AXIS,
+    kernels = ("matmul", "matmul_nt", "gemm", "gemm_narrow", "packed_product", *ALONG_AXIS,
                "softmax_cross_entropy", "transpose", "non_finite")
     return (*(prebuilt_name(k, t, lanes) for k in kernels), prebuilt_name("array_data", t, 0))
 
