@@ -59,11 +59,15 @@ def compiler_fingerprint() -> str:
     """A hash of bpcompile's own source files: any change to the compiler changes every key,
     so an edited or upgraded compiler never loads code an older one made."""
     package = Path(__file__).resolve().parents[1]  # the whole bpcompile package
+    sources = []
+    for folder, subfolders, names in os.walk(package):
+        # bytecode folders hold many files and no sources: not walking them halves the time
+        subfolders[:] = [name for name in subfolders if name != "__pycache__"]
+        sources += [Path(folder, name) for name in names if name.endswith((".py", ".lark"))]
     digest = hashlib.sha256()
-    for path in sorted(package.rglob("*")):
-        if path.suffix in (".py", ".lark"):
-            digest.update(str(path.relative_to(package)).encode())
-            digest.update(path.read_bytes())
+    for path in sorted(sources):
+        digest.update(str(path.relative_to(package)).encode())
+        digest.update(path.read_bytes())
     return digest.hexdigest()
 
 
