@@ -6,6 +6,7 @@ there is no `cc`."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -247,6 +248,29 @@ def test_packed_products_train_as_python(tmp_path: Path) -> None:
     c = Program(net, batch, steps=20).run(tmp_path, net.init(seed=0))
     # sums of 200 products in another order: the last bits differ, no more
     assert_same(c, python_run(net, batch, 20), 1e-10)
+
+
+# A backward product with a weight read transposed, d_h = d_y @ W.T with k = 144 (8 vectors
+# or more at any width), small enough for the loop nest: dot products along k (dot.py).
+TRANSPOSED = """
+network transposed
+input  x[N, 20]
+target t[N, 144]
+h = dense(x, 24, act=tanh)
+y = dense(h, 144)
+output y
+loss mse(y, t)
+optimize sgd(lr=0.05)
+"""
+
+
+def test_dot_products_train_as_python(tmp_path: Path) -> None:
+    net = bpc.compile(TRANSPOSED, backend="llvm")
+    assert re.search(r'call void @"?bpc_prebuilt\.matmul_nt\.', net.code())
+    rng = np.random.default_rng(9)
+    batch = {"x": rng.normal(size=(6, 20)), "t": rng.normal(size=(6, 144))}
+    c = Program(net, batch, steps=10).run(tmp_path, net.init(seed=0))
+    assert_same(c, python_run(net, batch, 10), 1e-12)
 
 
 # A convolution whose im2col products (16 x 2048 x 72, and its weight gradient against the
