@@ -126,8 +126,13 @@ def run(script: str, cache: str) -> list[float] | float:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def median(runs: list[list[float]], column: int) -> float:
-    return statistics.median(run[column] for run in runs) if runs else float("nan")
+def median(runs: list[list[float]]) -> float:
+    """The median seconds of `runs`, each [seconds, import seconds]."""
+    return statistics.median(run[0] for run in runs) if runs else float("nan")
+
+
+def median_with_import(runs: list[list[float]]) -> float:
+    return statistics.median(sum(run) for run in runs) if runs else float("nan")
 
 
 def main() -> None:
@@ -158,9 +163,8 @@ def main() -> None:
                 cached.append(run(script, cache))
             if have_jax:
                 jax_first.append(run(JAX.format(here=str(HERE), name=name), "off"))
-        row = (name, median(first, 0), median(cold, 0), median(cached, 0), median(jax_first, 0),
-               median([[c + i] for c, i in cold], 0),
-               median([[c + i] for c, i in jax_first], 0))
+        row = (name, median(first), median(cold), median(cached), median(jax_first),
+               median_with_import(cold), median_with_import(jax_first))
         rows.append(row)
         print(f"{name}: first {row[1]:.3f} s, new {row[2]:.3f} s, cached {row[3] * 1e3:.1f} ms,"
               f" jax first call {row[4]:.3f} s; with imports: new {row[5]:.3f} s,"

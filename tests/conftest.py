@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -96,3 +97,9 @@ def indices_in_range(net, data: dict, seed: int = 0) -> dict:
             shape = np.shape(result[name])
             result[name] = rng.integers(0, limit, size=shape).astype(np.float64)
     return result
+
+
+def calls_dot_products(net) -> bool:
+    """Does the network's code call the dot-product kernel (backends/llvm/dot.py), not only
+    link the prebuilt library that defines it?"""
+    return re.search(r'call void @"?bpc_prebuilt\.matmul_nt\.', net.code()) is not None

@@ -6,10 +6,9 @@ the NumPy backend."""
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 import pytest
+from conftest import calls_dot_products
 
 import bpcompile as bpc
 from bpcompile.backends.llvm import dot
@@ -19,11 +18,6 @@ from bpcompile.backends.llvm import dot
 SHAPES = [(1, 256, 784), (3, 130, 5), (7, 200, 9), (9, 257, 3), (130, 128, 33)]
 TOLERANCE = {"float32": 1e-5, "float64": 1e-13}
 
-
-def calls_dot_products(net: bpc.CompiledNet) -> bool:
-    """Does the network's code call the dot-product kernel (not only link the library that
-    defines it)?"""
-    return re.search(r'call void @"?bpc_prebuilt\.matmul_nt\.', net.code()) is not None
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])

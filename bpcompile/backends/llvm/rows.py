@@ -9,6 +9,7 @@ kernels.py remain for other axes.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 
@@ -110,11 +111,10 @@ class RowKernels:
 
     def maximum(self, x: ir.Value, start: ir.Value, count: ir.Value) -> ir.Value:
         best = self.accumulate(-math.inf, "max.v")
-        maximum = self.lib.intrinsic("llvm.maximum", self.vt, self.vt)
 
         def body(j: ir.Value, mask: ir.Value) -> None:
             value = self.load(x, self.b.add(start, j), mask, -math.inf)
-            self.b.store(self.b.call(maximum, [self.b.load(best, typ=self.vt), value]), best)
+            self.b.store(self.combine("max", self.b.load(best, typ=self.vt), value), best)
 
         self.across(count, body, "m")
         return self.reduce("max", self.b.load(best, typ=self.vt))
@@ -183,15 +183,15 @@ class RowKernels:
         """Where a row's `vector`-th vector starts."""
         return start if vector == 0 else self.b.add(start, i64(vector * self.lanes))
 
+    def combine(self, kind: str, x: ir.Value, y: ir.Value) -> ir.Value:
+        """The lane-wise max or sum of two vectors."""
+        if kind == "max":
+            return self.b.call(self.lib.intrinsic("llvm.maximum", self.vt, self.vt), [x, y])
+        return self.b.fadd(x, y, flags=REASSOC)
+
     def fold(self, kind: str, vectors: list[ir.Value]) -> ir.Value:
-        """The lane-wise sum or max of a row's vectors: one vector to reduce."""
-        combine = (self.lib.intrinsic("llvm.maximum", self.vt, self.vt) if kind == "max"
-                   else None)
-        result = vectors[0]
-        for vector in vectors[1:]:
-            result = (self.b.call(combine, [result, vector]) if combine is not None
-                      else self.b.fadd(result, vector, flags=REASSOC))
-        return result
+        """The lane-wise max or sum of a row's vectors: one vector to reduce."""
+        return functools.reduce(lambda x, y: self.combine(kind, x, y), vectors)
 
     def finish_short(self, kind: str, out: ir.Value, t: ir.Value | None, row: ir.Value,
                      valid: ir.Value, masks: list[ir.Value], start: ir.Value,
