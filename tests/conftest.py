@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import tempfile
 from pathlib import Path
 
@@ -100,6 +99,14 @@ def indices_in_range(net, data: dict, seed: int = 0) -> dict:
 
 
 def calls_dot_products(net) -> bool:
-    """Does the network's code call the dot-product kernel (backends/llvm/dot.py), not only
-    link the prebuilt library that defines it?"""
-    return re.search(r'call void @"?bpc_prebuilt\.matmul_nt\.', net.code()) is not None
+    """May the network's products take dot products (backends/llvm/dot.py)? As the route
+    table says (products.routes, which test_products.py checks against the machine code
+    that decides), through the kernels each matmul node is noted as calling."""
+    from bpcompile.backends.llvm.codegen import generate
+    from bpcompile.backends.llvm.jit import vector_bytes
+
+    executor = net._executor
+    program = generate(executor.compiled(), executor.signature, executor.dtype.name,
+                       vector_bytes())
+    return any(".matmul_nt." in kernel for called in program.functions.values()
+               for kernels in called.values() for kernel in kernels)

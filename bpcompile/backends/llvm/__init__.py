@@ -12,6 +12,8 @@ entry point. Takes a Compiled network and its Signature; gives an executor for C
     axis.py       loop nests along one axis: reductions, softmax family, transposes
     rows.py       short rows (softmax family, cross-entropy) several at a time
     matmul.py     register-blocked matmul, or BLAS for large shapes
+    products.py   the prebuilt function that picks, when it runs, how a product is computed
+    dot.py        A @ B.T as dot products along k
     moves.py      strided copies (slices, joins, gathers) and the batched matmul
     convolution.py  each convolution's path (direct, or im2col and a product) and pooling
     windows.py    im2col and col2im, and the helpers of the window kernels

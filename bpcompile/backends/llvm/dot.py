@@ -5,8 +5,8 @@ Each element of C is a dot product along k, so A's rows and B's rows are both re
 of k at a time: a block of ROWS rows of A by `columns` rows of B keeps one vector of partial
 sums per element of C in registers across the k loop (the last vector of k masked), then
 adds each vector's lanes. That horizontal sum is the cost the broadcast loop nest
-(matmul.py) does not pay, so where k is short (under MIN_VECTORS vectors, or not known when
-the network compiles) the loop nest takes B, copied transposed first.
+(matmul.py) does not pay, so where k is short (under MIN_VECTORS vectors) the loop nest
+takes B, copied transposed first; products.py decides, when the product runs.
 """
 
 from __future__ import annotations

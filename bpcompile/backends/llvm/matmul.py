@@ -14,7 +14,8 @@ and threads), or without it our own packed GEMM (gemm.py), split over the thread
 those sizes a loop nest without cache blocking falls far behind either. Both read a
 transposed operand in place, so the caller transposes B only for the loop nest, and the
 loop nest itself hands a large product it is given (a convolution's, a batched one's) to
-the packed GEMM.
+the packed GEMM. Which of these a plain matmul node takes is decided when it runs, by the
+prebuilt `product` (products.py).
 """
 
 from __future__ import annotations

@@ -10,10 +10,10 @@ from llvmlite import ir
 
 from ...graph.ir import Node, Op, operand
 from ...graph.shapes import Shape
-from . import convolution, dot, moves, split
+from . import convolution, moves, products, split
 from .axis import axis_view
 from .entry import EntryWriter
-from .loops import i64, product
+from .loops import PTR, i64, product
 
 
 def elementwise(w: EntryWriter, i: int, node: Node) -> None:
@@ -82,7 +82,8 @@ REDUCTIONS = {Op.SUM: "sum", Op.MAX: "max", Op.PROD: "prod"}
 
 
 def matmul_op(w: EntryWriter, i: int, node: Node) -> None:
-    """BLAS for large products (transposes as flags), the loop nest for the rest."""
+    """One call of the prebuilt `product` (products.py), which picks how to compute it:
+    a transposed operand is a flag, read in place."""
     if not w.plain_matmul(node):
         moves.batched_matmul(w, i, node)
         return
@@ -90,44 +91,38 @@ def matmul_op(w: EntryWriter, i: int, node: Node) -> None:
     a_node, b_node = w.graph.nodes[a], w.graph.nodes[b]
     if a in w.views:  # A = X.T with X [k, m]: A[i, p] = X[p, i]
         a_source = a_node.inputs[0]
-        k, m = w.dims_of(w.graph.nodes[a_source].shape)
-        a_row, a_col = i64(1), m
+        k, m = w.graph.nodes[a_source].shape
     else:
         a_source = a
-        dims = w.dims_of(a_node.shape)
-        m, k = (i64(1), dims[0]) if len(dims) == 1 else dims
-        a_row, a_col = k, i64(1)
+        m, k = (1, *a_node.shape) if len(a_node.shape) == 1 else a_node.shape
+    n = 1 if len(b_node.shape) == 1 else b_node.shape[1]
     b_source = b_node.inputs[0] if b in w.b_views else b
-    b_dims = w.dims_of(b_node.shape)
-    n = i64(1) if len(b_dims) == 1 else b_dims[1]
-    out, a_ptr = w.storage[i], w.storage[a_source]
+    # a transposed B's loop-nest copy goes to the buffer planned for the transpose node
+    scratch = w.storage[b] if b in w.b_views else ir.Constant(PTR, None)
+    a_transposed, b_transposed = a in w.views, b in w.b_views
+    w.functions.setdefault(i, []).extend(_route_kernels(w, m, n, k, a_transposed,
+                                                        b_transposed))
+    m_, n_, k_ = w.dims_of((m, n, k))
+    w.b.call(products.product_function(w.matmul),
+             [w.storage[i], w.storage[a_source], w.storage[b_source], scratch, m_, n_, k_,
+              i64(products.form_of(a_transposed, b_transposed))])
 
-    def loop_nest() -> None:
-        itemsize = i64(w.itemsize)
-        work = w.b.mul(w.b.mul(m, n), k)
-        if b in w.b_views and a not in w.views and _spans_vectors(k, w.matmul.lanes):
-            # dot products along k read W's rows in place: no copy of W transposed
-            split.call(w, w.matmul.dot_function(), [out, a_ptr, w.storage[b_source], m, n, k],
-                       split.Split(3, (w.b.mul(n, itemsize), w.b.mul(k, itemsize))), work)
-            return
-        if b in w.b_views:
-            w.call(w.kernels.transpose(),
-                        [w.storage[b], w.storage[b_source], n, k])
-        # C's rows divide over the threads: a part reads its rows of A and all of B
-        split.call(w, w.matmul.function(), [out, a_ptr, w.storage[b], m, n, k, a_row, a_col],
-                   split.Split(3, (w.b.mul(n, itemsize), w.b.mul(a_row, itemsize))), work)
 
-    is_large = w.matmul.large(w.b, m, n, k, w.label(i), b in w.b_views)
-    with w.b.if_else(is_large) as (large, small):
-        with large:
-            w.functions.setdefault(i, []).append(w.matmul.call_large(
-                w.b, out, a_ptr, a in w.views, w.storage[b_source], b in w.b_views, m, n, k))
-        with small:
-            loop_nest()
-
-def _spans_vectors(k: ir.Value, lanes: int) -> bool:
-    """Is k known, and long enough for dot products along it (dot.py) to pay?"""
-    return isinstance(k, ir.Constant) and k.constant >= dot.MIN_VECTORS * lanes
+def _route_kernels(w: EntryWriter, m: int | str, n: int | str, k: int | str,
+                   a_transposed: bool, b_transposed: bool) -> list[ir.Function | str]:
+    """For `bpcompile show`: `product`, then the kernels of each route it may take."""
+    known = [size if isinstance(size, int) else None for size in (m, n, k)]
+    matmul = w.matmul
+    kernels: list[ir.Function | str] = [products.product_function(matmul)]
+    for route in products.routes(*known, a_transposed, b_transposed, matmul.itemsize,
+                                 matmul.lanes, matmul.blas is not None):
+        if route is products.Route.LARGE:
+            kernels.append("BLAS gemm" if matmul.blas is not None else matmul.gemm.product())
+        elif route is products.Route.DOT:
+            kernels.append(matmul.dot_function())
+        else:
+            kernels += [w.kernels.transpose()] * b_transposed + [matmul.function()]
+    return kernels
 
 
 def transpose(w: EntryWriter, i: int, node: Node) -> None:

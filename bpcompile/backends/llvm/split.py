@@ -16,12 +16,15 @@ of a small network never waits on another thread.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from llvmlite import ir
 
-from .entry import EntryWriter
 from .loops import PTR, i64
 from .tasks import declare_parallel, define_task, pack, part_range
+
+if TYPE_CHECKING:
+    from .entry import EntryWriter
 
 PARALLEL_WORK = 1 << 15
 
@@ -43,17 +46,22 @@ class Split:
 def call(w: EntryWriter, function: ir.Function, args: list[ir.Value], split: Split,
          work: ir.Value) -> None:
     """function(*args), its units divided over the pool when `work` (the inner steps of
-    the whole call) is worth it; noted for `bpcompile show` as `EntryWriter.call` does.
-    The context holds the arguments, then the stride of each argument that moves."""
+    the whole call) is worth it; noted for `bpcompile show` as `EntryWriter.call` does."""
     w.functions.setdefault(w.current, []).append(function)
-    b = w.b
+    divided(w.b, function, args, split, work)
+
+
+def divided(b: ir.IRBuilder, function: ir.Function, args: list[ir.Value], split: Split,
+            work: ir.Value) -> None:
+    """function(*args) at `b`, its units divided over the pool when `work` is worth it.
+    The context holds the arguments, then the stride of each argument that moves."""
     moving = [k for k, stride in enumerate(split.strides)
               if not (isinstance(stride, int) and stride == 0)] if split.first is None else []
     values = [*args, *(_i64(split.strides[k]) for k in moving)]
     with b.if_else(b.icmp_signed(">=", work, i64(PARALLEL_WORK))) as (large, small):
         with large:
             context, fields = pack(b, values, f"{function.name}.args")
-            task = _task(w, function, fields, split.count, split.first, tuple(moving))
+            task = _task(b.module, function, fields, split.count, split.first, tuple(moving))
             b.call(declare_parallel(b.module), [task, context])
         with small:
             b.call(function, args)
@@ -63,12 +71,12 @@ def _i64(value: int | ir.Value) -> ir.Value:
     return i64(value) if isinstance(value, int) else value
 
 
-def _task(w: EntryWriter, function: ir.Function, fields: ir.LiteralStructType, count: int,
-          first: int | None, moving: tuple[int, ...]) -> ir.Function:
+def _task(module: ir.Module, function: ir.Function, fields: ir.LiteralStructType,
+          count: int, first: int | None, moving: tuple[int, ...]) -> ir.Function:
     """`void task(ptr context, i64 part, i64 parts)`: the kernel over part `part` of the
     units; one per kernel and way of dividing it."""
     how = f"from{first}" if first is not None else "by" + "_".join(map(str, moving))
-    task, b, loaded, part, parts = define_task(w.b.module, f"{function.name}.part.{count}.{how}",
+    task, b, loaded, part, parts = define_task(module, f"{function.name}.part.{count}.{how}",
                                                fields)
     if b is None:
         return task
