@@ -64,7 +64,7 @@ def library(net: CompiledNet, params: Mapping[str, np.ndarray], cpu: str | None 
                           build(signature.source, signature.filename, training=False),
                           ("forward",))
     parts: dict[str, Part] = {}
-    linked = llvm.parse_assembly(library_ir(dtype.name, width, blas=False))
+    linked = llvm.parse_assembly(library_ir(dtype.name, width, blas=False, fast_path=False))
     for mode, (mode_signature, compiled, entries) in modes.items():
         program = generate(compiled, mode_signature, dtype.name, width, entries, blas=False)
         module = llvm.parse_assembly(program.ir)

@@ -132,7 +132,9 @@ class LLVMExecutor:
 
         network = llvm.parse_assembly(generate(self.compiled(), self.signature, self.dtype.name,
                                                vector_bytes()).ir)
-        network.link_in(llvm.parse_assembly(library_ir(self.dtype.name, vector_bytes())))
+        # the entry points without the fast path (fastcall.py), so without its table walkers
+        network.link_in(llvm.parse_assembly(library_ir(self.dtype.name, vector_bytes(),
+                                                       fast_path=False)))
         network.link_in(llvm.parse_assembly(pool_ir()))
         network.name = self.signature.name
         return (f"; network {self.signature.name} ({self.dtype.name}): every entry point, "

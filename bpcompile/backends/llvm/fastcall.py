@@ -29,12 +29,11 @@ from collections.abc import Mapping
 from llvmlite import ir
 
 from ...graph.network import MaskInfo
+from . import fastbind
 from .fastpath import (
     ALIGNED,
     C_CONTIGUOUS,
     OB_TYPE,
-    TUPLE_ITEMS,
-    TUPLE_SIZE,
     WRITEABLE,
     ArrayFields,
     Context,
@@ -158,6 +157,9 @@ class FastStep:
         self.vectorcall = declare("PyObject_Vectorcall", PTR, PTR, PTR, I64, PTR)
         lanes = 0  # array_data does not depend on the vector width; one per dtype
         self.array_data = array_data_function(module, None, prebuilt_name("array_data", t, lanes))
+        self.bind_arrays, self.bind_keywords, self.disjoint = (
+            fastbind.function(module, name, t)
+            for name in ("bind_arrays", "bind_keywords", "disjoint"))
         self.specs = 0
         self.itemsize = 8 if isinstance(t, ir.DoubleType) else 4
 
@@ -204,24 +206,28 @@ class FastStep:
         table = self.ctx_slot(b, Context.TABLE)
         self.require(b.icmp_signed("==", nargs, i64(2)), "positional")
         p, s = (b.load(b.gep(args, [i64(k)], source_etype=PTR), typ=PTR) for k in (0, 1))
-        spans: list[tuple[ir.Value, int]] = []  # (data, bytes) of each in-place array
-        held: list[ir.Value] = []  # the dicts' arrays, kept alive while the GIL is off
-        for kind, group, holder in (("param", self.layout.params, p),
-                                    ("state", self.layout.state, s)):
+        # the arrays updated in place: the dicts' (kept alive while the GIL is off), then
+        # the state's rng entry; their spans, which must not overlap
+        groups = (("param", self.layout.params, p), ("state", self.layout.state, s))
+        updated = len(self.layout.params) + len(self.layout.state) + bool(self.masks)
+        held, starts, ends = (b.alloca(PTR, size=max(1, updated), name=name)
+                              for name in ("held", "starts", "ends"))
+        bound = 0
+        for kind, group, holder in groups:
             extra = 1 if kind == "state" and self.masks else 0  # the state's rng entry
             self.require_dict(holder, len(group) + extra, kind)
-            for name in group:
-                key = self.ctx_slot(b, self.context.key(kind, name))
-                array = b.call(self.dict_get, [holder, key])
-                held.append(array)
-                shape = self.param_shapes[name] if kind == "param" else self.state_shapes[name]
-                data = self.array(array, shape, sizes, writeable=True, name=name)
-                slot = (self.layout.param(name) if kind == "param"
-                        else self.layout.state_slot(name))
-                self.put(table, slot, data)
-                spans.append((data, math.prod(shape) * self.itemsize))
-        rng = self.rng(s, sizes, held, spans) if self.masks else None
-        self.require_disjoint(spans)
+            if not group:
+                continue
+            at = [b.gep(array, [i64(bound)], source_etype=PTR) for array in (held, starts, ends)]
+            ok = b.call(self.bind_arrays, [self.ctx, holder, self.records(kind, group),
+                                           i64(len(group)), sizes, table, *at])
+            self.require(b.icmp_signed("!=", ok, ir.Constant(I32, 0)), f"{kind}.arrays")
+            bound += len(group)
+        rng = self.rng(s, sizes, held, starts, ends, bound) if self.masks else None
+        self.held = (held, updated)
+        if updated >= 2:
+            ok = b.call(self.disjoint, [starts, ends, i64(updated)])
+            self.require(b.icmp_signed("!=", ok, ir.Constant(I32, 0)), "disjoint")
         self.data(args, nargs, kwnames, table, sizes)
         for k in range(len(self.layout.dims) + 1):
             wanted = i64(1) if k == len(self.layout.dims) else \
@@ -231,7 +237,7 @@ class FastStep:
             self.require(b.icmp_signed("==", wanted, have), "workspace")
         if rng is not None:
             self.draw_masks(table, rng, sizes)
-        status = self.call_step(step, [table, self.bound], held, sizes)
+        status = self.call_step(step, [table, self.bound], sizes)
         self.require(b.icmp_signed("==", status, ir.Constant(I32, 0)), "finite")
         if rng is not None:  # the step is taken: it counts for the masks
             steps = b.gep(rng, [i64(1)], source_etype=I64)
@@ -243,19 +249,21 @@ class FastStep:
         try_busy_function(self.module)
         return f
 
-    def rng(self, s: ir.Value, sizes: ir.Value, held: list[ir.Value],
-            spans: list[tuple[ir.Value, int]]) -> ir.Value:
+    def rng(self, s: ir.Value, sizes: ir.Value, held: ir.Value, starts: ir.Value,
+            ends: ir.Value, k: int) -> ir.Value:
         """The data of the state's `rng` entry, [seed, step count]: exactly a writable,
-        C-contiguous uint64 array of 2 (else the checked path, which says what is wrong)."""
+        C-contiguous uint64 array of 2 (else the checked path, which says what is wrong);
+        held, and its span noted, as the k-th array updated in place."""
         b = self.b
         array = b.call(self.dict_get, [s, self.ctx_slot(b, Context.RNG)])
-        held.append(array)
         data = b.call(self.array_data, [
             array, self.ctx_slot(b, Context.NDARRAY), self.ctx_slot(b, Context.RNG_DESCR),
             ir.Constant(I32, C_CONTIGUOUS | ALIGNED | WRITEABLE), ir.Constant(I32, 1),
             self.spec((2,)), sizes], name="rng")
         self.require(b.icmp_unsigned("!=", data, ir.Constant(PTR, None)), "rng")
-        spans.append((data, 16))
+        b.store(array, b.gep(held, [i64(k)], source_etype=PTR))
+        b.store(data, b.gep(starts, [i64(k)], source_etype=PTR))
+        b.store(b.gep(data, [i64(16)], source_etype=I8), b.gep(ends, [i64(k)], source_etype=PTR))
         return data
 
     def draw_masks(self, table: ir.Value, rng: ir.Value, sizes: ir.Value) -> None:
@@ -274,8 +282,8 @@ class FastStep:
                           typ=PTR)
             draw_mask(b, self.t, seed, steps, mask, info.site, info.rate, count)
 
-    def call_step(self, step: ir.Function, args: list[ir.Value], held: list[ir.Value],
-                  sizes: ir.Value) -> ir.Value:
+    def call_step(self, step: ir.Function, args: list[ir.Value], sizes: ir.Value
+                  ) -> ir.Value:
         """The step kernel's status: called with the GIL released when the step is large
         enough for other threads to gain (releasing and taking it back costs about 0.1
         us, a fifth of xor's whole step), else called as it is."""
@@ -286,63 +294,38 @@ class FastStep:
         status = local(b, I32, "status")
         with b.if_else(b.icmp_signed(">=", work, i64(GIL_FREE_WORK))) as (large, small):
             with large:
-                b.store(self.without_gil(step, args, held), status)
+                b.store(self.without_gil(step, args), status)
             with small:
                 b.store(b.call(step, args), status)
         return b.load(status, typ=I32)
 
-    def without_gil(self, step: ir.Function, args: list[ir.Value], held: list[ir.Value]
-                    ) -> ir.Value:
+    def without_gil(self, step: ir.Function, args: list[ir.Value]) -> ir.Value:
         """step(*args) with the GIL released, so other Python threads run meanwhile: the
         network marked busy first, and each param and state array held by a reference of
         our own, since another thread could take one out of its dict (dropping the last
         reference) while the kernel still writes it. The data arrays are held by the call's
         own arguments."""
         b = self.b
+        held, count = self.held
         b.store(ir.Constant(I32, 1), self.busy)
-        for array in held:
-            b.call(self.incref, [array])
+        self.each_held(held, count, self.incref)
         thread = b.call(self.save_thread, [], name="thread")
         status = b.call(step, args, name="status")
         b.call(self.restore_thread, [thread])
-        for array in held:
-            b.call(self.decref, [array])
+        self.each_held(held, count, self.decref)
         b.store(ir.Constant(I32, 0), self.busy)
         return status
+
+    def each_held(self, held: ir.Value, count: int, function: ir.Function) -> None:
+        with for_range(self.b, i64(count), "held") as k:
+            self.b.call(function, [self.b.load(self.b.gep(held, [k], source_etype=PTR),
+                                               typ=PTR)])
 
     def require(self, condition: ir.Value, label: str) -> None:
         """Continue only if `condition` holds; otherwise take the checked path."""
         ok = self.f.append_basic_block(f"ok.{label}")
         self.b.cbranch(condition, ok, self.slow)
         self.b.position_at_end(ok)
-
-    def require_disjoint(self, spans: list[tuple[ir.Value, int]]) -> None:
-        """No two in-place arrays share a byte (as `checks.check_disjoint`): the same array
-        twice, or two views of one buffer (of any shapes), would have one update overwrite
-        a value another still reads. Every pair is compared, in a loop: constant code
-        size, a nanosecond or so a pair."""
-        if len(spans) < 2:
-            return
-        b = self.b
-        starts = b.alloca(PTR, size=len(spans), name="starts")
-        ends = b.alloca(PTR, size=len(spans), name="ends")
-        for k, (data, nbytes) in enumerate(spans):
-            b.store(data, b.gep(starts, [i64(k)], source_etype=PTR))
-            b.store(b.gep(data, [i64(nbytes)], source_etype=I8),
-                    b.gep(ends, [i64(k)], source_etype=PTR))
-        overlap = b.alloca(ir.IntType(1), name="overlap")
-        b.store(ir.Constant(ir.IntType(1), 0), overlap)
-        count = i64(len(spans))
-
-        def at(table: ir.Value, k: ir.Value) -> ir.Value:
-            return b.load(b.gep(table, [k], source_etype=PTR), typ=PTR)
-
-        with for_range(b, count, "first") as i:
-            with for_range(b, count, "second", start=b.add(i, i64(1))) as j:
-                hit = b.and_(b.icmp_unsigned("<", at(starts, i), at(ends, j)),
-                             b.icmp_unsigned("<", at(starts, j), at(ends, i)))
-                b.store(b.or_(b.load(overlap, typ=ir.IntType(1)), hit), overlap)
-        self.require(b.not_(b.load(overlap, typ=ir.IntType(1))), "disjoint")
 
     def require_dict(self, obj: ir.Value, size: int, label: str) -> None:
         b = self.b
@@ -351,21 +334,19 @@ class FastStep:
         count = b.call(self.dict_size, [obj])
         self.require(b.icmp_signed("==", count, i64(size)), f"{label}.size")
 
-    def put(self, table: ir.Value, slot: int, pointer: ir.Value) -> None:
-        self.b.store(pointer, self.b.gep(table, [i64(slot)], source_etype=PTR))
-
-    def array(self, obj: ir.Value, shape: tuple, sizes: ir.Value, writeable: bool,
-              name: str) -> ir.Value:
-        """`obj`'s data pointer, through `bpc.array_data`; any mismatch takes the slow path."""
-        b = self.b
-        flags = C_CONTIGUOUS | ALIGNED | (WRITEABLE if writeable else 0)
-        data = b.call(self.array_data, [
-            obj, self.ctx_slot(b, Context.NDARRAY), self.ctx_slot(b, Context.DESCR),
-            ir.Constant(I32, flags), ir.Constant(I32, len(shape)), self.spec(shape), sizes,
-        ], name=name.replace(".", "_"))
-        self.require(b.icmp_unsigned("!=", data, ir.Constant(PTR, None)),
-                     name.replace(".", "_"))
-        return data
+    def records(self, kind: str, names: list[str] | tuple[str, ...]) -> ir.GlobalVariable:
+        """The constant records (fastbind.py) of the arrays `names` of one kind: param
+        and state arrays are written in place, data arrays only read."""
+        shapes = {"param": self.param_shapes, "state": self.state_shapes,
+                  "data": self.data_shapes}[kind]
+        slot = {"param": self.layout.param, "state": self.layout.state_slot,
+                "data": self.layout.data_slot}[kind]
+        flags = C_CONTIGUOUS | ALIGNED | (0 if kind == "data" else WRITEABLE)
+        entries = [(self.context.key(kind, name), slot(name),
+                    math.prod(shape) * self.itemsize if kind != "data" else 0, flags,
+                    len(shape), self.spec(shape))
+                   for name in names for shape in [shapes[name]]]
+        return fastbind.records(self.module, f"bpc.{kind}.records", entries)
 
     def data(self, args: ir.Value, nargs: ir.Value, kwnames: ir.Value, table: ir.Value,
              sizes: ir.Value) -> None:
@@ -373,19 +354,10 @@ class FastStep:
         pass interned strings, so this is the common case; anything else falls back)."""
         b = self.b
         names = [name for name in self.layout.data if name not in self.masks]
-        count = len(names)
-        if count == 0:
+        if not names:
             self.require(b.icmp_unsigned("==", kwnames, ir.Constant(PTR, None)), "no.keywords")
             return
-        self.require(b.icmp_unsigned("!=", kwnames, ir.Constant(PTR, None)), "keywords")
-        given = self.field(b, kwnames, TUPLE_SIZE, I64)
-        self.require(b.icmp_signed("==", given, i64(count)), "keyword.count")
-        for name in names:
-            key = self.ctx_slot(b, self.context.key("data", name))
-            found = ir.Constant(PTR, None)
-            for k in range(count):
-                item = self.field(b, kwnames, TUPLE_ITEMS + 8 * k, PTR)
-                value = b.load(b.gep(args, [b.add(nargs, i64(k))], source_etype=PTR), typ=PTR)
-                found = b.select(b.icmp_unsigned("==", item, key), value, found)
-            data = self.array(found, self.data_shapes[name], sizes, writeable=False, name=name)
-            self.put(table, self.layout.data_slot(name), data)
+        ok = b.call(self.bind_keywords, [self.ctx, args, nargs, kwnames,
+                                         self.records("data", names), i64(len(names)), sizes,
+                                         table])
+        self.require(b.icmp_signed("!=", ok, ir.Constant(I32, 0)), "keywords")

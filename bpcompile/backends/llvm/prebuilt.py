@@ -1,7 +1,7 @@
 """The prebuilt library: kernels that do not depend on the network (every way of computing a
 product and the function that picks one, the softmax family, cross-entropy, transpose, the
-finiteness check, the fast path's array check), compiled once per dtype and machine and
-kept in the disk cache. Network modules declare
+finiteness check, the fast path's array check and its walks over a network's arrays),
+compiled once per dtype and machine and kept in the disk cache. Network modules declare
 them; their addresses are registered with LLVM before a network's module is finalized.
 
 Compiling these once instead of inside every network's module takes the largest and most
@@ -15,10 +15,10 @@ import llvmlite.binding as llvm
 from llvmlite import ir
 
 from ...runtime import cache
-from . import threads
+from . import fastbind, threads
 from .blas import find_blas
 from .fastcall import array_data_function
-from .fastpath import array_fields
+from .fastpath import array_fields, python_symbols
 from .jit import Engine, compile_ir, host
 from .loops import prebuilt_name
 from .mathlib import FORMATS, MathFunctions
@@ -28,9 +28,11 @@ from .products import product_function
 ALONG_AXIS = ("softmax", "log_softmax", "logsumexp", "argmax_onehot", "argmax")
 
 
-def library_ir(dtype: str, vector_bytes: int, blas: bool = True) -> str:
+def library_ir(dtype: str, vector_bytes: int, blas: bool = True, fast_path: bool = True
+               ) -> str:
     """The prebuilt library's module for one dtype and vector width; without `blas`, large
-    products take our packed GEMM (exported C calls no BLAS)."""
+    products take our packed GEMM, and without `fast_path`, the fast step's table walkers
+    (which call Python) are left out: exported C calls neither."""
     from .kernels import (
         Kernels,  # SymPy's expression compiler: only when compiling anew
     )
@@ -47,7 +49,10 @@ def library_ir(dtype: str, vector_bytes: int, blas: bool = True) -> str:
     kernels.softmax_cross_entropy()
     kernels.transpose()
     kernels.non_finite()
-    array_data_function(module, array_fields(), prebuilt_name("array_data", lib.t, 0))
+    array_data = array_data_function(module, array_fields(),
+                                     prebuilt_name("array_data", lib.t, 0))
+    if fast_path:
+        fastbind.define(module, lib.t, array_data)
     return str(module)
 
 
@@ -83,13 +88,15 @@ def _function_names(dtype: str, vector_bytes: int) -> tuple[str, ...]:
     t, lanes = FORMATS[dtype].type, _lanes(dtype, vector_bytes)
     kernels = ("product", "matmul", "matmul_nt", "gemm", "gemm_narrow", "packed_product",
                *ALONG_AXIS, "softmax_cross_entropy", "transpose", "non_finite")
-    return (*(prebuilt_name(k, t, lanes) for k in kernels), prebuilt_name("array_data", t, 0))
+    fast_path = ("array_data", *fastbind.SIGNATURES)
+    return (*(prebuilt_name(k, t, lanes) for k in kernels),
+            *(prebuilt_name(k, t, 0) for k in fast_path))
 
 
 def _engine(dtype: str, vector_bytes: int) -> Engine:
     cpu, features = host()
     blas = find_blas()
-    symbols = blas.symbols() if blas is not None else {}
+    symbols = {**python_symbols(), **(blas.symbols() if blas is not None else {})}
     name = cache.key("runtime library", llvmlite.__version__, cpu, features, dtype,
                      str(vector_bytes), repr(array_fields()), repr(blas and (
                          blas.sgemm, blas.dgemm, blas.int_bits, blas.set_threads))) + ".o"
