@@ -24,6 +24,7 @@ entry point. Takes a Compiled network and its Signature; gives an executor for C
     tasks.py      the tasks a network hands the pool
     split.py      kernel calls whose work divides over the pool
     fastcall.py   the native fast path of step: checks arrays without Python
+    fastbind.py   its walks over a network's arrays, table-driven, in the prebuilt library
     jit.py        target machine, O3 pipeline, execution engine
     executor.py   the executor: workspaces, the fast path, the checked slow path
     describe.py   the IR behind a gradient, for `bpcompile show`

@@ -156,6 +156,8 @@ def generate(compiled: Compiled, signature: Signature, dtype: str, vector_bytes:
     naming = Naming(graph)
     writers = {entry: _write_entry(module, graph, naming, layout, lib, matmul, kernels, entry)
                for entry in entries}
+    for writer in writers.values():
+        writer.skip_optimizer_if_glue()
     fields = array_fields()
     if fast and "step" in entries and fields is not None:
         shapes = {name: info.shape for name, info in network.params.items()}

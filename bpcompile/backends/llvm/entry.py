@@ -191,6 +191,15 @@ class EntryWriter:
                 self.current = i
                 self.ops[node.op](self, i, node)
 
+    def skip_optimizer_if_glue(self) -> None:
+        """Mark the function `optnone` if it has no loop of its own (no phi: `for_range`
+        is the only maker of phis here), only kernel calls and arithmetic on sizes. LLVM's
+        optimizer gains such glue nothing measurable (the xor, mlp and digits steps took
+        the same time either way) and spent 10-14% of a small network's LLVM time on it."""
+        if not any(isinstance(instruction, ir.PhiInstr) for block in self.f.blocks
+                   for instruction in block.instructions):
+            self.f.attributes.add("optnone")
+
     def call(self, function: ir.Function, args: list[ir.Value]) -> ir.Value:
         """Call a kernel for the current node, noting which (for `bpcompile show`)."""
         self.functions.setdefault(self.current, []).append(function)
