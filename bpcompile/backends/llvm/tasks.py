@@ -31,6 +31,11 @@ def define_task(module: ir.Module, name: str, fields: ir.LiteralStructType, name
     task = ir.Function(module, TASK, name)
     task.linkage = "internal"
     task.attributes.add("nounwind")
+    # A task unpacks its context, takes its range and calls a kernel: it runs only for
+    # work worth dividing (split.py), where a few unoptimized instructions do not show,
+    # and LLVM's optimizer spent about a tenth of a small network's LLVM time on tasks.
+    task.attributes.add("noinline")
+    task.attributes.add("optnone")
     context, part, parts = task.args
     context.name, part.name, parts.name = "context", "part", "parts"
     b = ir.IRBuilder(task.append_basic_block("entry"))
