@@ -225,7 +225,8 @@ class FastStep:
             bound += len(group)
         rng = self.rng(s, sizes, held, starts, ends, bound) if self.masks else None
         self.held = (held, updated)
-        if updated >= 2:
+        if updated >= 2:  # as checks.check_disjoint: the same array twice, or two views
+            # of one buffer, would have one update overwrite a value another still reads
             ok = b.call(self.disjoint, [starts, ends, i64(updated)])
             self.require(b.icmp_signed("!=", ok, ir.Constant(I32, 0)), "disjoint")
         self.data(args, nargs, kwnames, table, sizes)
@@ -342,10 +343,12 @@ class FastStep:
         slot = {"param": self.layout.param, "state": self.layout.state_slot,
                 "data": self.layout.data_slot}[kind]
         flags = C_CONTIGUOUS | ALIGNED | (0 if kind == "data" else WRITEABLE)
-        entries = [(self.context.key(kind, name), slot(name),
-                    math.prod(shape) * self.itemsize if kind != "data" else 0, flags,
-                    len(shape), self.spec(shape))
-                   for name in names for shape in [shapes[name]]]
+        entries = []
+        for name in names:
+            shape = shapes[name]
+            nbytes = math.prod(shape) * self.itemsize if kind != "data" else 0  # span
+            entries.append((self.context.key(kind, name), slot(name), nbytes, flags,
+                            len(shape), self.spec(shape)))
         return fastbind.records(self.module, f"bpc.{kind}.records", entries)
 
     def data(self, args: ir.Value, nargs: ir.Value, kwnames: ir.Value, table: ir.Value,

@@ -102,10 +102,9 @@ def matmul_op(w: EntryWriter, i: int, node: Node) -> None:
     a_transposed, b_transposed = a in w.views, b in w.b_views
     w.functions.setdefault(i, []).extend(_route_kernels(w, m, n, k, a_transposed,
                                                         b_transposed))
-    m_, n_, k_ = w.dims_of((m, n, k))
     w.b.call(products.product_function(w.matmul),
-             [w.storage[i], w.storage[a_source], w.storage[b_source], scratch, m_, n_, k_,
-              i64(products.form_of(a_transposed, b_transposed))])
+             [w.storage[i], w.storage[a_source], w.storage[b_source], scratch,
+              *w.dims_of((m, n, k)), i64(products.form_of(a_transposed, b_transposed))])
 
 
 def _route_kernels(w: EntryWriter, m: int | str, n: int | str, k: int | str,
