@@ -16,7 +16,7 @@ import pytest
 
 from bpcompile.backends.llvm import dot, prebuilt, products, split
 from bpcompile.backends.llvm.blas import find_blas
-from bpcompile.backends.llvm.jit import vector_bytes
+from bpcompile.backends.llvm.jit import host, vector_bytes
 from bpcompile.backends.llvm.products import Route, routes
 
 I64 = ctypes.c_int64
@@ -98,3 +98,36 @@ def test_dot_products_are_only_for_a_transposed_b_alone() -> None:
         said = routes(None, None, None, a_t, b_t, 4, 16, True)
         assert (Route.DOT in said) == (b_t and not a_t)
         assert Route.LARGE in said
+
+
+def test_the_large_route_names_its_kernel_by_cpu_and_width() -> None:
+    """BLAS unless the CPU is one where our packed GEMM measured faster for float32 products
+    of that many columns; without BLAS always ours."""
+    for cpu, columns in products.PACKED_OVER_BLAS.items():
+        assert products.large_kernel(columns, 4, True, cpu) == ("packed",)
+        assert products.large_kernel(columns - 1, 4, True, cpu) == ("blas",)
+        assert products.large_kernel(None, 4, True, cpu) == ("blas", "packed")
+        assert products.large_kernel(columns, 8, True, cpu) == ("blas",)
+    assert products.large_kernel(4096, 4, True, "a cpu not measured") == ("blas",)
+    assert products.large_kernel(4096, 8, False, "any") == ("packed",)
+
+
+@pytest.mark.skipif(find_blas() is None or host()[0] not in products.PACKED_OVER_BLAS,
+                    reason="our packed GEMM replaces BLAS only on the CPUs it measured "
+                           "faster on, with BLAS present")
+def test_wide_float32_products_take_our_packed_gemm_here() -> None:
+    """On such a CPU a large float32 product with enough columns is our packed GEMM's, bit
+    for bit as the packed GEMM called alone (its parts are whole tiles, each summed as one
+    pass would)."""
+    m, k = 64, 1000  # k past both GEMMs' cache blocks: their sums' rounding would differ
+    n = products.PACKED_OVER_BLAS[host()[0]] * 2
+    assert m * n * k >= products.large_threshold(4, False, True)
+    rng = np.random.default_rng(1)
+    a = rng.normal(size=(m, k)).astype("float32")
+    b = rng.normal(size=(k, n)).astype("float32")
+    c, _ = call_product(a, b, m, n, k, False, False)
+    alone = np.empty((m, n), "float32")
+    packed = ctypes.CFUNCTYPE(None, *[ctypes.c_void_p] * 3, *[I64] * 8)(
+        prebuilt.address("packed_product", "float32", vector_bytes()))
+    packed(alone.ctypes.data, a.ctypes.data, b.ctypes.data, m, n, k, k, 1, n, 1, n)
+    np.testing.assert_array_equal(c, alone)

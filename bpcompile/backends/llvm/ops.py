@@ -13,6 +13,7 @@ from ...graph.shapes import Shape
 from . import convolution, moves, products, split
 from .axis import axis_view
 from .entry import EntryWriter
+from .jit import host
 from .loops import PTR, i64, product
 
 
@@ -116,7 +117,9 @@ def _route_kernels(w: EntryWriter, m: int | str, n: int | str, k: int | str,
     for route in products.routes(*known, a_transposed, b_transposed, matmul.itemsize,
                                  matmul.lanes, matmul.blas is not None):
         if route is products.Route.LARGE:
-            kernels.append("BLAS gemm" if matmul.blas is not None else matmul.gemm.product())
+            names = {"blas": "BLAS gemm", "packed": matmul.gemm.product()}
+            kernels += [names[kernel] for kernel in products.large_kernel(
+                known[1], matmul.itemsize, matmul.blas is not None, host()[0])]
         elif route is products.Route.DOT:
             kernels.append(matmul.dot_function())
         else:

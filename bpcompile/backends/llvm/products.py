@@ -9,7 +9,8 @@ B_TRANSPOSED at j * k + p (B = W.T read in place; `scratch`, k * n elements, is 
 loop nest copies it transposed). The routes, tried in this order (ROUTES):
 
     large      m * n * k at least the threshold (blas.py): BLAS, or without it our packed
-               GEMM (gemm.py), either operand read transposed in place
+               GEMM (gemm.py), either operand read transposed in place; on the CPUs
+               PACKED_OVER_BLAS names, our packed GEMM for the float32 products it names
     dot        B transposed, A not, k at least dot.MIN_VECTORS vectors: dot products
                along k (dot.py), B's rows read in place
     loop nest  the rest (matmul.py), after B is copied transposed into `scratch` if it is
@@ -33,6 +34,7 @@ from llvmlite import ir
 from . import dot
 from .blas import BLAS_THRESHOLDS
 from .gemm import PACKED_THRESHOLD
+from .jit import host
 from .loops import I64, PTR, i64, prebuilt_name
 from .split import Split, divided
 
@@ -40,6 +42,13 @@ if TYPE_CHECKING:
     from .matmul import Matmul
 
 A_TRANSPOSED, B_TRANSPOSED = 2, 1  # the bits of `form`
+# CPUs (as LLVM names the host) where our packed GEMM beat OpenBLAS on large float32
+# products whose C has at least this many columns. On 2 Zen 4 cores (benchmarks/gemm.py,
+# the wide network's products) ours ran at 1.01x-1.12x OpenBLAS's speed with 784-1,024
+# columns (172 GFLOP/s against 153-170) and OpenBLAS 2x ours with 10; 64 is set between the
+# two, unmeasured. On the Intel Xeon measured before, OpenBLAS was up to 15% faster, so
+# elsewhere BLAS stays.
+PACKED_OVER_BLAS: dict[str, int] = {"znver4": 64}
 SIGNATURE = ir.FunctionType(ir.VoidType(), [PTR, PTR, PTR, PTR, I64, I64, I64, I64])
 
 
@@ -51,6 +60,19 @@ class Route(Enum):
 
 def form_of(a_transposed: bool, b_transposed: bool) -> int:
     return A_TRANSPOSED * a_transposed + B_TRANSPOSED * b_transposed
+
+
+def large_kernel(n: int | None, itemsize: int, blas: bool, cpu: str) -> tuple[str, ...]:
+    """What the large route may call for a product with C of n columns (None: bound when
+    it runs): "blas", "packed", or either."""
+    columns = PACKED_OVER_BLAS.get(cpu)
+    if not blas:
+        return ("packed",)
+    if columns is None or itemsize != 4:
+        return ("blas",)
+    if n is None:
+        return ("blas", "packed")
+    return ("packed",) if n >= columns else ("blas",)
 
 
 def large_threshold(itemsize: int, b_transposed: bool, blas: bool) -> int:
@@ -100,13 +122,20 @@ def _define(f: ir.Function, matmul: Matmul, transpose: ir.Function) -> None:
                          i64(large_threshold(matmul.itemsize, False, blas)), name="threshold")
 
     with b.if_then(b.icmp_signed(">=", work, threshold)):  # the large route, by form
+        columns = PACKED_OVER_BLAS.get(host()[0]) if blas and matmul.itemsize == 4 else None
+        packed = (b.icmp_signed(">=", n, i64(columns), name="packed") if columns is not None
+                  else ir.Constant(ir.IntType(1), 0))
         done = b.append_basic_block("large.done")
         switch = b.switch(form, done)
         for a_t, b_t in every((False, True), repeat=2):
             case = b.append_basic_block(f"large.{'T' if a_t else 'N'}{'T' if b_t else 'N'}")
             switch.add_case(i64(form_of(a_t, b_t)), case)
             b.position_at_end(case)
-            matmul.call_large(b, c, a, a_t, b_ptr, b_t, m, n, k)
+            with b.if_else(packed) as (ours, theirs):
+                with ours:
+                    matmul.call_packed(b, c, a, a_t, b_ptr, b_t, m, n, k)
+                with theirs:
+                    matmul.call_large(b, c, a, a_t, b_ptr, b_t, m, n, k)
             b.branch(done)
         b.position_at_end(done)
         b.ret_void()
